@@ -1,0 +1,671 @@
+"""``gears cluster up/down/status``: a local Redis Cluster / Valkey cluster plus gears nodes.
+
+Port contract for base port ``P`` and node ``i`` (1-based; masters first, then
+replicas): the gears node (front door) listens on ``P+i-1``, its server node on
+``P+10000+i-1`` and the server's cluster bus on ``P+20000+i-1``.
+
+Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
+(the state file: topology, binary, config, pids), ``node-<server port>/`` per server
+node (``nodes.conf``, AOF/RDB, ``server.log``) and ``gears-<front door port>.log``
+per gears node. Running :func:`up` again on that folder restarts whatever is not
+running, keeping data and topology.
+
+Python API (used by the CLI, the test fixtures and benchmarks)::
+
+    state = up(masters=3, dir="/tmp/c")     # -> ClusterState; .client(), .ports ...
+    status("/tmp/c")                        # -> {"state": "ok", "nodes": [...]}
+    down("/tmp/c")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from cluster.formation import cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
+from cluster.hashtags import SLOTS, hashtag_for_slot
+from cluster.servers import (
+    HOST,
+    LauncherError,
+    ProcessRef,
+    check_ports_free,
+    is_running,
+    log_failure_line,
+    ping,
+    resolve_server_binary,
+    server_version,
+    start_gears_node,
+    start_server,
+    stop_processes,
+    wait_for,
+)
+
+__all__ = [
+    "LauncherError",
+    "NodeInfo",
+    "ClusterState",
+    "DEFAULT_DIR",
+    "DEFAULT_BASE_PORT",
+    "DEFAULT_SERVER_CONFIG",
+    "STATE_FILE",
+    "slot_ranges",
+    "ports_needed",
+    "up",
+    "start_servers_only",
+    "down",
+    "status",
+    "load_state",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = ".gears/cluster"
+DEFAULT_BASE_PORT = 30001
+DEFAULT_MASTERS = 3
+DEFAULT_REPLICAS = 0
+DEFAULT_SERVER = "valkey"
+STATE_FILE = "cluster.json"
+SERVER_PORT_OFFSET = 10000
+BUS_PORT_OFFSET = 10000  # the servers' default: bus port = server port + 10000
+STATE_VERSION = 1
+
+#: Directives every server node gets; ``--config K=V`` overrides any of them.
+#: ``KEAm``: keyspace + keyevent notifications for every event class incl. keymiss.
+#: No diskless-sync delay, so replicas attach at once on a local machine.
+DEFAULT_SERVER_CONFIG: dict[str, str] = {
+    "appendonly": "yes",
+    "notify-keyspace-events": "KEAm",
+    "cluster-announce-ip": HOST,
+    "enable-debug-command": "local",
+    "repl-diskless-sync-delay": "0",
+}
+
+_SERVER_STOP_TIMEOUT = 30.0
+_GEARS_STOP_TIMEOUT = 15.0
+
+
+@dataclass
+class NodeInfo:
+    """One server node and its gears node, as recorded in ``cluster.json``.
+
+    ``role``, ``master_port`` and ``slots`` are the topology the cluster was created
+    with (live roles can differ after a failover: see :func:`status`).
+    """
+
+    index: int
+    role: str
+    port: int
+    gears_port: int
+    bus_port: int
+    dir: str
+    gears_log: str
+    binary: str
+    config: dict[str, str]
+    master_port: int | None = None
+    slots: list[list[int]] = field(default_factory=list)
+    node_id: str | None = None
+    pid: int | None = None
+    gears_pid: int | None = None
+    python: str | None = None  # the interpreter running the gears node
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:<server port>``."""
+        return f"{HOST}:{self.port}"
+
+    @property
+    def gears_address(self) -> str:
+        """``127.0.0.1:<front door port>``."""
+        return f"{HOST}:{self.gears_port}"
+
+    def server_ref(self) -> ProcessRef | None:
+        if self.pid is None:
+            return None
+        return ProcessRef(pid=self.pid, exe=self.binary, marker=str(self.port), name=f"server {self.address}")
+
+    def gears_ref(self) -> ProcessRef | None:
+        if self.gears_pid is None:
+            return None
+        return ProcessRef(
+            pid=self.gears_pid, exe=self.python or sys.executable, marker=self.gears_address,
+            name=f"gears node {self.gears_address}", group=True,
+        )
+
+    def server_running(self) -> bool:
+        return is_running(self.server_ref())
+
+    def gears_running(self) -> bool:
+        return is_running(self.gears_ref())
+
+
+@dataclass
+class ClusterState:
+    """A launched cluster: what :func:`up` returns and ``cluster.json`` holds.
+
+    ``ports`` are the front-door ports (reserved by the port contract even when the
+    cluster runs without gears nodes), ``server_ports`` the server nodes' ports, both
+    in node order (masters first).
+    """
+
+    dir: str
+    masters: int
+    replicas: int
+    base_port: int
+    server: str
+    binary: str
+    config: dict[str, str]
+    nodes: list[NodeInfo]
+    gears: bool = True
+    created: bool = False
+    version: int = STATE_VERSION
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.gears_port for node in self.nodes]
+
+    @property
+    def server_ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A ``redis.Redis`` on the first front door (``decode_responses=True``)."""
+        kwargs.setdefault("decode_responses", True)
+        return redis.Redis(host=HOST, port=self.ports[0], **kwargs)
+
+    def cluster_client(self, **kwargs: Any) -> redis.RedisCluster:
+        """A ``redis.RedisCluster`` started from the first front door."""
+        kwargs.setdefault("decode_responses", True)
+        return redis.RedisCluster(host=HOST, port=self.ports[0], **kwargs)
+
+    def server_client(self, i: int = 0, **kwargs: Any) -> redis.Redis:
+        """A ``redis.Redis`` straight on server node ``i`` (0-based, node order)."""
+        kwargs.setdefault("decode_responses", True)
+        return redis.Redis(host=HOST, port=self.server_ports[i], **kwargs)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ClusterState:
+        fields = dict(data)
+        fields["nodes"] = [NodeInfo(**node) for node in data["nodes"]]
+        return cls(**fields)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def slot_ranges(masters: int) -> list[tuple[int, int]]:
+    """Contiguous, even slot ranges for ``masters`` masters (the split redis-cli makes)."""
+    if not 1 <= masters <= SLOTS:
+        raise LauncherError(f"--masters must be between 1 and {SLOTS}, got {masters}")
+    per = SLOTS / masters
+    ranges: list[tuple[int, int]] = []
+    first, cursor = 0, 0.0
+    for i in range(masters):
+        last = math.floor(cursor + per - 1 + 0.5)
+        if last > SLOTS or i == masters - 1:
+            last = SLOTS - 1
+        last = max(last, first)
+        ranges.append((first, last))
+        first, cursor = last + 1, cursor + per
+    return ranges
+
+
+def ports_needed(masters: int, replicas: int, base_port: int, gears: bool = True) -> list[int]:
+    """Every port a cluster of this shape uses: front doors (if ``gears``), servers, buses."""
+    count = masters * (1 + replicas)
+    servers = [base_port + SERVER_PORT_OFFSET + i for i in range(count)]
+    ports = [base_port + i for i in range(count)] if gears else []
+    return ports + servers + [port + BUS_PORT_OFFSET for port in servers]
+
+
+def _plan(
+    path: Path, masters: int, replicas: int, base_port: int, server: str, binary: str,
+    config: dict[str, str], gears: bool,
+) -> ClusterState:
+    if masters < 1:
+        raise LauncherError(f"--masters must be at least 1, got {masters}")
+    if replicas < 0:
+        raise LauncherError(f"--replicas must be at least 0, got {replicas}")
+    count = masters * (1 + replicas)
+    if base_port < 1 or base_port + SERVER_PORT_OFFSET + BUS_PORT_OFFSET + count - 1 > 65535:
+        raise LauncherError(f"--base-port {base_port} leaves no room for {count} nodes (bus ports up to 65535)")
+    effective = {**DEFAULT_SERVER_CONFIG, **config}
+    ranges = slot_ranges(masters)
+    nodes: list[NodeInfo] = []
+    for i in range(count):
+        port = base_port + SERVER_PORT_OFFSET + i
+        is_master = i < masters
+        master_index = i if is_master else (i - masters) % masters
+        nodes.append(NodeInfo(
+            index=i + 1,
+            role="master" if is_master else "replica",
+            port=port,
+            gears_port=base_port + i,
+            bus_port=port + BUS_PORT_OFFSET,
+            dir=str(path / f"node-{port}"),
+            gears_log=str(path / f"gears-{base_port + i}.log"),
+            binary=binary,
+            config=dict(effective),
+            master_port=None if is_master else base_port + SERVER_PORT_OFFSET + master_index,
+            slots=[list(ranges[master_index])],
+        ))
+    return ClusterState(
+        dir=str(path), masters=masters, replicas=replicas, base_port=base_port, server=server,
+        binary=binary, config=dict(config), nodes=nodes, gears=gears,
+    )
+
+
+# --------------------------------------------------------------------------- state file
+
+
+def _state_path(path: Path) -> Path:
+    return path / STATE_FILE
+
+
+def load_state(dir: str | os.PathLike[str] = DEFAULT_DIR) -> ClusterState | None:
+    """The saved state of the cluster in ``dir``, or None when there is none."""
+    file = _state_path(Path(dir).resolve())
+    try:
+        data = json.loads(file.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise LauncherError(f"cannot read {file}: {exc}") from exc
+    try:
+        return ClusterState.from_json(data)
+    except (KeyError, TypeError) as exc:
+        raise LauncherError(f"{file} is not a gears cluster state file ({exc})") from exc
+
+
+def _save(state: ClusterState) -> None:
+    file = _state_path(Path(state.dir))
+    tmp = file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+    os.replace(tmp, file)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise ``up``/``down`` on one cluster folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- waits
+
+
+def _check_alive(nodes: list[NodeInfo], *, gears: bool = False) -> None:
+    """Raise a one-line error naming the log when a process we wait on has exited."""
+    for node in nodes:
+        if gears:
+            if not node.gears_running():
+                line = log_failure_line(Path(node.gears_log))
+                detail = f": {line}" if line else ""
+                raise LauncherError(
+                    f"gears node {node.gears_address} exited during start-up{detail} (log: {node.gears_log})"
+                )
+        elif not node.server_running():
+            logfile = Path(node.dir) / "server.log"
+            line = log_failure_line(logfile)
+            detail = f": {line}" if line else ""
+            raise LauncherError(f"server {node.address} failed to start{detail} (log: {logfile})")
+
+
+def _wait_servers(nodes: list[NodeInfo], timeout: float) -> None:
+    wait_for(
+        lambda: all(ping(node.port) for node in nodes),
+        timeout=timeout,
+        what="server nodes to answer PING",
+        check=lambda: _check_alive(nodes),
+    )
+
+
+def _form_cluster(state: ClusterState, timeout: float) -> None:
+    ids = form_cluster(state.nodes, timeout=timeout, check=lambda: _check_alive(state.nodes))
+    for node in state.nodes:
+        node.node_id = ids[node.port]
+
+
+def _wait_cluster_ok(state: ClusterState, timeout: float) -> None:
+    wait_cluster_ok(state.server_ports, timeout=timeout, check=lambda: _check_alive(state.nodes))
+
+
+def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[ProcessRef], timeout: float) -> None:
+    if not nodes:
+        return
+    check_ports_free(node.gears_port for node in nodes)
+    for node in nodes:
+        ref = start_gears_node(node.port, node.gears_port, Path(node.gears_log))
+        started.append(ref)
+        node.gears_pid = ref.pid
+        node.python = ref.exe
+    _save(state)
+    _wait_gears(nodes, timeout)
+
+
+def _wait_gears(nodes: list[NodeInfo], timeout: float) -> None:
+    wait_for(
+        lambda: all(ping(node.gears_port) for node in nodes),
+        timeout=timeout,
+        what="gears nodes to answer PING",
+        check=lambda: _check_alive(nodes, gears=True),
+    )
+
+
+def _wait_front_doors_mapped(state: ClusterState, timeout: float) -> None:
+    """Wait until every front door's ``CLUSTER SLOTS`` names front doors only.
+
+    Each gears node learns its peers' front doors from a registry they fill as they
+    start, so right after start-up a front door may still hand out a server address;
+    a cluster client connecting then would bypass the gears nodes.
+    """
+    doors = set(state.ports)
+
+    def mapped() -> bool:
+        for node in state.nodes:
+            seen = cluster_slots_ports(node.gears_port)
+            if seen is None or not seen <= doors:
+                return False
+        return True
+
+    wait_for(
+        mapped,
+        timeout=timeout,
+        what="every front door to know the other gears nodes",
+        check=lambda: _check_alive(state.nodes, gears=True),
+    )
+
+
+def _start_servers(state: ClusterState, nodes: list[NodeInfo], started: list[ProcessRef], timeout: float) -> None:
+    if not nodes:
+        return
+    check_ports_free([node.port for node in nodes] + [node.bus_port for node in nodes])
+    for node in nodes:
+        ref = start_server(node.binary, node.port, Path(node.dir), node.config)
+        started.append(ref)
+        node.pid = ref.pid
+    _save(state)
+    _wait_servers(nodes, timeout)
+
+
+def _abort(state: ClusterState | None, started: list[ProcessRef]) -> None:
+    """Stop what this call started (gears nodes first) and record it."""
+    gears_refs = [ref for ref in started if ref.group]
+    server_refs = [ref for ref in started if not ref.group]
+    with contextlib.suppress(Exception):
+        stop_processes(gears_refs, timeout=_GEARS_STOP_TIMEOUT)
+    with contextlib.suppress(Exception):
+        stop_processes(server_refs, timeout=_SERVER_STOP_TIMEOUT)
+    if state is not None:
+        pids = {ref.pid for ref in started}
+        for node in state.nodes:
+            if node.pid in pids:
+                node.pid = None
+            if node.gears_pid in pids:
+                node.gears_pid = None
+        with contextlib.suppress(OSError):
+            _save(state)
+
+
+def _discard_partial(state: ClusterState) -> None:
+    """A folder whose cluster was never fully created: stop leftovers, wipe node data."""
+    log.info("discarding the unfinished cluster in %s", state.dir)
+    stop_processes([n.gears_ref() for n in state.nodes], timeout=_GEARS_STOP_TIMEOUT)
+    stop_processes([n.server_ref() for n in state.nodes], timeout=_SERVER_STOP_TIMEOUT)
+    for node in state.nodes:
+        shutil.rmtree(node.dir, ignore_errors=True)
+
+
+def _create(state: ClusterState, gears: bool, timeout: float) -> None:
+    started: list[ProcessRef] = []
+    touched = False  # from here on, cluster.json records this attempt (even a failed one)
+    try:
+        for node in state.nodes:
+            folder = Path(node.dir)
+            if folder.is_dir() and any(folder.iterdir()):
+                raise LauncherError(
+                    f"{folder} holds files but {Path(state.dir) / STATE_FILE} is missing; "
+                    "restore it or remove the folder"
+                )
+        check_ports_free(ports_needed(state.masters, state.replicas, state.base_port, gears))
+        touched = True
+        _start_servers(state, state.nodes, started, timeout)
+        _form_cluster(state, timeout)
+        _wait_cluster_ok(state, timeout)
+        state.created = True
+        _save(state)
+        log.info("cluster created in %s", state.dir)
+        if gears:
+            _start_gears(state, state.nodes, started, timeout)
+            _wait_front_doors_mapped(state, timeout)
+        _save(state)
+    except BaseException:
+        _abort(state if touched else None, started)
+        raise
+
+
+def _restart(state: ClusterState, gears: bool, timeout: float) -> None:
+    started: list[ProcessRef] = []
+    try:
+        if not os.access(state.binary, os.X_OK):
+            raise LauncherError(f"server binary not found: {state.binary}")
+        servers = [node for node in state.nodes if not node.server_running()]
+        gears_nodes = [node for node in state.nodes if gears and not node.gears_running()]
+        if not servers and not gears_nodes:
+            log.info("everything in %s is already running", state.dir)
+        check_ports_free(
+            [n.port for n in servers] + [n.bus_port for n in servers] + [n.gears_port for n in gears_nodes]
+        )
+        _start_servers(state, servers, started, timeout)
+        _wait_cluster_ok(state, timeout)
+        _start_gears(state, gears_nodes, started, timeout)
+        if gears:
+            _wait_gears(state.nodes, timeout)
+            _wait_front_doors_mapped(state, timeout)
+        _save(state)
+    except BaseException:
+        _abort(state, started)
+        raise
+
+
+def _conflicts(
+    saved: ClusterState, masters: int | None, replicas: int | None, base_port: int | None,
+    server: str | None, config: Mapping[str, str] | None,
+) -> None:
+    where = saved.dir
+    hint = f"(run `gears cluster down --dir {where}` and remove the folder to start afresh)"
+    for name, given, have in (
+        ("--masters", masters, saved.masters),
+        ("--replicas", replicas, saved.replicas),
+        ("--base-port", base_port, saved.base_port),
+    ):
+        if given is not None and given != have:
+            raise LauncherError(f"the cluster in {where} has {name} {have}, not {given} {hint}")
+    if server is not None and resolve_server_binary(server) != saved.binary:
+        raise LauncherError(f"the cluster in {where} runs {saved.binary}, not --server {server} {hint}")
+    if config and dict(config) != saved.config:
+        raise LauncherError(f"the cluster in {where} was created with a different --config {hint}")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def up(
+    masters: int | None = None,
+    replicas: int | None = None,
+    base_port: int | None = None,
+    server: str | None = None,
+    dir: str | os.PathLike[str] = DEFAULT_DIR,
+    config: Mapping[str, str] | None = None,
+    *,
+    gears: bool = True,
+    timeout: float = 120.0,
+) -> ClusterState:
+    """Start (or restart) the local cluster in ``dir`` and return its state.
+
+    A new folder gets ``masters`` (default 3) masters with ``replicas`` (default 0)
+    replicas each on ``base_port`` (default 30001), run by ``server`` (``valkey``
+    (default), ``redis`` or a path), each with ``config`` server directives on top
+    of :data:`DEFAULT_SERVER_CONFIG`. Returns once ``cluster_state:ok`` holds on
+    every server node and, with ``gears``, every gears node answers PING and names
+    only front doors in ``CLUSTER SLOTS``. A folder
+    holding a cluster gets whatever is not running restarted; options that differ
+    from the saved ones raise :class:`LauncherError`, as does any failure, after
+    stopping what this call started. ``timeout`` bounds each wait.
+    """
+    path = Path(dir).resolve()
+    config = {str(k): str(v) for k, v in (config or {}).items()}
+    try:
+        return _up(path, masters, replicas, base_port, server, config, gears, timeout)
+    except redis.RedisError as exc:
+        raise LauncherError(f"cluster set-up failed: {exc}") from exc
+    except OSError as exc:
+        raise LauncherError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+
+
+def _up(
+    path: Path, masters: int | None, replicas: int | None, base_port: int | None, server: str | None,
+    config: dict[str, str], gears: bool, timeout: float,
+) -> ClusterState:
+    with _locked(path):
+        saved = load_state(path)
+        if saved is not None and saved.created:
+            _conflicts(saved, masters, replicas, base_port, server, config)
+            saved.gears = gears or saved.gears
+            _restart(saved, gears, timeout)
+            return saved
+        server_name = server or DEFAULT_SERVER
+        binary = resolve_server_binary(server_name)
+        server_version(binary)
+        state = _plan(
+            path,
+            DEFAULT_MASTERS if masters is None else masters,
+            DEFAULT_REPLICAS if replicas is None else replicas,
+            DEFAULT_BASE_PORT if base_port is None else base_port,
+            server_name, binary, config, gears,
+        )
+        if saved is not None:
+            _discard_partial(saved)
+        _create(state, gears, timeout)
+        return state
+
+
+def start_servers_only(
+    masters: int | None = None,
+    replicas: int | None = None,
+    base_port: int | None = None,
+    server: str | None = None,
+    dir: str | os.PathLike[str] = DEFAULT_DIR,
+    config: Mapping[str, str] | None = None,
+    *,
+    timeout: float = 120.0,
+) -> ClusterState:
+    """:func:`up` without gears nodes: a bare server cluster (``--no-gears``).
+
+    The front-door ports of the port contract (``state.ports``) stay free for a
+    front door the caller runs itself.
+    """
+    return up(masters, replicas, base_port, server, dir, config, gears=False, timeout=timeout)
+
+
+def down(dir: str | os.PathLike[str] = DEFAULT_DIR) -> int:
+    """Stop every process of the cluster in ``dir``: gears nodes, then servers.
+
+    Processes are found by the pids in ``cluster.json`` (and checked to still be
+    ours). Data stays. Returns how many processes were running (0: nothing was,
+    which is not an error).
+    """
+    path = Path(dir).resolve()
+    if not _state_path(path).exists():
+        return 0
+    with _locked(path):
+        state = load_state(path)
+        if state is None:
+            return 0
+        stopped = stop_processes([n.gears_ref() for n in state.nodes], timeout=_GEARS_STOP_TIMEOUT)
+        stopped += stop_processes([n.server_ref() for n in state.nodes], timeout=_SERVER_STOP_TIMEOUT)
+        for node in state.nodes:
+            node.pid = None
+            node.gears_pid = None
+        _save(state)
+    log.info("stopped %d processes in %s", stopped, path)
+    return stopped
+
+
+def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
+    """The live state of the cluster in ``dir``.
+
+    ``{"state": ..., "nodes": [{"gears", "redis", "role", "hashtag", "slots", "pid",
+    "gears_pid"}]}`` in node order. Roles and slots come from ``CLUSTER SHARDS`` of a
+    running server (the saved topology when none runs); ``pid``/``gears_pid`` are
+    None for a process that is not running. ``state`` is the servers'
+    ``cluster_state`` (``"ok"``, ``"fail"``), ``"degraded"`` when they say ok but a
+    node of the cluster is not running, ``"down"`` when no server runs and
+    ``"absent"`` when ``dir`` holds no cluster.
+    """
+    state = load_state(dir)
+    if state is None:
+        return {"state": "absent", "nodes": []}
+    running = {node.port: node.server_running() for node in state.nodes}
+    gears_running = {node.port: node.gears_running() for node in state.nodes}
+
+    infos = {node.port: cluster_info(node.port) for node in state.nodes if running[node.port]}
+    answering = [port for port, info in infos.items() if info is not None]
+    shards = None
+    for port in sorted(answering, key=lambda p: infos[p].get("cluster_state") != "ok"):  # type: ignore[union-attr]
+        shards = cluster_shards(port)
+        if shards is not None:
+            break
+
+    if not answering:
+        overall = "down"
+    else:
+        states = [infos[port].get("cluster_state", "unknown") for port in answering]  # type: ignore[union-attr]
+        bad = next((s for s in states if s != "ok"), None)
+        if bad is not None:
+            overall = bad
+        elif not all(running.values()) or (state.gears and not all(gears_running.values())):
+            overall = "degraded"
+        else:
+            overall = "ok"
+
+    live: dict[int, tuple[str, list[list[int]]]] = {}
+    for shard in shards or []:
+        for member in shard["nodes"]:
+            live[member["port"]] = (member["role"], shard["slots"])
+    nodes = []
+    for node in state.nodes:
+        if node.port in live:
+            role, slots = live[node.port]
+            role = "master" if role == "master" else "replica"
+        else:
+            role, slots = node.role, [list(r) for r in node.slots]
+        nodes.append({
+            "gears": node.gears_address,
+            "redis": node.address,
+            "role": role,
+            "hashtag": hashtag_for_slot(min(lo for lo, _ in slots)) if slots else None,
+            "slots": slots,
+            "pid": node.pid if running[node.port] else None,
+            "gears_pid": node.gears_pid if gears_running[node.port] else None,
+        })
+    return {"state": overall, "nodes": nodes}

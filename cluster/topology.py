@@ -1,0 +1,206 @@
+"""The cluster as one gears node sees it.
+
+:class:`ShardMap` is a plain snapshot (shards, slot owners, this node's place) that
+the node hands to its worker process. :class:`ClusterView` builds it from the local
+server node (``CLUSTER SHARDS``) and finds every gears node's front door: a gears node names its connections to its
+server node ``gears-frontdoor@host:port``, so ``CLIENT LIST`` on a server node tells
+where the gears node beside it listens (nothing is written to the keyspace, and a
+node that is gone disappears from the list).
+
+Following RedisGears, a deployment with a single shard (standalone server, or a
+cluster whose slots all sit on one master) is *not* in cluster mode: the shard id is
+40 zeros and ``hashtag()`` is ``'06S'``.
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from .hashtags import SLOTS, hashtag_for_slot, key_slot
+
+__all__ = ["ShardInfo", "ShardMap", "ClusterView", "NO_CLUSTER_ID", "CLIENT_NAME_PREFIX"]
+
+log = logging.getLogger(__name__)
+
+NO_CLUSTER_ID = "0" * 40
+#: A gears node names its connections to its server node ``gears-frontdoor@host:port``.
+CLIENT_NAME_PREFIX = "gears-frontdoor@"
+
+
+def _frontdoor_in_client_list(listing: str) -> tuple[str, int] | None:
+    for line in listing.splitlines():
+        for part in line.split(" "):
+            if part.startswith("name=" + CLIENT_NAME_PREFIX):
+                host, _, port = part[len("name=" + CLIENT_NAME_PREFIX):].rpartition(":")
+                if host and port.isdigit():
+                    return host, int(port)
+    return None
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """One shard: its id (the master's node id), slot ranges and server addresses."""
+
+    id: str
+    ranges: tuple[tuple[int, int], ...]
+    master: tuple[str, int]
+    replicas: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def min_slot(self) -> int:
+        """The lowest slot the shard owns (``-1`` for none)."""
+        return min((lo for lo, _ in self.ranges), default=-1)
+
+    @property
+    def hashtag(self) -> str:
+        """The hashtag of the shard's lowest slot."""
+        return hashtag_for_slot(max(self.min_slot, 0))
+
+
+@dataclass
+class ShardMap:
+    """A snapshot of the topology, as the worker needs it for repartitioning."""
+
+    my_id: str
+    my_index: int
+    shards: list[ShardInfo]
+    slot_owner: array = field(default_factory=lambda: array("H", bytes(2 * SLOTS)))
+    my_role: str = "master"
+
+    @property
+    def cluster_mode(self) -> bool:
+        """More than one shard."""
+        return len(self.shards) > 1
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.shards)
+
+    @property
+    def hashtag(self) -> str:
+        """``hashtag()`` of this shard (``'06S'`` outside cluster mode)."""
+        return self.shards[self.my_index].hashtag if self.cluster_mode else hashtag_for_slot(0)
+
+    def shard_of_key(self, key: str | bytes) -> int:
+        """Index of the shard that owns ``key``'s slot."""
+        return self.slot_owner[key_slot(key)]
+
+    def shard_id_for_reader(self) -> str:
+        """What ShardsIDReader yields: the shard id, or ``'1'`` outside cluster mode."""
+        return self.my_id if self.cluster_mode else "1"
+
+    @classmethod
+    def standalone(cls) -> "ShardMap":
+        """A single shard owning every slot."""
+        return cls(NO_CLUSTER_ID, 0, [ShardInfo(NO_CLUSTER_ID, ((0, SLOTS - 1),), ("", 0))])
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def shard_map_from_cluster_shards(reply: list[Any], my_node_id: str) -> ShardMap:
+    """Build a :class:`ShardMap` from a RESP2 ``CLUSTER SHARDS`` reply (as redis-py parses it)."""
+    shards: list[ShardInfo] = []
+    my_index, my_role = 0, "master"
+    for entry in reply:
+        info = {(_text(k)): v for k, v in (entry.items() if isinstance(entry, dict) else zip(entry[::2], entry[1::2]))}
+        slots = [int(s) for s in info.get("slots", [])]
+        ranges = tuple((slots[i], slots[i + 1]) for i in range(0, len(slots), 2))
+        master: tuple[str, int] | None = None
+        master_id = ""
+        replicas: list[tuple[str, int]] = []
+        member_ids: dict[str, str] = {}
+        for node in info.get("nodes", []):
+            n = {(_text(k)): v for k, v in (node.items() if isinstance(node, dict) else zip(node[::2], node[1::2]))}
+            address = (_text(n.get("ip") or n.get("endpoint")), int(n.get("port", 0)))
+            role = _text(n.get("role"))
+            if _text(n.get("health", "online")) != "online" and role != "master":
+                continue
+            member_ids[_text(n["id"])] = role
+            if role == "master":
+                master, master_id = address, _text(n["id"])
+            else:
+                replicas.append(address)
+        if master is None or not ranges:
+            continue
+        if my_node_id in member_ids:
+            my_index, my_role = len(shards), member_ids[my_node_id]
+        shards.append(ShardInfo(master_id, ranges, master, tuple(replicas)))
+    if len(shards) <= 1:
+        standalone = ShardMap.standalone()
+        if shards:
+            standalone.shards[0] = ShardInfo(NO_CLUSTER_ID, shards[0].ranges, shards[0].master, shards[0].replicas)
+        standalone.my_role = my_role
+        return standalone
+    order = sorted(range(len(shards)), key=lambda i: shards[i].min_slot)
+    shards = [shards[i] for i in order]
+    my_index = order.index(my_index)
+    owner = array("H", bytes(2 * SLOTS))
+    for index, shard in enumerate(shards):
+        for lo, hi in shard.ranges:
+            for slot in range(lo, hi + 1):
+                owner[slot] = index
+    return ShardMap(shards[my_index].id if my_role == "master" else shards[my_index].id, my_index, shards, owner, my_role)
+
+
+class ClusterView:
+    """Keeps a node's :class:`ShardMap` and the front-door registry up to date."""
+
+    def __init__(self, server: Any, server_address: tuple[str, int], frontdoor: tuple[str, int]) -> None:
+        """``server`` is a ``redis.asyncio.Redis`` client of the local server node."""
+        self._server = server
+        self.server_address = server_address
+        self.frontdoor = frontdoor
+        self.shard_map = ShardMap.standalone()
+        self.node_id = NO_CLUSTER_ID
+        self.server_cluster_enabled = False
+        self._frontdoors: dict[tuple[str, int], tuple[str, int]] = {server_address: frontdoor}
+
+    async def refresh(self) -> ShardMap:
+        """Re-read the topology from the local server node and the front-door registry."""
+        info = await self._server.info("cluster")
+        self.server_cluster_enabled = bool(int(info.get("cluster_enabled", 0)))
+        if not self.server_cluster_enabled:
+            self.shard_map = ShardMap.standalone()
+            self.shard_map.shards[0] = ShardInfo(NO_CLUSTER_ID, ((0, SLOTS - 1),), self.server_address)
+            return self.shard_map
+        self.node_id = _text(await self._server.execute_command("CLUSTER", "MYID"))
+        reply = await self._server.execute_command("CLUSTER", "SHARDS")
+        self.shard_map = shard_map_from_cluster_shards(reply, self.node_id)
+        await self._read_registry()
+        return self.shard_map
+
+    async def _read_registry(self) -> None:
+        """Find every gears node's front door from the client names on each server node."""
+        import redis.asyncio as aioredis
+
+        found: dict[tuple[str, int], tuple[str, int]] = {self.server_address: self.frontdoor}
+        password = self._server.connection_pool.connection_kwargs.get("password")
+        servers = [a for shard in self.shard_map.shards for a in (shard.master, *shard.replicas)]
+        for address in servers:
+            if address in found:
+                continue
+            client = aioredis.Redis(host=address[0], port=address[1], password=password)
+            try:
+                listing = await client.execute_command("CLIENT", "LIST", "TYPE", "normal")
+            except Exception as exc:  # noqa: BLE001 - a node that is down keeps its old entry
+                log.warning("could not list clients of server node %s:%d: %s", *address, exc)
+                continue
+            finally:
+                await client.aclose()
+            door = _frontdoor_in_client_list(_text(listing))
+            if door is not None:
+                found[address] = door
+        self._frontdoors.update(found)
+
+    def frontdoor_for(self, host: str, port: int) -> tuple[str, int] | None:
+        """The front door of the gears node beside server ``host:port`` (``None`` if unknown)."""
+        return self._frontdoors.get((host, port))
+
+    def shard_frontdoor(self, index: int) -> tuple[str, int] | None:
+        """The front door of shard ``index``'s master."""
+        return self._frontdoors.get(self.shard_map.shards[index].master)

@@ -1,0 +1,259 @@
+"""The ``RG.*`` commands a gears node answers itself: parsing, validation, reply shapes.
+
+Each handler is ``async def handler(node, ctx, args) -> reply value``; ``args[0]`` is
+the command name as sent. Errors are raised as :mod:`gears.errors` types and become
+error replies in the front door. :func:`handlers_for` binds them to one node.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from .errors import ArityError, CommandError, ExecutionError
+from .resp import OK, Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import GearsNode
+
+__all__ = ["COMMANDS", "handlers_for"]
+
+Handler = Callable[["GearsNode", Any, list[bytes]], Awaitable[Any]]
+COMMANDS: dict[str, Handler] = {}
+
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    """Register a handler for ``name`` (upper case)."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS[name] = handler
+        return handler
+
+    return register
+
+
+def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Awaitable[Any]]]:
+    """Every command handler bound to ``node``, keyed by upper-case name."""
+
+    def bind(handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
+        async def bound(ctx: Any, args: list[bytes]) -> Any:
+            return await handler(node, ctx, args)
+
+        return bound
+
+    return {name: bind(handler) for name, handler in COMMANDS.items()}
+
+
+def _text(arg: bytes) -> str:
+    return arg.decode("utf-8", "surrogateescape")
+
+
+def _exactly(args: list[bytes], count: int) -> None:
+    if len(args) != count:
+        raise ArityError(_text(args[0]))
+
+
+# --------------------------------------------------------------------------- scripts
+async def _parse_pyexecute(args: list[bytes]) -> dict[str, Any]:
+    if len(args) < 2:
+        raise ArityError("RG.PYEXECUTE")
+    options: dict[str, Any] = {
+        "script": _text(args[1]),
+        "unblocking": False,
+        "id": None,
+        "description": None,
+        "upgrade": False,
+        "replace_with": None,
+        "force_reinstall": False,
+        "requirements": [],
+    }
+    i = 2
+    while i < len(args):
+        word = _text(args[i]).upper()
+        if word == "UNBLOCKING":
+            options["unblocking"] = True
+        elif word in ("ID", "DESCRIPTION", "REPLACE_WITH"):
+            if i + 1 >= len(args):
+                raise CommandError(f"{word} is missing")
+            options[word.lower()] = _text(args[i + 1])
+            i += 1
+        elif word == "UPGRADE":
+            options["upgrade"] = True
+        elif word == "FORCE_REINSTALL_REQUIREMENTS":
+            options["force_reinstall"] = True
+        elif word == "REQUIREMENTS":
+            options["requirements"] = [_text(a) for a in args[i + 1 :]]
+            break
+        else:
+            raise CommandError(f"Unknown arguments were given: {_text(args[i])}")
+        i += 1
+    session_id = options["id"]
+    if session_id is not None and not _SESSION_ID.match(session_id):
+        raise CommandError("ID must be compose of: ['A'-'Z' | 'a'-'z' | '0' - '9' | '-' | '_']")
+    return options
+
+
+@command("RG.PYEXECUTE")
+async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Run a script; reply with its run's results, its execution id, or OK."""
+    options = await _parse_pyexecute(args)
+    if options["requirements"]:
+        await node.install_requirements(options["requirements"], force=options["force_reinstall"])
+    outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"])
+    exec_id = outcome["execution_id"]
+    if exec_id is None:
+        return OK
+    execution = node.coordinator.get(exec_id)
+    if options["unblocking"]:
+        execution.keep = True
+        return exec_id
+    await execution.done.wait()
+    reply = node.coordinator.reply_of(execution)
+    if exec_id in node.coordinator.executions:
+        node.coordinator.drop(exec_id)
+    return reply
+
+
+# ------------------------------------------------------------------ executions
+@command("RG.GETRESULTS")
+async def getresults(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``[[results], [errors]]`` of a finished execution."""
+    _exactly(args, 2)
+    execution = node.coordinator.get(_text(args[1]))
+    if not execution.done.is_set():
+        raise ExecutionError("execution is still running")
+    return node.coordinator.reply_of(execution)
+
+
+@command("RG.GETRESULTSBLOCKING")
+async def getresultsblocking(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Wait for an execution, then ``[[results], [errors]]``."""
+    _exactly(args, 2)
+    execution = node.coordinator.get(_text(args[1]))
+    await execution.done.wait()
+    return node.coordinator.reply_of(execution)
+
+
+@command("RG.DUMPEXECUTIONS")
+async def dumpexecutions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Every execution this node knows."""
+    return node.coordinator.dump()
+
+
+@command("RG.DROPEXECUTION")
+async def dropexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Forget a finished execution (on every shard)."""
+    _exactly(args, 2)
+    node.coordinator.drop(_text(args[1]))
+    return OK
+
+
+@command("RG.ABORTEXECUTION")
+async def abortexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Abort a running execution everywhere."""
+    _exactly(args, 2)
+    node.coordinator.abort(_text(args[1]))
+    return OK
+
+
+@command("RG.GETEXECUTION")
+async def getexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Per-shard execution plans: ``RG.GETEXECUTION id [SHARD|CLUSTER]``."""
+    if len(args) not in (2, 3):
+        raise ArityError("RG.GETEXECUTION")
+    cluster_mode = node.view.shard_map.cluster_mode
+    scope = _text(args[2]).upper() if len(args) == 3 else ("CLUSTER" if cluster_mode else "SHARD")
+    if scope not in ("SHARD", "CLUSTER"):
+        raise CommandError("unknown subcommand")
+    exec_id = _text(args[1])
+    execution = node.coordinator.get(exec_id)
+    entry = execution.plan_entry(node.view.shard_map.my_id)
+    if scope == "SHARD":
+        return [entry]
+    if not cluster_mode:
+        raise CommandError("no cluster detected - use `RG.GETEXECUTION <id> [SHARD]` instead")
+    entries = [entry]
+    for index in node.peer_indexes():
+        blob = await node.peer(index).call("getexecution", exec_id)
+        if blob:
+            entries.append(pickle.loads(blob))
+    return entries
+
+
+# ------------------------------------------------------------------- cluster
+@command("RG.INFOCLUSTER")
+async def infocluster(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """This node's view of the cluster."""
+    shard_map = node.view.shard_map
+    if not shard_map.cluster_mode:
+        return "no cluster mode"
+    shards = []
+    for index, shard in enumerate(shard_map.shards):
+        door = node.view.shard_frontdoor(index) or shard.master
+        run_id = node.run_id if index == shard_map.my_index else node.peer_run_id(index)
+        lo = min(r[0] for r in shard.ranges)
+        hi = max(r[1] for r in shard.ranges)
+        shards.append(
+            ["id", shard.id, "ip", door[0], "port", door[1], "unixSocket", "None", "runid", run_id,
+             "minHslot", lo, "maxHslot", hi, "pendingMessages", 0]
+        )
+    return ["MyId", shard_map.my_id, "MyRunId", node.run_id, shards]
+
+
+@command("RG.REFRESHCLUSTER")
+async def refreshcluster(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Re-read the topology now."""
+    await node.refresh_topology()
+    return OK
+
+
+@command("RG.INNERMSG")
+async def innermsg(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """A message from another gears node (see cluster/messaging.py)."""
+    if len(args) not in (3, 4):
+        raise ArityError("RG.INNERMSG")
+    return await node.on_peer_message(_text(args[1]), pickle.loads(args[2]), args[3] if len(args) == 4 else None)
+
+
+# -------------------------------------------------------------------- config
+@command("RG.CONFIGGET")
+async def configget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Config values (an embedded error for an unknown key)."""
+    if len(args) < 2:
+        raise ArityError("RG.CONFIGGET")
+    return node.config.get([_text(a) for a in args[1:]])
+
+
+@command("RG.CONFIGSET")
+async def configset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Set config values: ``RG.CONFIGSET k v [k v ...]``."""
+    if len(args) < 3 or len(args) % 2 == 0:
+        raise ArityError("RG.CONFIGSET")
+    pairs = [(_text(args[i]), _text(args[i + 1])) for i in range(1, len(args), 2)]
+    reply = node.config.set(pairs)
+    node.config_changed()
+    return reply
+
+
+@command("RG.PYSTATS")
+async def pystats(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Memory of the worker process (resident bytes: total = current, peak)."""
+    current, peak = node.worker.memory()
+    return ["TotalAllocated", current, "PeakAllocated", peak, "CurrAllocated", current]
+
+
+@command("RG.PYDUMPREQS")
+async def pydumpreqs(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """The requirement sets installed on this host."""
+    return node.dump_requirements()
+
+
+async def _unsupported(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    return Status(f"{_text(args[0]).upper()} is not longer supported")
+
+
+COMMANDS["RG.PYEXECUTEREMOTE"] = _unsupported
+COMMANDS["RG.PYFREEINTERPRETER"] = _unsupported

@@ -1,0 +1,262 @@
+"""Executions as a gears node tracks them: ids, status, results, and their spread over shards.
+
+The initiator of a distributed (``async``) execution asks every peer to *prepare*
+it (ship the plan), then tells them all to *run* it. Each shard's worker reports when
+its part is over; the initiator keeps the results and errors of its own worker (which,
+after ``collect``, are everyone's), and the execution is ``done`` when every shard has
+reported or the peers stayed silent longer than ``ExecutionMaxIdleTime``.
+
+``MaxExecutions`` bounds the list: the oldest finished executions are dropped first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ExecutionError, GearsError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import GearsNode
+
+__all__ = ["Coordinator", "NodeExecution"]
+
+log = logging.getLogger(__name__)
+
+MAX_IDLE_ERROR = "Execution max idle reached"
+
+
+@dataclass
+class NodeExecution:
+    """One execution on this node (initiated here or by a peer)."""
+
+    id: str
+    initiator_index: int
+    is_initiator: bool
+    mode: str
+    steps: list[tuple[str, str, str]]
+    shard_count: int
+    registered: bool = False
+    status: str = "created"
+    results: list[Any] | None = None
+    errors: list[str] = field(default_factory=list)
+    shards_received: int = 0
+    shards_completed: int = 0
+    total_ms: float = 0.0
+    read_ms: float = 0.0
+    created_at: float = field(default_factory=time.monotonic)
+    last_peer_activity: float = field(default_factory=time.monotonic)
+    local_done: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    keep: bool = False
+
+    def plan_entry(self, shard_id: str) -> list[Any]:
+        """This shard's ``RG.GETEXECUTION`` entry."""
+        finished = self.status in ("done", "aborted")
+        return [
+            "shard_id",
+            shard_id,
+            "execution_plan",
+            [
+                "status", self.status,
+                "shards_received", self.shards_received,
+                "shards_completed", self.shards_completed,
+                "results", len(self.results or []) if finished else -1,
+                "errors", list(self.errors) if finished else [],
+                "total_duration", int(self.total_ms),
+                "read_duration", int(self.read_ms),
+                "steps", [["type", t, "duration", 0, "name", name, "arg", arg] for t, name, arg in self.steps],
+            ],
+        ]
+
+
+class Coordinator:
+    """The executions of one gears node."""
+
+    def __init__(self, node: "GearsNode") -> None:
+        self._node = node
+        self.executions: OrderedDict[str, NodeExecution] = OrderedDict()
+        self._seq = itertools.count(1)
+
+    # ------------------------------------------------------------- lifecycle
+    def _add(self, execution: NodeExecution) -> None:
+        self.executions[execution.id] = execution
+        limit = int(self._node.config["MaxExecutions"])
+        while len(self.executions) > limit:
+            victim = next((e for e in self.executions.values() if e.done.is_set()), None)
+            if victim is None:
+                break
+            del self.executions[victim.id]
+
+    def get(self, exec_id: str) -> NodeExecution:
+        """The execution, or the RedisGears error for an unknown id."""
+        execution = self.executions.get(exec_id)
+        if execution is None:
+            raise ExecutionError("execution plan does not exist")
+        return execution
+
+    async def start(self, blob: bytes | None, meta: dict[str, Any]) -> str:
+        """A worker starts an execution it initiates: distribute it, return its id."""
+        node = self._node
+        shard_map = node.view.shard_map
+        exec_id = f"{shard_map.my_id}-{next(self._seq)}"
+        distributed = blob is not None
+        execution = NodeExecution(
+            exec_id,
+            shard_map.my_index,
+            True,
+            meta["mode"],
+            meta["steps"],
+            shard_map.shard_count if distributed else 1,
+            registered=meta.get("registered", False),
+        )
+        self._add(execution)
+        if distributed:
+            execution.status = "pending_receive"
+            peers = [i for i in range(shard_map.shard_count) if i != shard_map.my_index]
+            header = (exec_id, shard_map.my_index, meta)
+            results = await asyncio.gather(
+                *(node.peer(i).call("prepare", header, blob) for i in peers), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                for i in peers:
+                    node.peer(i).send("drop", exec_id)
+                del self.executions[exec_id]
+                raise GearsError(str(failures[0]))
+            execution.shards_received = len(peers)
+            for i in peers:
+                node.peer(i).send("run", exec_id)
+        execution.status = "running"
+        return exec_id
+
+    async def prepare(self, exec_id: str, initiator_index: int, meta: dict[str, Any], blob: bytes) -> None:
+        """A peer asks this node to take part in its execution."""
+        node = self._node
+        execution = NodeExecution(
+            exec_id, initiator_index, False, meta["mode"], meta["steps"], node.view.shard_map.shard_count,
+            registered=meta.get("registered", False), status="pending_run",
+        )
+        self._add(execution)
+        try:
+            await node.worker.call("prepare", exec_id, blob, initiator_index)
+        except Exception:
+            self.executions.pop(exec_id, None)
+            raise
+
+    def run(self, exec_id: str) -> None:
+        """The initiator says: go."""
+        execution = self.executions.get(exec_id)
+        if execution is not None:
+            execution.status = "running"
+            self._node.worker.send("run", exec_id)
+
+    def local_finished(self, exec_id: str, status: str, results: list[Any], errors: list[str], stats: dict[str, Any]) -> None:
+        """This node's worker finished its part."""
+        execution = self.executions.get(exec_id)
+        if execution is None:
+            return
+        execution.total_ms, execution.read_ms = stats["total_ms"], stats["read_ms"]
+        execution.local_done = True
+        if not execution.is_initiator:
+            execution.status = "done" if status == "done" else status
+            execution.done.set()
+            self._node.peer(execution.initiator_index).send("shard_done", exec_id)
+            return
+        execution.results, execution.errors = results, list(errors)
+        execution.shards_completed += 1
+        if status == "aborted":
+            execution.status = "aborted"
+        self._maybe_done(execution)
+        if not execution.done.is_set():
+            execution.status = "pending_cluster"
+            asyncio.ensure_future(self._watch_peers(execution))
+
+    def shard_done(self, exec_id: str) -> None:
+        """A peer finished its part of an execution initiated here."""
+        execution = self.executions.get(exec_id)
+        if execution is None:
+            return
+        execution.shards_completed += 1
+        execution.last_peer_activity = time.monotonic()
+        self._maybe_done(execution)
+
+    def _maybe_done(self, execution: NodeExecution) -> None:
+        if execution.local_done and execution.shards_completed >= execution.shard_count:
+            if execution.status != "aborted":
+                execution.status = "done"
+            execution.done.set()
+
+    async def _watch_peers(self, execution: NodeExecution) -> None:
+        while not execution.done.is_set():
+            idle = self._node.config["ExecutionMaxIdleTime"] / 1000
+            remaining = execution.last_peer_activity + idle - time.monotonic()
+            if remaining <= 0:
+                execution.errors.append(MAX_IDLE_ERROR)
+                execution.status = "done"
+                execution.done.set()
+                return
+            try:
+                await asyncio.wait_for(execution.done.wait(), remaining)
+            except asyncio.TimeoutError:
+                continue
+
+    def worker_lost(self, reason: str) -> None:
+        """The worker died: every execution it was running ends with an error."""
+        for execution in self.executions.values():
+            if not execution.local_done and execution.status not in ("done", "aborted"):
+                execution.errors.append(reason)
+                execution.local_done = True
+                if execution.is_initiator:
+                    execution.results = execution.results or []
+                    execution.status = "done"
+                    execution.done.set()
+                else:
+                    execution.status = "done"
+                    execution.done.set()
+                    self._node.peer(execution.initiator_index).send("shard_done", execution.id)
+
+    # ------------------------------------------------------------ management
+    def drop(self, exec_id: str, *, broadcast: bool = True) -> None:
+        """``RG.DROPEXECUTION``: forget a finished execution (on every shard)."""
+        execution = self.get(exec_id)
+        if not execution.done.is_set():
+            raise ExecutionError("can not drop a not yet finished execution, abort it first.")
+        del self.executions[exec_id]
+        if broadcast and execution.is_initiator and execution.shard_count > 1:
+            for i in self._node.peer_indexes():
+                self._node.peer(i).send("drop", exec_id)
+
+    def drop_quietly(self, exec_id: str) -> None:
+        """Forget an execution if it is known and over (peer-side drop)."""
+        execution = self.executions.get(exec_id)
+        if execution is not None and (execution.done.is_set() or execution.status == "pending_run"):
+            del self.executions[exec_id]
+
+    def abort(self, exec_id: str, *, broadcast: bool = True) -> None:
+        """``RG.ABORTEXECUTION``: stop an execution everywhere (``OK`` if already done)."""
+        execution = self.executions.get(exec_id)
+        if execution is None:
+            raise ExecutionError("execution does not exist")
+        if not execution.done.is_set():
+            self._node.worker.send("abort", exec_id)
+        if broadcast and execution.shard_count > 1:
+            for i in self._node.peer_indexes():
+                self._node.peer(i).send("abort", exec_id)
+
+    def dump(self) -> list[list[Any]]:
+        """``RG.DUMPEXECUTIONS``."""
+        return [
+            ["executionId", e.id, "status", e.status, "registered", int(e.registered)]
+            for e in self.executions.values()
+        ]
+
+    @staticmethod
+    def reply_of(execution: NodeExecution) -> list[Any]:
+        """``[[results], [errors]]`` of a finished execution."""
+        return [list(execution.results or []), list(execution.errors)]

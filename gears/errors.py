@@ -1,0 +1,65 @@
+"""Exception types of Gears Fabric, each mapped once to a RESP error reply.
+
+Command handlers and the engine raise these; the front door turns any of them into
+an error reply with :func:`gears.resp.encode_error`. The message text is what a
+RedisGears 1.2 / RedisAI user sees (the spec's exact strings), so keep messages
+free of prefixes unless the original has one.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GearsError",
+    "CommandError",
+    "ArityError",
+    "ClusterError",
+    "ExecutionError",
+    "ScriptError",
+    "RequirementsError",
+    "NodeUnavailable",
+]
+
+
+class GearsError(Exception):
+    """Base error. ``str(err)`` is the exact reply text (without the leading ``-``)."""
+
+    #: Optional RESP error code put before the message (``ERR``, ``WRONGTYPE`` ...).
+    code: str = ""
+
+    def reply_text(self) -> str:
+        """The error line sent to the client, without ``-`` and CRLF."""
+        text = str(self).replace("\r", " ").replace("\n", " ")
+        return f"{self.code} {text}" if self.code else text
+
+
+class CommandError(GearsError):
+    """A malformed command: unknown option, wrong argument type or value."""
+
+
+class ArityError(CommandError):
+    """Wrong number of arguments, with Redis' own wording."""
+
+    code = "ERR"
+
+    def __init__(self, command: str) -> None:
+        super().__init__(f"wrong number of arguments for '{command.lower()}' command")
+
+
+class ClusterError(GearsError):
+    """The cluster is not ready or a shard could not be reached."""
+
+
+class ExecutionError(GearsError):
+    """An execution-management error (unknown id, still running, ...)."""
+
+
+class ScriptError(GearsError):
+    """A script failed at top level; the message is the Python error text."""
+
+
+class RequirementsError(GearsError):
+    """pip could not install a requirement set."""
+
+
+class NodeUnavailable(ClusterError):
+    """A peer gears node or the local server node did not answer in time."""

@@ -1,0 +1,172 @@
+"""Async steps: coroutines and ``gearsFuture()`` inside step callbacks.
+
+A step callback may return a coroutine (``async def``) or a :class:`GearsFuture`
+(created with ``gearsFuture()`` inside the callback). The execution thread then waits
+for it, as RedisGears does: records of one shard go through a step one after another.
+Coroutines run on one process-wide asyncio loop thread (the "Gears loop"), so
+``await asyncio.sleep(...)`` in one execution does not hold others.
+
+:func:`call_step` is the single place where user callbacks are invoked by steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import types
+import weakref
+from typing import Any, Callable
+
+from .records import FlatError, GearsScriptError
+
+__all__ = [
+    "GearsFuture",
+    "gears_future",
+    "call_step",
+    "gears_loop",
+    "is_async_allowed",
+    "set_async_allowed",
+    "ASYNC_STEP_KINDS",
+]
+
+#: Step kinds whose callbacks may be asynchronous.
+ASYNC_STEP_KINDS = frozenset({"map", "flatmap", "foreach", "filter", "accumulate", "accumulatebykey"})
+
+_NO_ASYNC_MESSAGES = {
+    "extractkey": "coroutine are not allow on extractor",
+    "reduce": "coroutine are not allow on reduce",
+}
+
+_tls = threading.local()
+_loop_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def gears_loop() -> asyncio.AbstractEventLoop:
+    """The process-wide asyncio loop (started on first use in a daemon thread)."""
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="gears-loop", daemon=True)
+            thread.start()
+            _loop = loop
+        return _loop
+
+
+class _FutureState:
+    __slots__ = ("event", "value", "error", "returned", "continued")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: str | None = None
+        self.returned = False
+        self.continued = False
+
+    def finish(self, value: Any = None, error: str | None = None) -> None:
+        self.value, self.error = value, error
+        self.event.set()
+
+
+def _on_future_freed(state: _FutureState) -> None:
+    if state.returned and not state.continued:
+        state.finish(error="Async record did not called continue")
+
+
+class GearsFuture:
+    """An async record: return it from a step callback, continue it later from anywhere."""
+
+    def __init__(self) -> None:
+        self._state = _FutureState()
+        weakref.finalize(self, _on_future_freed, self._state)
+
+    def continueRun(self, record: Any) -> None:
+        """Resume the step with ``record`` (its meaning depends on the step)."""
+        self._continue(record, None)
+
+    def continueFailed(self, error: Any) -> None:
+        """Fail the record with ``str(error)``."""
+        self._continue(None, str(error))
+
+    def _continue(self, value: Any, error: str | None) -> None:
+        state = self._state
+        if not state.returned:
+            raise GearsScriptError("Can not handle future untill it returned from the callback")
+        if state.continued:
+            raise GearsScriptError("Can not continue with the same future twice")
+        state.continued = True
+        state.finish(value, error)
+
+
+def gears_future() -> GearsFuture:
+    """``gearsFuture()``: create the async record of the current step call."""
+    kind = getattr(_tls, "step_kind", None)
+    if kind is None:
+        raise GearsScriptError("Future object can only be created inside certain execution steps")
+    if kind not in ASYNC_STEP_KINDS:
+        raise GearsScriptError("Step does not support async")
+    if not getattr(_tls, "async_allowed", True):
+        raise GearsScriptError("Creating async record is not allowed")
+    if getattr(_tls, "future", None) is not None:
+        raise GearsScriptError("Can not create async record twice on the same step")
+    future = GearsFuture()
+    _tls.future = future
+    return future
+
+
+def is_async_allowed() -> bool:
+    """``isAsyncAllow()``: inside a step of an execution that may wait."""
+    return getattr(_tls, "step_kind", None) is not None and getattr(_tls, "async_allowed", True)
+
+
+def set_async_allowed(allowed: bool) -> None:
+    """Mark the current thread's execution as able (or not) to wait on async records."""
+    _tls.async_allowed = allowed
+
+
+def call_step(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a step callback; wait for a returned coroutine or future.
+
+    Raises what the callback raises; an async failure raises :class:`FlatError` with the
+    bare message, as RedisGears records it.
+    """
+    previous_kind = getattr(_tls, "step_kind", None)
+    _tls.step_kind, _tls.future = kind, None
+    try:
+        result = fn(*args)
+    finally:
+        # A future created but not returned is dropped here and the plain result is used.
+        _tls.future, _tls.step_kind = None, previous_kind
+    if isinstance(result, GearsFuture):
+        state = result._state
+        state.returned = True
+        del result  # only user code may keep the future alive now
+        return _wait_future(state)
+    if isinstance(result, types.CoroutineType):
+        return _wait_coroutine(kind, result)
+    return result
+
+
+def _wait_future(state: _FutureState) -> Any:
+    state.event.wait()
+    if state.error is not None:
+        raise FlatError(state.error)
+    return state.value
+
+
+def _wait_coroutine(kind: str, coro: types.CoroutineType) -> Any:
+    message = _NO_ASYNC_MESSAGES.get(kind)
+    if message is not None:
+        coro.close()
+        raise FlatError(message)
+    if not getattr(_tls, "async_allowed", True):
+        coro.close()
+        raise FlatError("Creating async record is not allowed")
+    concurrent = asyncio.run_coroutine_threadsafe(coro, gears_loop())
+    try:
+        return concurrent.result()
+    except FlatError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any coroutine error is recorded as its text
+        raise FlatError(str(exc)) from None

@@ -1,0 +1,285 @@
+"""One gears node: the process beside one server node.
+
+It wires the pieces together: the :class:`~cluster.topology.ClusterView` (what the
+cluster looks like), the :class:`~gears.frontdoor.FrontDoor` (clients), the
+:class:`~gears.coordinator.Coordinator` (executions), the
+:class:`~gears.workers.WorkerHandle` (where user code runs) and one
+:class:`~cluster.messaging.PeerLink` per other shard. The front door opens only when
+the node is ready, so "answers PING" means "ready".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import secrets
+import signal
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from cluster.messaging import PeerLink
+from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
+
+from . import requirements
+from .commands import handlers_for
+from .config import GearsConfig
+from .coordinator import Coordinator
+from .errors import NodeUnavailable
+from .frontdoor import FrontDoor
+from .resp import OK
+from .workers import WorkerHandle
+
+__all__ = ["GearsNode", "main"]
+
+log = logging.getLogger(__name__)
+
+TOPOLOGY_REFRESH_SECONDS = 5.0
+SERVER_WAIT_SECONDS = 30.0
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+class GearsNode:
+    """A gears node bound to one server node."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        listen: tuple[str, int],
+        *,
+        announce: tuple[str, int] | None = None,
+        password: str | None = None,
+        config: dict[str, str] | None = None,
+    ) -> None:
+        self.server_address = server
+        self.listen = listen
+        self.announce = announce or listen
+        self.password = password
+        self.config = GearsConfig(config)
+        self.run_id = secrets.token_hex(20)
+        self.server = aioredis.Redis(
+            host=server[0],
+            port=server[1],
+            password=password,
+            client_name=CLIENT_NAME_PREFIX + "%s:%d" % self.announce,
+        )
+        self.view = ClusterView(self.server, server, self.announce)
+        self.coordinator = Coordinator(self)
+        self.requirements_root = requirements.default_root()
+        self._links: dict[tuple[str, int], PeerLink] = {}
+        self._peer_run_ids: dict[int, str] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.worker = WorkerHandle(
+            server=server,
+            frontdoor=("127.0.0.1" if listen[0] in ("0.0.0.0", "", "::") else listen[0], listen[1]),
+            on_message=self._on_worker_message,
+            on_call=self._on_worker_call,
+            on_started=self._on_worker_started,
+            on_lost=self.coordinator.worker_lost,
+            requirement_paths=lambda: requirements.search_paths(self.requirements_root),
+            memory_limit_mb=lambda: int(self.config["WorkerMaxMemoryMB"]),
+            execution_threads=int(self.config["ExecutionThreads"]),
+        )
+        self.frontdoor = FrontDoor(
+            listen=listen,
+            server=server,
+            handlers=handlers_for(self),
+            address_map=self.view.frontdoor_for,
+            password=password,
+        )
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Connect to the server node, learn the topology, start the worker, open the front door."""
+        await self._wait_for_server()
+        await self.view.refresh()
+        await self.worker.start()
+        await self.frontdoor.start()
+        self._tasks.append(asyncio.ensure_future(self._refresh_forever()))
+        log.info("gears node ready: front door %s:%d, server %s:%d", *self.listen, *self.server_address)
+
+    async def _wait_for_server(self) -> None:
+        deadline = asyncio.get_running_loop().time() + SERVER_WAIT_SECONDS
+        while True:
+            try:
+                await self.server.ping()
+                return
+            except (OSError, aioredis.ConnectionError) as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise NodeUnavailable(f"server node {self.server_address[0]}:{self.server_address[1]} unavailable: {exc}") from exc
+                await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        """Stop everything this node started."""
+        for task in self._tasks:
+            task.cancel()
+        await self.frontdoor.close()
+        await self.worker.close()
+        for link in self._links.values():
+            await link.close()
+        await self.server.aclose()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TOPOLOGY_REFRESH_SECONDS)
+            try:
+                await self.refresh_topology()
+            except Exception as exc:  # noqa: BLE001 - keep serving with the last known topology
+                log.warning("topology refresh failed: %s", exc)
+
+    async def refresh_topology(self) -> None:
+        """Re-read the topology; tell the worker when it changed."""
+        before = self.view.shard_map
+        after = await self.view.refresh()
+        if (before.my_index, [s.id for s in before.shards], [s.ranges for s in before.shards]) != (
+            after.my_index, [s.id for s in after.shards], [s.ranges for s in after.shards]
+        ):
+            self.worker.send("topology", after)
+
+    # ------------------------------------------------------------------ peers
+    def peer_indexes(self) -> list[int]:
+        """Indexes of the other shards."""
+        shard_map = self.view.shard_map
+        return [i for i in range(shard_map.shard_count) if i != shard_map.my_index]
+
+    def peer(self, index: int) -> PeerLink:
+        """The message link to shard ``index``'s gears node."""
+        address = self.view.shard_frontdoor(index)
+        if address is None:
+            raise NodeUnavailable(f"no gears node is known for shard {index} yet")
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = PeerLink(address, self.password)
+        return link
+
+    def peer_run_id(self, index: int) -> str | None:
+        """The run id a peer reported (``None`` until it has)."""
+        return self._peer_run_ids.get(index)
+
+    async def on_peer_message(self, kind: str, header: Any, blob: bytes | None) -> Any:
+        """Handle one ``RG.INNERMSG`` (order-sensitive kinds never await before acting)."""
+        coordinator = self.coordinator
+        if kind == "records":
+            exec_id, step, from_index = header
+            self.worker.send("records", exec_id, step, from_index, blob)
+        elif kind == "done":
+            exec_id, step, from_index = header
+            self.worker.send("done", exec_id, step, from_index)
+        elif kind == "shard_done":
+            coordinator.shard_done(header)
+        elif kind == "run":
+            coordinator.run(header)
+        elif kind == "prepare":
+            exec_id, initiator_index, meta = header
+            await coordinator.prepare(exec_id, initiator_index, meta, blob or b"")
+        elif kind == "drop":
+            coordinator.drop_quietly(header)
+        elif kind == "abort":
+            if header in coordinator.executions:
+                coordinator.abort(header, broadcast=False)
+        elif kind == "getexecution":
+            execution = coordinator.executions.get(header)
+            return pickle.dumps(execution.plan_entry(self.view.shard_map.my_id)) if execution else b""
+        elif kind == "hello":
+            return self.run_id
+        else:
+            raise NodeUnavailable(f"unknown inner message {kind!r}")
+        return OK
+
+    async def _ensure_peers(self) -> None:
+        if any(self.view.shard_frontdoor(i) is None for i in self.peer_indexes()):
+            await self.view.refresh()
+        for index in self.peer_indexes():
+            if index not in self._peer_run_ids:
+                try:
+                    run_id = await self.peer(index).call("hello", None, timeout=5)
+                    self._peer_run_ids[index] = run_id.decode() if isinstance(run_id, bytes) else run_id
+                except Exception as exc:  # noqa: BLE001 - reported when a message really fails
+                    log.debug("hello to shard %d failed: %s", index, exc)
+
+    # ----------------------------------------------------------------- worker
+    def _on_worker_started(self) -> None:
+        self.worker.send("config", self.config.for_worker())
+        self.worker.send("topology", self.view.shard_map)
+
+    def config_changed(self) -> None:
+        """Push the configuration to the worker."""
+        self.worker.send("config", self.config.for_worker())
+
+    def _on_worker_message(self, kind: str, *args: Any) -> None:
+        my_index = self.view.shard_map.my_index
+        if kind == "send":
+            exec_id, step, target, blob = args
+            self.peer(target).send("records", (exec_id, step, my_index), blob)
+        elif kind == "send_done":
+            exec_id, step, targets = args
+            for target in targets:
+                self.peer(target).send("done", (exec_id, step, my_index))
+        elif kind == "finished":
+            self.coordinator.local_finished(*args)
+        else:
+            log.warning("unknown message from the worker: %s", kind)
+
+    async def _on_worker_call(self, kind: str, *args: Any) -> Any:
+        if kind == "start_execution":
+            blob, meta = args
+            if blob is not None:
+                await self._ensure_peers()
+            return await self.coordinator.start(blob, meta)
+        raise ValueError(f"unknown worker request {kind!r}")
+
+    # ----------------------------------------------------------- requirements
+    async def install_requirements(self, reqs: list[str], *, force: bool = False) -> None:
+        """Install a requirement set on this host and make it importable by the worker."""
+        timeout = int(self.config["PythonInstallReqMaxIdleTime"]) / 1000 * 10
+        await requirements.ensure_installed(reqs, root=self.requirements_root, timeout=timeout, force=force)
+        self.worker.send("paths", requirements.search_paths(self.requirements_root))
+
+    def dump_requirements(self) -> list[Any]:
+        """``RG.PYDUMPREQS`` entries of every set installed on this host."""
+        entries: list[Any] = []
+        for rset in requirements.installed_sets(self.requirements_root):
+            entries.extend(requirements.dump_entries(rset, 1))
+        return entries
+
+
+async def _serve(node: GearsNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    await stop.wait()
+    log.info("stopping")
+    await node.close()
+
+
+def main(args: Any) -> int:
+    """``gears node --redis HOST:PORT --listen HOST:PORT [--announce HOST:PORT]``."""
+    logging.basicConfig(
+        level=os.environ.get("GEARS_LOG_LEVEL", "INFO"),
+        format="%(asctime)s node[%(process)d] %(levelname)s %(name)s: %(message)s",
+    )
+    node = GearsNode(
+        _address(args.redis),
+        _address(args.listen),
+        announce=_address(args.announce) if getattr(args, "announce", None) else None,
+        password=getattr(args, "password", None) or os.environ.get("GEARS_SERVER_PASSWORD") or None,
+        config=dict(item.split("=", 1) for item in (getattr(args, "config", None) or [])),
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux
+        pass
+    asyncio.run(_serve(node))
+    return 0

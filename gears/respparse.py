@@ -1,0 +1,331 @@
+"""RESP wire scanning for the front door: request framing, reply boundaries, reply trees.
+
+The front door forwards bytes without decoding them. It needs three things from the
+wire format, all here:
+
+* :func:`scan_command` finds where a client's multibulk request ends and where its
+  command name is, checking the framing like the server does (so a malformed or
+  oversized request is rejected before it is buffered);
+* :func:`split_inline` splits an inline request (``PING`` typed in telnet) the way
+  the server's ``sdssplitargs`` does;
+* :func:`scan_reply` finds where one reply ends (RESP2 and RESP3 types
+  ``+ - : $ * _ , # ( ! = % ~ > |``) so replies can be matched to requests and
+  passed on as raw bytes;
+* :func:`parse_tree` / :func:`dump_tree` turn one reply into a small typed tree and
+  back, byte for byte, for the few replies the front door rewrites (``CLUSTER SLOTS``
+  and friends).
+
+Incomplete input is not an error: the scanners return ``-need``, the total buffer
+length needed before scanning again can make progress.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+__all__ = [
+    "RespProtocolError",
+    "PROTO_MAX_BULK_LEN",
+    "MAX_INLINE_LEN",
+    "scan_command",
+    "split_inline",
+    "scan_reply",
+    "Node",
+    "parse_tree",
+    "dump_tree",
+]
+
+#: Largest bulk string a client may send (the server's default ``proto-max-bulk-len``).
+PROTO_MAX_BULK_LEN = 512 * 1024 * 1024
+#: Longest inline request or header line without a newline (the server's ``PROTO_INLINE_MAX_SIZE``).
+MAX_INLINE_LEN = 64 * 1024
+#: Largest multibulk argument count the server accepts.
+_MAX_MULTIBULK = 2**31 - 1
+
+_CRLF = b"\r\n"
+_DOLLAR = 36  # ord("$")
+
+# Reply type bytes, as ints (``buf[i]`` of a bytes object is an int).
+_LINE_TYPES = frozenset(b"+-:_,#(")
+_BULK_TYPES = frozenset(b"$!=")
+_PAIR_TYPES = frozenset(b"%|")
+_AGGREGATE_TYPES = frozenset(b"*~>%|")
+
+
+class RespProtocolError(ValueError):
+    """Malformed RESP; ``str()`` is the server's wording after ``Protocol error: ``."""
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def scan_command(buf: bytes, pos: int, n: int) -> tuple[int, int, int]:
+    """Frame one multibulk request starting at ``buf[pos] == ord("*")``.
+
+    Returns ``(end, name_start, name_end)``: the request is ``buf[pos:end]`` and its
+    command name ``buf[name_start:name_end]`` (empty for ``*0``, which the server
+    ignores). When the request is not complete in ``buf[:n]`` it returns
+    ``(-need, 0, 0)`` where ``need`` is the buffer length required to go on; the
+    length of every complete bulk header is already checked then, so an oversized
+    argument is refused before its bytes arrive.
+
+    Raises :class:`RespProtocolError` with the server's message for bad framing.
+    """
+    e = buf.find(_CRLF, pos, n)
+    if e < 0:
+        if n - pos > MAX_INLINE_LEN:
+            raise RespProtocolError("too big mbulk count string")
+        return -(n + 1), 0, 0
+    try:
+        argc = int(buf[pos + 1 : e])
+    except ValueError:
+        raise RespProtocolError("invalid multibulk length") from None
+    if argc > _MAX_MULTIBULK:
+        raise RespProtocolError("invalid multibulk length")
+    p = e + 2
+    name_start = name_end = p
+    for i in range(argc):
+        if p >= n:
+            return -(p + 1), 0, 0
+        if buf[p] != _DOLLAR:
+            raise RespProtocolError(f"expected '$', got '{chr(buf[p])}'")
+        e = buf.find(_CRLF, p, n)
+        if e < 0:
+            if n - p > MAX_INLINE_LEN:
+                raise RespProtocolError("too big bulk count string")
+            return -(n + 1), 0, 0
+        try:
+            size = int(buf[p + 1 : e])
+        except ValueError:
+            raise RespProtocolError("invalid bulk length") from None
+        if size < 0 or size > PROTO_MAX_BULK_LEN:
+            raise RespProtocolError("invalid bulk length")
+        if i == 0:
+            name_start = e + 2
+            name_end = name_start + size
+        p = e + 4 + size
+        if p > n:
+            return -p, 0, 0
+    return p, name_start, name_end
+
+
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_SPACES = frozenset(b" \n\r\t\0\x0b\x0c")
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline request line into arguments like the server's ``sdssplitargs``.
+
+    Handles ``"double"`` quotes (with ``\\n``, ``\\xHH`` ... escapes) and ``'single'``
+    quotes. Raises :class:`RespProtocolError` for unbalanced quotes.
+    """
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in _SPACES:
+            i += 1
+        if i >= n:
+            return args
+        current = bytearray()
+        in_double = in_single = False
+        while True:
+            if in_double:
+                if i >= n:
+                    raise RespProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if c == 92 and i + 3 < n and line[i + 1] == 120 and line[i + 2] in _HEX and line[i + 3] in _HEX:
+                    current.append(int(line[i + 2 : i + 4], 16))
+                    i += 3
+                elif c == 92 and i + 1 < n:
+                    i += 1
+                    current += _ESCAPES.get(line[i], bytes((line[i],)))
+                elif c == 34:
+                    if i + 1 < n and line[i + 1] not in _SPACES:
+                        raise RespProtocolError("unbalanced quotes in request")
+                    in_double = False
+                else:
+                    current.append(c)
+            elif in_single:
+                if i >= n:
+                    raise RespProtocolError("unbalanced quotes in request")
+                c = line[i]
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    i += 1
+                    current.append(39)
+                elif c == 39:
+                    if i + 1 < n and line[i + 1] not in _SPACES:
+                        raise RespProtocolError("unbalanced quotes in request")
+                    in_single = False
+                else:
+                    current.append(c)
+            else:
+                if i >= n or line[i] in _SPACES:
+                    break
+                c = line[i]
+                if c == 34:
+                    in_double = True
+                elif c == 39:
+                    in_single = True
+                else:
+                    current.append(c)
+            i += 1
+        args.append(bytes(current))
+
+
+# --------------------------------------------------------------------------- replies
+
+
+def scan_reply(buf: bytes, pos: int) -> int:
+    """Return the end offset of the reply starting at ``buf[pos]`` (``pos < len(buf)``).
+
+    When the reply is incomplete, returns ``-need`` (``need > len(buf)``: the buffer
+    length required before a new scan can get further). A RESP3 attribute (``|``) is
+    scanned together with the value it annotates. Raises :class:`RespProtocolError`
+    for an unknown type byte or a bad length.
+    """
+    t = buf[pos]
+    e = buf.find(_CRLF, pos)
+    if e < 0:
+        return -(len(buf) + 1)
+    if t == _DOLLAR:
+        try:
+            size = int(buf[pos + 1 : e])
+        except ValueError:
+            raise RespProtocolError("invalid bulk length in reply") from None
+        if size < 0:
+            return e + 2
+        end = e + 4 + size
+        return end if end <= len(buf) else -end
+    if t in _LINE_TYPES:
+        return e + 2
+    return _scan_nested(buf, pos)
+
+
+def _scan_nested(buf: bytes, pos: int) -> int:
+    n = len(buf)
+    stack: list[int] = []
+    remaining = 1  # values still to read at the current nesting level
+    while True:
+        if pos >= n:
+            return -(n + 1)
+        t = buf[pos]
+        e = buf.find(_CRLF, pos)
+        if e < 0:
+            return -(n + 1)
+        if t in _LINE_TYPES:
+            pos = e + 2
+        elif t in _BULK_TYPES:
+            try:
+                size = int(buf[pos + 1 : e])
+            except ValueError:
+                raise RespProtocolError("invalid bulk length in reply") from None
+            if size < 0:
+                pos = e + 2
+            else:
+                pos = e + 4 + size
+                if pos > n:
+                    return -pos
+        elif t in _AGGREGATE_TYPES:
+            try:
+                count = int(buf[pos + 1 : e])
+            except ValueError:
+                raise RespProtocolError("invalid aggregate length in reply") from None
+            pos = e + 2
+            if t in _PAIR_TYPES:
+                count *= 2
+            if t == 124:  # "|": an attribute precedes the value it annotates
+                if count > 0:
+                    stack.append(remaining)
+                    remaining = count
+                continue
+            if count > 0:
+                stack.append(remaining - 1)
+                remaining = count
+                continue
+        else:
+            raise RespProtocolError(f"unknown reply type byte {chr(t)!r}")
+        remaining -= 1
+        while remaining == 0:
+            if not stack:
+                return pos
+            remaining = stack.pop()
+
+
+# --------------------------------------------------------------------------- reply trees
+
+#: One reply as a tree: ``(type_byte, payload)``. The payload is the text after the
+#: type byte for line types, the data for bulk types (``None`` for a null bulk), a
+#: list of child nodes for aggregates (maps and attributes flattened to key, value,
+#: ...; ``None`` for a null array), and for an attribute ``(pairs, annotated_node)``.
+Node = tuple[int, Union[bytes, list["Node"], None, tuple[list["Node"], "Node"]]]
+
+
+def parse_tree(buf: bytes) -> Node:
+    """Parse one complete reply into a :data:`Node` tree (inverse of :func:`dump_tree`)."""
+    node, end = _parse_at(buf, 0)
+    if end != len(buf):
+        raise RespProtocolError("trailing bytes after reply")
+    return node
+
+
+def _parse_at(buf: bytes, pos: int) -> tuple[Node, int]:
+    t = buf[pos]
+    e = buf.find(_CRLF, pos)
+    if e < 0:
+        raise RespProtocolError("incomplete reply")
+    head = buf[pos + 1 : e]
+    if t in _LINE_TYPES:
+        return (t, head), e + 2
+    if t in _BULK_TYPES:
+        size = int(head)
+        if size < 0:
+            return (t, None), e + 2
+        return (t, buf[e + 2 : e + 2 + size]), e + 4 + size
+    if t in _AGGREGATE_TYPES:
+        count = int(head)
+        pos = e + 2
+        if count < 0:
+            return (t, None), pos
+        if t in _PAIR_TYPES:
+            count *= 2
+        items: list[Node] = []
+        for _ in range(count):
+            item, pos = _parse_at(buf, pos)
+            items.append(item)
+        if t == 124:  # attribute: the annotated value follows
+            value, pos = _parse_at(buf, pos)
+            return (t, (items, value)), pos
+        return (t, items), pos
+    raise RespProtocolError(f"unknown reply type byte {chr(t)!r}")
+
+
+def dump_tree(node: Node) -> bytes:
+    """Encode a :data:`Node` tree back to RESP."""
+    out: list[bytes] = []
+    _dump_into(node, out)
+    return b"".join(out)
+
+
+def _dump_into(node: Node, out: list[bytes]) -> None:
+    t, payload = node
+    if t in _LINE_TYPES:
+        out.append(b"%c%b\r\n" % (t, payload))
+    elif t in _BULK_TYPES:
+        if payload is None:
+            out.append(b"%c-1\r\n" % t)
+        else:
+            out.append(b"%c%d\r\n%b\r\n" % (t, len(payload), payload))  # type: ignore[arg-type]
+    elif payload is None:
+        out.append(b"%c-1\r\n" % t)
+    elif t == 124:
+        pairs, value = payload  # type: ignore[misc]
+        out.append(b"|%d\r\n" % (len(pairs) // 2))
+        for item in pairs:
+            _dump_into(item, out)
+        _dump_into(value, out)
+    else:
+        items: list[Node] = payload  # type: ignore[assignment]
+        out.append(b"%c%d\r\n" % (t, len(items) // 2 if t in _PAIR_TYPES else len(items)))
+        for item in items:
+            _dump_into(item, out)

@@ -1,0 +1,117 @@
+"""A small synchronous RESP client for the local server node.
+
+Used by worker processes (readers, ``execute()``). It depends only on ``hiredis`` and
+the standard library, never on redis-py, so that user code may import whatever
+``redis`` version its requirements pin.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any, Iterable, Sequence
+
+import hiredis
+
+from .resp import encode_command
+
+__all__ = ["ServerConnection", "ServerError", "ConnectionPerThread", "map_reply"]
+
+
+def map_reply(reply: Any) -> Any:
+    """A reply as the Gears API returns it: bulk/status → ``str`` (``bytearray`` if not
+    UTF-8), array → ``list`` (an error inside it → its text), integer and nil unchanged."""
+    if isinstance(reply, bytes):
+        try:
+            return reply.decode()
+        except UnicodeDecodeError:
+            return bytearray(reply)
+    if isinstance(reply, list):
+        return [str(item) if isinstance(item, hiredis.ReplyError) else map_reply(item) for item in reply]
+    return reply
+
+
+class ServerError(Exception):
+    """An error reply from the server; ``str(err)`` is the server's text."""
+
+
+class ServerConnection:
+    """One blocking connection. Not thread-safe: use one per thread."""
+
+    def __init__(self, host: str, port: int, *, password: str | None = None, timeout: float | None = None) -> None:
+        self.address = (host, port)
+        self._sock = socket.create_connection(self.address, timeout=timeout)
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = hiredis.Reader()
+        if password:
+            self.call("AUTH", password)
+
+    def close(self) -> None:
+        """Close the socket."""
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def _read_reply(self) -> Any:
+        reader = self._reader
+        while True:
+            reply = reader.gets()
+            if reply is not False:
+                return reply
+            data = self._sock.recv(1 << 16)
+            if not data:
+                raise ConnectionError(f"server node {self.address[0]}:{self.address[1]} closed the connection")
+            reader.feed(data)
+
+    def call_raw(self, *args: Any) -> Any:
+        """Run one command; error replies come back as ``hiredis.ReplyError`` values."""
+        self._sock.sendall(encode_command(args))
+        return self._read_reply()
+
+    def call(self, *args: Any) -> Any:
+        """Run one command; an error reply raises :class:`ServerError`."""
+        reply = self.call_raw(*args)
+        if isinstance(reply, hiredis.ReplyError):
+            raise ServerError(str(reply))
+        return reply
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send all commands at once, read all replies (errors as ``ReplyError`` values)."""
+        if not commands:
+            return []
+        self._sock.sendall(b"".join(encode_command(cmd) for cmd in commands))
+        return [self._read_reply() for _ in commands]
+
+    def scan(self, pattern: str | bytes, count: int = 1000) -> Iterable[list[bytes]]:
+        """Yield batches of key names matching ``pattern`` (SCAN on this node only)."""
+        cursor = b"0"
+        while True:
+            cursor, keys = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", count)
+            if keys:
+                yield keys
+            if cursor == b"0":
+                return
+
+
+class ConnectionPerThread:
+    """Lazily opens one :class:`ServerConnection` per thread to the same server."""
+
+    def __init__(self, host: str, port: int, password: str | None = None) -> None:
+        self.host, self.port, self.password = host, port, password
+        self._local = threading.local()
+
+    def get(self) -> ServerConnection:
+        """This thread's connection (opened on first use, reopened after a failure)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = ServerConnection(self.host, self.port, password=self.password)
+            self._local.conn = conn
+        return conn
+
+    def discard(self) -> None:
+        """Drop this thread's connection (after an I/O error)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,1 @@
+"""The worker process of a gears node: where user code runs (see docs/architecture.md)."""

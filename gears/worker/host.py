@@ -1,0 +1,154 @@
+"""The Gears API host inside a worker process (see :mod:`gears.host`).
+
+Thread-local context tells which session a call belongs to: the script thread of an
+``RG.PYEXECUTE`` and every execution thread carry their session; threads that user
+code creates carry none (``GB()`` there fails as in RedisGears).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import hiredis
+
+from readers.base import make_reader
+
+from ..builder import GearsBuilder, Plan
+from ..futures import gears_loop
+from ..records import GearsScriptError
+from ..serverconn import map_reply
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .process import WorkerProcess
+
+__all__ = ["WorkerHost", "ScriptState", "Session", "thread_context"]
+
+_MODES = ("async", "async_local")
+
+
+@dataclass
+class Session:
+    """One ``RG.PYEXECUTE``'s namespace and metadata on this shard."""
+
+    id: str
+    description: str | None
+    globals: dict[str, Any]
+    requirements: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScriptState:
+    """What the top level of a running script asked for."""
+
+    run: tuple[Plan, Any, str] | None = None
+
+
+class _ThreadContext(threading.local):
+    session: Session | None = None
+    script: ScriptState | None = None
+    execution: Any = None
+    loop_thread: bool = False
+
+
+thread_context = _ThreadContext()
+
+
+class WorkerHost:
+    """Host of the Gears API in a worker process."""
+
+    def __init__(self, process: "WorkerProcess") -> None:
+        self._process = process
+
+    def on_builder_created(self, builder: GearsBuilder) -> None:
+        ctx = thread_context
+        if ctx.session is None and not ctx.loop_thread and threading.current_thread() is not threading.main_thread():
+            raise GearsScriptError("Can not create a gearsCtx on a python created thread")
+
+    def start_run(self, plan: Plan, arg: Any, options: dict[str, Any]) -> Any:
+        options = dict(options)
+        if plan.reader == "KeysOnlyReader":
+            mode = "async"  # every kwarg goes to the reader, as in RedisGears
+        else:
+            mode = options.pop("mode", "async")
+        if not isinstance(mode, str):
+            raise GearsScriptError("execution mode must be a string")
+        if mode not in _MODES:
+            raise GearsScriptError("unknown execution mode")
+        reader = make_reader(plan.reader, arg, options)
+        ctx = thread_context
+        if ctx.script is not None and ctx.execution is None:
+            if ctx.script.run is not None:
+                raise GearsScriptError("Can not run more then 1 executions in a single script")
+            ctx.script.run = (plan, reader, mode)
+            return None
+        execution = self._process.start_execution(plan, reader, mode, ctx.session)
+        return _awaitable_result(execution)
+
+    def register(self, plan: Plan, prefix: Any, options: dict[str, Any]) -> Any:
+        raise GearsScriptError("register() is not available in this Gears Fabric version yet")
+
+    def execute(self, args: tuple[Any, ...]) -> Any:
+        name = str(args[0]).upper()
+        if name.startswith(("RG.", "AI.")):
+            if name == "RG.PYEXECUTE" and thread_context.execution is not None:
+                raise GearsScriptError(
+                    "Can not run gears inside a multi exec, lua, or when blocking is not allowed"
+                )
+            connections = self._process.frontdoor
+        else:
+            connections = self._process.server
+        try:
+            reply = connections.get().call_raw(*args)
+        except (ConnectionError, OSError):
+            connections.discard()
+            reply = connections.get().call_raw(*args)
+        if isinstance(reply, hiredis.ReplyError):
+            raise GearsScriptError(str(reply))
+        return map_reply(reply)
+
+    def hashtag(self) -> str:
+        return self._process.shard_map.hashtag
+
+    def config_get(self, key: str) -> str | None:
+        value = self._process.config.get("extra", {}).get(key)
+        return None if value is None else str(value)
+
+    def shard_id(self) -> str:
+        return self._process.shard_map.shard_id_for_reader()
+
+    def atomic(self) -> Any:
+        from .atomic import AtomicBlock
+
+        return AtomicBlock(self._process.server.get())
+
+    def call_next(self, args: tuple[Any, ...]) -> Any:
+        raise GearsScriptError("Can not get CommandHook ctx")
+
+    def override_reply(self, reply: Any) -> Any:
+        raise GearsScriptError("Can not get command ctx")
+
+    def get_command(self) -> Any:
+        raise GearsScriptError("Can not get command ctx")
+
+
+def _awaitable_result(execution: Any) -> "asyncio.Future[Any]":
+    """A future on the Gears loop that resolves to ``[results, errors]``."""
+    loop = gears_loop()
+    future: asyncio.Future[Any] = asyncio.run_coroutine_threadsafe(_make_future(), loop).result() if not thread_context.loop_thread else loop.create_future()
+
+    def resolve() -> None:
+        if not future.done():
+            future.set_result([list(execution.results), list(execution.errors)])
+
+    def on_done() -> None:
+        loop.call_soon_threadsafe(resolve)
+
+    execution.add_done_callback(on_done)
+    return future
+
+
+async def _make_future() -> "asyncio.Future[Any]":
+    return asyncio.get_running_loop().create_future()

@@ -1,0 +1,210 @@
+"""The worker process: runs every session's Python code for one gears node.
+
+It receives requests from its node over a :class:`~gears.ipc.ThreadChannel`:
+
+=====================  =======================================================
+``pyexecute`` (call)   run a script in a new session; start its ``run()``
+``prepare`` (call)     accept another shard's plan for an execution
+``run``                start a prepared execution
+``records`` / ``done`` records (or an end marker) for a waiting execution step
+``abort``              abort an execution
+``config``             new configuration values
+``topology``           a new :class:`~cluster.topology.ShardMap`
+=====================  =======================================================
+
+and sends ``send``/``send_done`` (records for other shards) and ``finished``.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import sys
+import threading
+import uuid
+from typing import Any
+
+import cloudpickle
+
+from cluster.topology import ShardMap
+from readers.base import Reader
+
+from ..api import script_globals
+from ..builder import Plan
+from ..errors import ScriptError
+from ..host import install_host
+from ..ipc import ThreadChannel
+from ..operations import error_text
+from ..serverconn import ConnectionPerThread
+from .execution import LocalExecution
+from .host import ScriptState, Session, WorkerHost, thread_context
+
+__all__ = ["WorkerProcess"]
+
+log = logging.getLogger(__name__)
+
+_FINISHED_MEMORY = 10000
+
+
+class WorkerProcess:
+    """State and message handling of one worker process."""
+
+    def __init__(
+        self,
+        channel: ThreadChannel,
+        server: tuple[str, int],
+        frontdoor: tuple[str, int],
+        password: str | None = None,
+    ) -> None:
+        self.channel = channel
+        self.server = ConnectionPerThread(server[0], server[1], password)
+        self.frontdoor = ConnectionPerThread(frontdoor[0], frontdoor[1], password)
+        self.config: dict[str, Any] = {"ExecutionMaxIdleTime": 5000, "PythonAttemptTraceback": 1, "extra": {}}
+        self.shard_map = ShardMap.standalone()
+        self.executions: dict[str, LocalExecution] = {}
+        self._early: dict[str, list[tuple[str, int, int, bytes | None]]] = collections.defaultdict(list)
+        self._finished: collections.deque[str] = collections.deque(maxlen=_FINISHED_MEMORY)
+        self._lock = threading.Lock()
+        self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
+        install_host(WorkerHost(self))
+
+    # --------------------------------------------------------------- messages
+    def handle_message(self, kind: str, *args: Any) -> None:
+        """One-way messages from the node (never blocks)."""
+        if kind in ("records", "done"):
+            exec_id, step, from_index, *rest = args
+            blob = rest[0] if rest else None
+            with self._lock:
+                execution = self.executions.get(exec_id)
+                if execution is None:
+                    if exec_id not in self._finished:
+                        self._early[exec_id].append((kind, step, from_index, blob))
+                    return
+            execution.deliver(kind, step, from_index, blob)
+        elif kind == "run":
+            execution = self.executions.get(args[0])
+            if execution is not None:
+                execution.start()
+        elif kind == "abort":
+            execution = self.executions.get(args[0])
+            if execution is not None:
+                execution.abort()
+        elif kind == "config":
+            self.config.update(args[0])
+        elif kind == "topology":
+            self.shard_map = args[0]
+        elif kind == "paths":
+            sys.path[:0] = [path for path in args[0] if path not in sys.path]
+        else:
+            log.warning("unknown message from the node: %s", kind)
+
+    def handle_call(self, kind: str, *args: Any) -> Any:
+        """Requests from the node (each on its own thread)."""
+        if kind == "pyexecute":
+            return self._pyexecute(*args)
+        if kind == "prepare":
+            return self._prepare(*args)
+        if kind == "ping":
+            return "pong"
+        raise ValueError(f"unknown request {kind!r}")
+
+    # ---------------------------------------------------------------- scripts
+    def _pyexecute(self, script: str, session_id: str | None, description: str | None) -> dict[str, Any]:
+        session = Session(session_id or uuid.uuid4().hex + uuid.uuid4().hex[:8], description, script_globals())
+        state = ScriptState()
+        thread_context.session, thread_context.script = session, state
+        try:
+            code = compile(script, "<string>", "exec")
+        except SyntaxError as exc:  # no user traceback exists for a script that did not compile
+            raise ScriptError(error_text(exc, False)) from None
+        finally:
+            thread_context.script = state
+        try:
+            exec(code, session.globals)
+        except Exception as exc:  # noqa: BLE001 - the script's error is the reply
+            raise ScriptError(error_text(exc, bool(self.config.get("PythonAttemptTraceback", 1)))) from None
+        finally:
+            thread_context.session, thread_context.script = None, None
+        if state.run is None:
+            return {"execution_id": None, "session": session.id}
+        plan, reader, mode = state.run
+        execution = self.start_execution(plan, reader, mode, session)
+        return {"execution_id": execution.id, "session": session.id}
+
+    # ------------------------------------------------------------- executions
+    def start_execution(self, plan: Plan, reader: Reader, mode: str, session: Session | None) -> LocalExecution:
+        """Start an execution this shard initiates (``run()``)."""
+        distributed = mode == "async" and self.shard_map.cluster_mode
+        blob = None
+        if distributed:
+            blob = _serialize_plan(plan, reader)
+        meta = {"mode": mode, "steps": [step.describe() for step in plan.steps], "session": session.id if session else None}
+        exec_id = self.channel.call("start_execution", blob, meta)
+        execution = self._new_execution(exec_id, plan, reader, self.shard_map.my_index, distributed, session)
+        execution.start()
+        return execution
+
+    def _prepare(self, exec_id: str, blob: bytes, initiator_index: int) -> bool:
+        plan, reader = cloudpickle.loads(blob)
+        self._new_execution(exec_id, plan, reader, initiator_index, True, None)
+        return True
+
+    def _new_execution(
+        self, exec_id: str, plan: Plan, reader: Reader, initiator_index: int, distributed: bool, session: Session | None
+    ) -> LocalExecution:
+        execution = LocalExecution(
+            exec_id,
+            plan,
+            reader,
+            shard_map=self.shard_map,
+            initiator_index=initiator_index,
+            distributed=distributed,
+            exchange=self,
+            connection=self.server.get,
+            slots=self.slots,
+            max_idle_ms=lambda: int(self.config.get("ExecutionMaxIdleTime", 5000)),
+            with_traceback=lambda: bool(int(self.config.get("PythonAttemptTraceback", 1))),
+            session=session,
+        )
+        with self._lock:
+            self.executions[exec_id] = execution
+            early = self._early.pop(exec_id, [])
+        for kind, step, from_index, blob in early:
+            execution.deliver(kind, step, from_index, blob)
+        return execution
+
+    # --------------------------------------------------------------- Exchange
+    def send_records(self, exec_id: str, step: int, target: int, blob: bytes) -> None:
+        self.channel.send("send", exec_id, step, target, blob)
+
+    def send_done(self, exec_id: str, step: int, targets: list[int]) -> None:
+        self.channel.send("send_done", exec_id, step, targets)
+
+    def finished(self, execution: LocalExecution) -> None:
+        with self._lock:
+            self.executions.pop(execution.id, None)
+            self._finished.append(execution.id)
+        results = execution.reply_results() if execution.is_initiator else []
+        stats = {"total_ms": execution.total_ms, "read_ms": execution.read_ms, "results": len(execution.results)}
+        self.channel.send("finished", execution.id, execution.status, results, execution.errors, stats)
+
+
+def _serialize_plan(plan: Plan, reader: Reader) -> bytes:
+    from ..records import GearsScriptError
+
+    try:
+        return cloudpickle.dumps((plan, reader))
+    except Exception as exc:  # noqa: BLE001 - which callback failed is in the message
+        culprit = next((step.fn for step in plan.steps if step.fn is not None and not _picklable(step.fn)), reader)
+        raise GearsScriptError(
+            f"Error occured when serialized a python callback, callback={culprit!r} error={exc}"
+        ) from None
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        cloudpickle.dumps(obj)
+        return True
+    except Exception:  # noqa: BLE001
+        return False

@@ -1,0 +1,161 @@
+"""The node's side of its worker process: start it, talk to it, restart it when it dies.
+
+The worker is ``python -m gears.worker`` with one end of a Unix socket pair. If it
+exits (a crash in user code, an out-of-memory kill, ``WorkerMaxMemoryMB`` exceeded),
+the executions it was running end with an error, and a new worker is started with the
+current configuration, topology and requirement paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+from typing import Any, Awaitable, Callable
+
+from .ipc import AsyncChannel, ChannelClosed
+
+__all__ = ["WorkerHandle"]
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 0.5
+MEMORY_CHECK_INTERVAL = 2.0
+
+
+class WorkerHandle:
+    """A supervised worker process."""
+
+    def __init__(
+        self,
+        *,
+        server: tuple[str, int],
+        frontdoor: tuple[str, int],
+        on_message: Callable[..., None],
+        on_call: Callable[..., Awaitable[Any]],
+        on_started: Callable[[], None],
+        on_lost: Callable[[str], None],
+        requirement_paths: Callable[[], list[str]],
+        memory_limit_mb: Callable[[], int],
+        execution_threads: int,
+    ) -> None:
+        self._server = server
+        self._frontdoor = frontdoor
+        self._on_message = on_message
+        self._on_call = on_call
+        self._on_started = on_started
+        self._on_lost = on_lost
+        self._requirement_paths = requirement_paths
+        self._memory_limit_mb = memory_limit_mb
+        self._execution_threads = execution_threads
+        self._channel: AsyncChannel | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def start(self) -> None:
+        """Start the worker and keep it running until :meth:`close`."""
+        self._supervisor = asyncio.ensure_future(self._supervise())
+        await self._ready.wait()
+
+    async def _spawn(self) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        env["GEARS_REQUIREMENT_PATHS"] = os.pathsep.join(self._requirement_paths())
+        env["GEARS_EXECUTION_THREADS"] = str(self._execution_threads)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gears.worker",
+            "--fd",
+            str(child.fileno()),
+            "--server",
+            "%s:%d" % self._server,
+            "--frontdoor",
+            "%s:%d" % self._frontdoor,
+            pass_fds=(child.fileno(),),
+            env=env,
+        )
+        child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=parent)
+        self._channel = AsyncChannel(reader, writer)
+        log.info("worker process %d started", self._process.pid)
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            await self._spawn()
+            assert self._channel is not None and self._process is not None
+            serving = asyncio.ensure_future(self._channel.serve(self._on_message, self._on_call))
+            self._on_started()
+            self._ready.set()
+            watcher = asyncio.ensure_future(self._watch_memory())
+            code = await self._process.wait()
+            watcher.cancel()
+            self._channel.close()
+            await asyncio.gather(serving, return_exceptions=True)
+            if self._closing:
+                return
+            reason = f"worker process exited with code {code}; its executions were lost"
+            log.error(reason)
+            self._ready.clear()
+            self._on_lost(reason)
+            await asyncio.sleep(RESTART_DELAY)
+
+    async def _watch_memory(self) -> None:
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+            limit = self._memory_limit_mb()
+            rss = self.memory()[0]
+            if limit and rss > limit * 1024 * 1024 and self._process is not None:
+                log.error("worker process %d uses %d MB > WorkerMaxMemoryMB=%d: restarting it", self._process.pid, rss >> 20, limit)
+                self._process.kill()
+                return
+
+    def memory(self) -> tuple[int, int]:
+        """``(current, peak)`` resident memory of the worker in bytes."""
+        if self._process is None:
+            return 0, 0
+        values = {"VmRSS": 0, "VmHWM": 0}
+        try:
+            with open(f"/proc/{self._process.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    name, _, rest = line.partition(":")
+                    if name in values:
+                        values[name] = int(rest.split()[0]) * 1024
+        except OSError:
+            pass
+        return values["VmRSS"], values["VmHWM"]
+
+    async def call(self, kind: str, *args: Any, timeout: float | None = None) -> Any:
+        """Ask the worker; waits for a worker to be running first."""
+        await self._ready.wait()
+        assert self._channel is not None
+        return await self._channel.call(kind, *args, timeout=timeout)
+
+    def send(self, kind: str, *args: Any) -> None:
+        """One-way message to the worker (dropped, with a log line, if it is restarting)."""
+        try:
+            if self._channel is None:
+                raise ChannelClosed("no worker")
+            self._channel.send(kind, *args)
+        except ChannelClosed:
+            log.warning("worker unavailable; dropped %s message", kind)
+
+    async def close(self) -> None:
+        """Stop the worker process."""
+        self._closing = True
+        if self._process is not None and self._process.returncode is None:
+            self._process.terminate()
+            try:
+                await asyncio.wait_for(self._process.wait(), 5)
+            except asyncio.TimeoutError:
+                self._process.kill()
+        if self._supervisor is not None:
+            await asyncio.gather(self._supervisor, return_exceptions=True)

@@ -1,0 +1,56 @@
+"""StreamReader (batch side): the entries of one local stream after an id.
+
+``fromId`` is exclusive, as with ``XREAD``. Entries are read 1000 at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from gears.records import GearsScriptError
+
+from .base import BATCH_READERS, ReaderContext, decode_value
+
+__all__ = ["StreamReader", "stream_record"]
+
+BATCH = 1000
+
+
+def stream_record(stream: str, entry_id: bytes, fields: list[bytes] | None) -> dict[str, Any]:
+    """The StreamReader record: ``{'key': stream, 'id': id, 'value': {field: value}}``."""
+    values = fields or []
+    return {
+        "key": stream,
+        "id": entry_id.decode(),
+        "value": {decode_value(values[i]): decode_value(values[i + 1]) for i in range(0, len(values), 2)},
+    }
+
+
+class StreamReader:
+    """``GB('StreamReader').run(stream_name, fromId='0-0')``."""
+
+    def __init__(self, arg: Any, options: dict[str, Any]) -> None:
+        if not isinstance(arg, str):
+            raise GearsScriptError("regex argument must be a string")
+        from_id = options.get("fromId", "0-0")
+        if not isinstance(from_id, str):
+            raise GearsScriptError("fromId argument must be a string")
+        self.stream = arg
+        self.from_id = from_id
+
+    def records(self, ctx: ReaderContext) -> Iterator[Any]:
+        conn = ctx.conn
+        last = self.from_id
+        while True:
+            reply = conn.call("XREAD", "COUNT", BATCH, "STREAMS", self.stream, last)
+            if not reply:
+                return
+            entries = reply[0][1]
+            for entry_id, fields in entries:
+                yield stream_record(self.stream, entry_id, fields)
+            if len(entries) < BATCH:
+                return
+            last = entries[-1][0]
+
+
+BATCH_READERS["StreamReader"] = StreamReader

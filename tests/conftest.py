@@ -1,0 +1,109 @@
+"""Shared pytest fixtures: local clusters started once per test session.
+
+* ``cluster1``: 1 master + gears node, front door on 31001 (server 41001).
+* ``cluster3``: 3 masters + gears nodes, front doors 32001-32003 (servers 42001-42003).
+* ``server_cluster3``: 3 bare masters (no gears nodes) on 43001-43003; its ``.ports``
+  (33001-33003) are free for a front door a test runs itself.
+
+Each yields a :class:`cluster.launcher.ClusterState`: ``.ports`` (front doors),
+``.server_ports``, ``.dir``, ``.client()`` (``redis.Redis`` on the first front door,
+decoding), ``.cluster_client()`` (``redis.RedisCluster`` from the first front door),
+``.server_client(i)`` (``redis.Redis`` on server node ``i``, 0-based).
+
+Set ``GEARS_TEST_PORT_SHIFT=N`` to move every test port up by ``N`` (e.g. when
+another test run already uses the defaults on this machine).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from cluster import launcher  # noqa: E402
+from cluster.servers import port_in_use  # noqa: E402
+
+#: Added to every base port the tests use (see the module docstring).
+PORT_SHIFT = int(os.environ.get("GEARS_TEST_PORT_SHIFT", "0"))
+
+
+def shifted_port(base: int) -> int:
+    """A test base port, moved by ``GEARS_TEST_PORT_SHIFT``."""
+    return base + PORT_SHIFT
+
+
+def require_free_ports(masters: int, replicas: int, base_port: int, gears: bool, what: str) -> None:
+    """Fail the test (clearly) when a port the cluster needs is taken."""
+    busy = [p for p in launcher.ports_needed(masters, replicas, base_port, gears) if port_in_use(p)]
+    if busy:
+        shown = ", ".join(map(str, busy[:6])) + (" ..." if len(busy) > 6 else "")
+        pytest.fail(
+            f"{what}: port(s) {shown} already in use (another test run or cluster?); "
+            "stop it or set GEARS_TEST_PORT_SHIFT",
+            pytrace=False,
+        )
+
+
+def _sigterm_to_exit() -> None:
+    """Turn SIGTERM into SystemExit so teardown and atexit handlers stop our clusters."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+@contextlib.contextmanager
+def launched_cluster(
+    tmp_dir: Path, *, masters: int, replicas: int = 0, base_port: int, gears: bool = True, what: str
+) -> Iterator[launcher.ClusterState]:
+    """Start a cluster in ``tmp_dir`` and stop it (by pid) when done, whatever happens."""
+    require_free_ports(masters, replicas, base_port, gears, what)
+    _sigterm_to_exit()
+
+    def stop() -> None:
+        with contextlib.suppress(Exception):
+            launcher.down(tmp_dir)
+
+    atexit.register(stop)
+    try:
+        state = launcher.up(masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears)
+        yield state
+    finally:
+        stop()
+        atexit.unregister(stop)
+
+
+@pytest.fixture(scope="session")
+def cluster1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
+    """One master with its gears node (front door ``cluster1.ports[0]``)."""
+    with launched_cluster(
+        tmp_path_factory.mktemp("cluster1"), masters=1, base_port=shifted_port(31001), what="cluster1"
+    ) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
+    """Three masters, each with its gears node."""
+    with launched_cluster(
+        tmp_path_factory.mktemp("cluster3"), masters=3, base_port=shifted_port(32001), what="cluster3"
+    ) as state:
+        yield state
+
+
+@pytest.fixture(scope="session")
+def server_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
+    """Three bare server masters, no gears nodes (for front-door tests)."""
+    with launched_cluster(
+        tmp_path_factory.mktemp("server_cluster3"), masters=3, base_port=shifted_port(33001), gears=False,
+        what="server_cluster3",
+    ) as state:
+        yield state
