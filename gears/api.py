@@ -23,6 +23,7 @@ from .records import FlatError, ForceStopped, GearsScriptError
 
 __all__ = [
     "execute",
+    "execute_deferred",
     "atomic",
     "hashtag",
     "log",
@@ -47,6 +48,19 @@ def execute(command: Any, *args: Any) -> Any:
     if not isinstance(command, str):
         raise GearsScriptError("the given command must be a string")
     return current_host().execute((command, *args))
+
+
+def execute_deferred(command: Any, *args: Any) -> None:
+    """Queue a command for the local server node without waiting for its reply.
+
+    The batched write path of Gears Fabric (not in RedisGears 1.2): deferred commands of
+    an execution are sent in pipelines of up to 1000, in order, and all of them before
+    the execution ends; a later ``execute()`` on the same execution sees their effect.
+    An error reply becomes an entry in the execution's errors list.
+    """
+    if not isinstance(command, str):
+        raise GearsScriptError("the given command must be a string")
+    current_host().execute_deferred((command, *args))
 
 
 def atomic() -> Any:
@@ -161,6 +175,7 @@ def redisgears_module() -> types.ModuleType:
         return existing
     module = types.ModuleType("redisgears", "Gears Fabric implementation of the RedisGears 1.2 Python API")
     module.executeCommand = execute
+    module.executeDeferred = execute_deferred
     module.atomicCtx = atomic
     module.getMyHashTag = hashtag
     module.log = log
@@ -189,6 +204,7 @@ def script_globals() -> dict[str, Any]:
         "GearsBuilder": GearsBuilder,
         "GB": GB,
         "execute": execute,
+        "execute_deferred": execute_deferred,
         "atomic": atomic,
         "hashtag": hashtag,
         "log": log,

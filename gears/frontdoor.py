@@ -18,12 +18,17 @@ Per client connection
   and the next forwarded command tries again; if an established upstream
   connection is lost (the server closed it, or died) the client connection is
   closed too, as the server would have done.
-* **Forwarding.** Requests are framed (not decoded) as they arrive and a run of
-  forwarded requests is written upstream in one piece, as soon as it is parsed.
-  Upstream replies are framed by :func:`gears.respparse.scan_reply` and matched
-  FIFO to the requests that produced them; a run of replies that need no rewriting
-  is written to the client in one piece. RESP3 push frames (``>``, e.g. client
-  tracking invalidations) pass through without taking a request's place.
+* **Forwarding.** Requests are framed (not re-encoded) as they arrive, and a run
+  of forwarded requests is written upstream in one piece as soon as it is parsed.
+  Replies are matched FIFO to the requests that produced them and a run of replies
+  that need no rewriting is written to the client in one piece. Each chunk read is
+  first tried on a fast path: hiredis counts the messages in C, a sentinel fed
+  after the chunk tells whether the chunk ended on a message boundary, and a chunk
+  of whole, plainly forwarded requests (or of whole replies to such requests, with
+  no redirection in it) is passed on untouched. Anything else takes the exact path,
+  which frames message by message (:mod:`gears.respparse`). RESP3 push frames
+  (``>``, e.g. client tracking invalidations) pass through without taking a
+  request's place.
 * **Order.** Replies reach the client in the order of its requests. A command the
   front door answers itself (a handler, an interceptor hook, ``QUIT``) is a
   *barrier*: it starts once every earlier reply of the connection has been sent
@@ -107,7 +112,9 @@ class ClientContext:
         e.g. ``"WRONGTYPE Operation against ..."``; a handler that lets it
         propagate answers the client with that same error). Redirections are not
         rewritten here. Raises :class:`gears.errors.NodeUnavailable` when the server
-        node cannot be reached or the connection is gone.
+        node cannot be reached or the connection is gone. Meant for use while the
+        handler or hook serving this client runs (the client's later commands wait
+        for it then, so nothing else is in flight on the connection).
         """
         raw = await self._conn.roundtrip(encode_command(args))
         reader = hiredis.Reader()
@@ -124,7 +131,7 @@ class ClientContext:
 
     @property
     def authenticated(self) -> bool:
-        """True when the front door has no password or the client authenticated."""
+        """True when the front door has no password or the client is known to have authenticated."""
         return self._conn.authed
 
 
@@ -255,10 +262,13 @@ class FrontDoor:
     * ``handlers``: upper-case command name → :data:`Handler`.
     * ``address_map``: server node address → front door address, used to rewrite
       topology replies (``None``: keep the address).
-    * ``password``: the server node's ``requirepass``. When set, handler commands
-      are refused with ``-NOAUTH`` until the client authenticated (a forwarded
-      ``AUTH``/``HELLO`` succeeded). The front door never authenticates on a
-      client's behalf.
+    * ``password``: the server node's ``requirepass``. When set, a client must have
+      authenticated with the server node (``AUTH``/``HELLO ... AUTH``, forwarded)
+      before a handler or interceptor hook serves it: the front door checks with a
+      ``PING`` on the client's own upstream connection before the first one (and
+      again after ``RESET``) and answers ``-NOAUTH Authentication required.``
+      (hooks: the command is forwarded and the server refuses it). The front door
+      never authenticates on a client's behalf.
     * ``interceptor``: optional :class:`Interceptor`.
     """
 
@@ -928,8 +938,9 @@ class _Connection(asyncio.Protocol):
         ok = not raw.startswith(b"-")
         if slot == _S_PIPE:
             self._up_pipe = True
-        elif slot == _S_MULTI:
+        elif slot == _S_MULTI:  # (a successful MULTI also proves the client authenticated)
             self.in_multi = self.in_multi or ok
+            self.authed = self.authed or ok
         elif slot == _S_ENDTX:
             self.in_multi = False
         elif slot == _S_RESET:
@@ -1083,8 +1094,6 @@ class _Connection(asyncio.Protocol):
             return encode_error(exc)
         except hiredis.ReplyError as exc:
             return _error_line(str(exc))
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             log.exception("client %d: %s failed", self._cid, args[0].decode("utf-8", "replace"))
             return encode_error(exc)

@@ -35,6 +35,9 @@ class Host(Protocol):
     def execute(self, args: tuple[Any, ...]) -> Any:
         """Run a command on the local server node and map its reply."""
 
+    def execute_deferred(self, args: tuple[Any, ...]) -> None:
+        """Queue a command for the local server node; no reply (see ``execute_deferred``)."""
+
     def hashtag(self) -> str:
         """A hashtag of a slot owned by the local shard."""
 

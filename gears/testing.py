@@ -135,6 +135,9 @@ class LocalHost(Host):
             raise GearsScriptError(str(reply))
         return map_reply(reply)
 
+    def execute_deferred(self, args: tuple[Any, ...]) -> None:
+        self.execute(args)
+
     def hashtag(self) -> str:
         return self.shard_map.hashtag
 

@@ -320,6 +320,33 @@ def test_get_set_and_pipeline(env: Env) -> None:
         client.close()
 
 
+def test_input_split_anywhere_and_big_replies(env: Env) -> None:
+    key = env.key_on(0, "split")
+    stream = (
+        cmd("DEL", key + "l") + cmd("RPUSH", key + "l", *[f"item-{i}" for i in range(1000)])
+        + cmd("SET", key, "v" * 5000) + b"PING\r\n" + cmd("RG.ECHOX", "a") + cmd("GET", key)
+        + b"*0\r\n" + cmd("LRANGE", key + "l", 0, -1) + cmd("ECHO", "end")
+    )
+    direct = Raw(env.server_ports[0])
+    try:
+        for size in (1, 7, 1000):
+            raw = Raw(env.ports[0])
+            try:
+                for i in range(0, len(stream), size):
+                    raw.send(stream[i : i + size])
+                replies = raw.replies(8)
+            finally:
+                raw.close()
+            assert replies[:6] == [
+                replies[0] if replies[0] in (b":0\r\n", b":1\r\n") else b"DEL?", b":1000\r\n", b"+OK\r\n", b"+PONG\r\n",
+                b"*2\r\n$8\r\nRG.ECHOX\r\n$1\r\na\r\n", b"$5000\r\n" + b"v" * 5000 + b"\r\n",
+            ]
+            assert replies[6] == direct.call("LRANGE", key + "l", 0, -1) and replies[6].startswith(b"*1000\r\n")
+            assert replies[7] == b"$3\r\nend\r\n"
+    finally:
+        direct.close()
+
+
 def test_raw_bytes_match_server(env: Env) -> None:
     key = env.key_on(0, "rawcmp")
     via, direct = Raw(env.ports[0]), Raw(env.server_ports[0])
@@ -584,8 +611,10 @@ def test_hello3_and_tracking_pushes(env: Env) -> None:
     try:
         for raw in (via, direct):
             assert raw.call("HELLO", "3").startswith(b"%")
-        for args in [("DEL", key), ("HSET", key, "f", "v"), ("HGETALL", key), ("SMEMBERS", key + "s"),
-                     ("GET", key + "missing"), ("CLUSTER", "KEYSLOT", key)]:
+        via.call("DEL", key)
+        assert via.call("HSET", key, "f", "v") == b":1\r\n"
+        for args in [("HGETALL", key), ("SMEMBERS", key + "s"), ("GET", key + "missing"), ("CLUSTER", "KEYSLOT", key),
+                     ("ZSCORE", key + "z", "m"), ("HRANDFIELD", key, "1", "WITHVALUES")]:
             assert via.call(*args) == direct.call(*args), args
         # a client-tracking invalidation push must not take a reply's place
         assert via.call("CLIENT", "TRACKING", "ON") == b"+OK\r\n"
@@ -681,6 +710,54 @@ def test_client_disconnect_closes_upstream(env: Env) -> None:
         time.sleep(0.05)
         raw.close()
         wait_until(lambda: server_clients_named(port, name) == 0, what=f"upstream of {name} to close")
+
+
+def test_backpressure_both_ways(env: Env) -> None:
+    key = env.key_on(0, "bp")
+    value = os.urandom(1 << 20)
+    raw = Raw(env.ports[0], timeout=20)
+    try:
+        assert raw.call("SET", key, value) == b"+OK\r\n"
+        # replies the client does not read yet (the front door stops reading the server)
+        raw.send(cmd("GET", key) * 24 + cmd("PING"))
+        time.sleep(0.3)
+        replies = raw.replies(25)
+        assert replies[:24] == [b"$%d\r\n%b\r\n" % (len(value), value)] * 24 and replies[24] == b"+PONG\r\n"
+        # requests piling up behind a slow handler (the front door stops reading the client)
+        batch = cmd("RG.SLEEP", "0.2") + cmd("SET", key + "x", value) * 3 + cmd("STRLEN", key + "x")
+        raw.send(batch)
+        assert raw.replies(5) == [b"+SLEPT\r\n", b"+OK\r\n", b"+OK\r\n", b"+OK\r\n", b":%d\r\n" % len(value)]
+    finally:
+        raw.close()
+
+
+def test_upstream_killed_closes_client(env: Env) -> None:
+    raw = Raw(env.ports[0])
+    server = env.cluster.server_client(0)
+    try:
+        assert raw.call("CLIENT", "SETNAME", "fd-killed") == b"+OK\r\n"
+        killed = [c for c in server.client_list() if c.get("name") == "fd-killed"]
+        assert len(killed) == 1
+        server.execute_command("CLIENT", "KILL", "ID", killed[0]["id"])
+        assert raw.closed()
+    finally:
+        raw.close()
+        server.close()
+
+
+def test_close_with_running_handler(env: Env) -> None:
+    door = env.start_door()
+    raw = Raw(door.address[1])
+    try:
+        assert raw.call("CLIENT", "SETNAME", "fd-shutdown") == b"+OK\r\n"
+        raw.send(cmd("RG.SLEEP", "10"))
+        time.sleep(0.1)
+        started = time.monotonic()
+        env.stop_door(door)
+        assert raw.closed() and time.monotonic() - started < 2
+        wait_until(lambda: server_clients_named(env.server_ports[0], "fd-shutdown") == 0, what="upstream closed")
+    finally:
+        raw.close()
 
 
 def test_server_unreachable(env: Env) -> None:

@@ -31,6 +31,7 @@ from ..builder import Plan
 from ..futures import set_async_allowed
 from ..operations import error_text, run_steps
 from ..records import ErrorRecord, ForceStopped, to_reply
+from ..host import current_host
 from .host import thread_context
 
 __all__ = ["Exchange", "LocalExecution", "dump_records", "load_records"]
@@ -177,6 +178,7 @@ class LocalExecution:
                         self.errors.append(record.message)
                     else:
                         self.results.append(record)
+                self.errors.extend(current_host().flush_deferred())
             except ForceStopped:
                 self.errors.append(ABORTED_ERROR)
             except Exception as exc:  # noqa: BLE001 - an engine failure must still end the execution

@@ -28,6 +28,9 @@ __all__ = ["WorkerHost", "ScriptState", "Session", "thread_context"]
 
 _MODES = ("async", "async_local")
 
+#: Deferred commands are sent in pipelines of at most this many.
+DEFERRED_BATCH = 1000
+
 
 @dataclass
 class Session:
@@ -51,6 +54,10 @@ class _ThreadContext(threading.local):
     script: ScriptState | None = None
     execution: Any = None
     loop_thread: bool = False
+
+    def __init__(self) -> None:
+        self.deferred: list[tuple[Any, ...]] = []
+        self.deferred_errors: list[str] = []
 
 
 thread_context = _ThreadContext()
@@ -90,7 +97,27 @@ class WorkerHost:
     def register(self, plan: Plan, prefix: Any, options: dict[str, Any]) -> Any:
         raise GearsScriptError("register() is not available in this Gears Fabric version yet")
 
+    def execute_deferred(self, args: tuple[Any, ...]) -> None:
+        ctx = thread_context
+        ctx.deferred.append(args)
+        if len(ctx.deferred) >= DEFERRED_BATCH:
+            self._send_deferred()
+
+    def _send_deferred(self) -> None:
+        ctx = thread_context
+        if ctx.deferred:
+            commands, ctx.deferred = ctx.deferred, []
+            replies = self._process.server.get().pipeline(commands)
+            ctx.deferred_errors.extend(str(r) for r in replies if isinstance(r, hiredis.ReplyError))
+
+    def flush_deferred(self) -> list[str]:
+        """Send this thread's deferred commands; return (and forget) their error replies."""
+        self._send_deferred()
+        errors, thread_context.deferred_errors = thread_context.deferred_errors, []
+        return errors
+
     def execute(self, args: tuple[Any, ...]) -> Any:
+        self._send_deferred()
         name = str(args[0]).upper()
         if name.startswith(("RG.", "AI.")):
             if name == "RG.PYEXECUTE" and thread_context.execution is not None:
