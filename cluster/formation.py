@@ -44,13 +44,10 @@ class FormationNode(Protocol):
 
 def _command(port: int, *args: Any) -> Any | None:
     """``args`` sent to the server on ``port``; None when it does not answer or errs."""
-    client = probe_client(port)
     try:
-        return client.execute_command(*args)
+        return probe_client(port).execute_command(*args)
     except (redis.RedisError, OSError):
         return None
-    finally:
-        client.close()
 
 
 def cluster_info(port: int) -> dict[str, str] | None:
@@ -148,11 +145,7 @@ def replicas_synced(ports: Sequence[int]) -> bool:
 
 def _send(port: int, *args: Any) -> Any:
     """One cluster command; a refusal propagates as ``redis.ResponseError``."""
-    client = probe_client(port, timeout=10.0)
-    try:
-        return client.execute_command(*args)
-    finally:
-        client.close()
+    return probe_client(port, timeout=10.0).execute_command(*args)
 
 
 def form_cluster(

@@ -41,6 +41,7 @@ from cluster.servers import (
     LauncherError,
     ProcessRef,
     check_ports_free,
+    close_probes,
     is_running,
     log_failure_line,
     ping,
@@ -540,6 +541,8 @@ def up(
         raise LauncherError(f"cluster set-up failed: {exc}") from exc
     except OSError as exc:
         raise LauncherError(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)) from exc
+    finally:
+        close_probes()
 
 
 def _up(
@@ -622,6 +625,13 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
     node of the cluster is not running, ``"down"`` when no server runs and
     ``"absent"`` when ``dir`` holds no cluster.
     """
+    try:
+        return _status(dir)
+    finally:
+        close_probes()
+
+
+def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
     state = load_state(dir)
     if state is None:
         return {"state": "absent", "nodes": []}

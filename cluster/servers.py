@@ -11,6 +11,7 @@ explicit timeout; none is a fixed sleep.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import shutil
 import signal
 import site
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -38,6 +40,7 @@ __all__ = [
     "resolve_server_binary",
     "server_version",
     "port_in_use",
+    "port_listening",
     "check_ports_free",
     "start_server",
     "start_gears_node",
@@ -47,6 +50,7 @@ __all__ = [
     "wait_for",
     "probe_client",
     "ping",
+    "close_probes",
     "log_failure_line",
 ]
 
@@ -117,17 +121,41 @@ def wait_for(
         interval = min(interval * 1.5, max_interval)
 
 
+# Connections used for polling are kept open (one per port) until close_probes():
+# a new connection per poll would leave thousands of client sockets in TIME_WAIT on
+# ephemeral ports, and such a socket blocks a server from binding that port (the
+# port contract's 30001+/40001+/50001+ ports lie inside Linux's ephemeral range).
+_PROBES: dict[tuple[int, float], redis.Redis] = {}
+_PING_SOCKETS: dict[int, socket.socket] = {}
+_PING = b"*1\r\n$4\r\nPING\r\n"
+
+
 def probe_client(port: int, *, timeout: float = 2.0) -> redis.Redis:
-    """A short-timeout, no-retry, decoding RESP2 client for one local server."""
-    return redis.Redis(
-        host=HOST,
-        port=port,
-        decode_responses=True,
-        protocol=2,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """A short-timeout, no-retry, decoding RESP2 client for one local server.
+
+    Cached per port (do not close it; :func:`close_probes` does); a broken connection
+    is replaced on the next command.
+    """
+    key = (port, timeout)
+    client = _PROBES.get(key)
+    if client is None:
+        client = _PROBES[key] = redis.Redis(
+            host=HOST,
+            port=port,
+            decode_responses=True,
+            protocol=2,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+    return client
+
+
+def _drop_ping_socket(port: int) -> None:
+    sock = _PING_SOCKETS.pop(port, None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
 
 def ping(port: int, *, timeout: float = 2.0) -> bool:
@@ -136,18 +164,32 @@ def ping(port: int, *, timeout: float = 2.0) -> bool:
     A raw RESP exchange (no client handshake), so a front door that is still
     starting, or a server still loading its data (``-LOADING``), reads as not ready.
     """
+    sock = _PING_SOCKETS.get(port)
     try:
-        with socket.create_connection((HOST, port), timeout=timeout) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            reply = b""
-            while not reply.endswith(b"\r\n") and len(reply) < 512:
-                chunk = sock.recv(512)
-                if not chunk:
-                    break
-                reply += chunk
+        if sock is None:
+            sock = socket.create_connection((HOST, port), timeout=timeout)
+            _PING_SOCKETS[port] = sock
+        sock.sendall(_PING)
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = sock.recv(512)
+            if not chunk or len(reply) > 4096:
+                raise ConnectionError("connection closed")
+            reply += chunk
     except OSError:
+        _drop_ping_socket(port)
         return False
     return reply == b"+PONG\r\n"
+
+
+def close_probes() -> None:
+    """Close every polling connection opened by :func:`probe_client` and :func:`ping`."""
+    for client in _PROBES.values():
+        with contextlib.suppress(Exception):
+            client.close()
+    _PROBES.clear()
+    for port in list(_PING_SOCKETS):
+        _drop_ping_socket(port)
 
 
 # --------------------------------------------------------------------------- binaries
@@ -213,8 +255,9 @@ def server_version(binary: str) -> tuple[int, ...]:
 def port_in_use(port: int, host: str = HOST) -> bool:
     """True when a server could not bind ``host:port`` now.
 
-    Binds with ``SO_REUSEADDR`` like Redis/Valkey do, so sockets in TIME_WAIT do not
-    count as "in use" but any listener does.
+    Binds with ``SO_REUSEADDR`` like Redis/Valkey do, so what blocks it blocks them:
+    a listener, but also a client socket (open or in TIME_WAIT) that got the port as
+    its ephemeral local port.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -225,13 +268,42 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
-def check_ports_free(ports: Iterable[int]) -> None:
-    """Raise ``LauncherError('port N is already in use')`` for the first busy port."""
+def port_listening(port: int, host: str = HOST) -> bool:
+    """True when something accepts connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return True
+    except OSError:
+        return False
+
+
+def check_ports_free(ports: Iterable[int], *, transient_wait: float = 65.0) -> None:
+    """Raise ``LauncherError('port N is already in use')`` for the first busy port.
+
+    A port something listens on is in use at once. A port held only by a client
+    connection (an ephemeral local port, open or in TIME_WAIT, which lasts 60 s) is
+    waited for, up to ``transient_wait`` seconds.
+    """
+    ports = list(ports)
     for port in ports:
         if not 0 < port < 65536:
             raise LauncherError(f"port {port} is out of range")
-        if port_in_use(port):
+    for port in ports:
+        if not port_in_use(port):
+            continue
+        if port_listening(port):
             raise LauncherError(f"port {port} is already in use")
+        log.info("port %d is held by a client connection; waiting for it to be released", port)
+        try:
+            wait_for(lambda port=port: not port_in_use(port), timeout=transient_wait,
+                     what=f"port {port} to be released", max_interval=1.0)
+        except LauncherError:
+            if port_listening(port):
+                raise LauncherError(f"port {port} is already in use") from None
+            raise LauncherError(
+                f"port {port} is already in use (by a client connection; try again later)"
+            ) from None
 
 
 # --------------------------------------------------------------------------- processes

@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_cluster_parser(sub)
     _add_node_parser(sub)
+    __import__("gears.runscript", fromlist=["add_parser"]).add_parser(sub)  # gears run
     # More subcommands (e.g. `run`) register here with their own _add_<name>_parser.
     return parser
 

@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .errors import ArityError, CommandError, ExecutionError
+from .ipc import ChannelClosed
 from .resp import OK, Status
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -102,7 +103,10 @@ async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     options = await _parse_pyexecute(args)
     if options["requirements"]:
         await node.install_requirements(options["requirements"], force=options["force_reinstall"])
-    outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"])
+    try:
+        outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"])
+    except ChannelClosed:
+        raise ExecutionError("worker process exited while running the script; it is being restarted") from None
     exec_id = outcome["execution_id"]
     if exec_id is None:
         return OK

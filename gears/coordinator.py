@@ -172,6 +172,8 @@ class Coordinator:
         execution.shards_completed += 1
         if status == "aborted":
             execution.status = "aborted"
+        if MAX_IDLE_ERROR in execution.errors:
+            execution.shards_completed = execution.shard_count  # the stalled shards were given up on
         self._maybe_done(execution)
         if not execution.done.is_set():
             execution.status = "pending_cluster"

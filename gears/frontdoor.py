@@ -59,7 +59,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from itertools import count as _counter, repeat
 from operator import itemgetter
-from typing import Any, Protocol, Union, cast
+from typing import Any, Protocol, cast
 
 import hiredis
 
@@ -76,13 +76,13 @@ from .respparse import (
     split_inline,
 )
 
-__all__ = ["FrontDoor", "ClientContext", "Handler", "Interceptor", "AddressMap"]
+__all__ = ["AddressMap", "ClientContext", "FrontDoor", "Handler", "Interceptor"]
 
 log = logging.getLogger(__name__)
 
 #: Maps a server node address to the front door address clients should use instead
 #: (``None``: leave the address as it is).
-AddressMap = Callable[[str, int], Union[tuple[str, int], None]]
+AddressMap = Callable[[str, int], tuple[str, int] | None]
 
 
 class ClientContext:
@@ -92,7 +92,7 @@ class ClientContext:
     client's ``host:port``.
     """
 
-    __slots__ = ("id", "peer", "_conn")
+    __slots__ = ("_conn", "id", "peer")
 
     def __init__(self, conn_id: int, peer: str, conn: _Connection) -> None:
         self.id = conn_id
@@ -301,7 +301,7 @@ class FrontDoor:
         self.plain_names: set[bytes] = set()
         self._ids = _counter(1)
         self._conns: set[_Connection] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: asyncio.Server | None = None
         self._server_label = f"{server[0]}:{server[1]}"
 
     async def start(self) -> None:
@@ -309,7 +309,7 @@ class FrontDoor:
         loop = asyncio.get_running_loop()
         host, port = self.listen
         self._server = await loop.create_server(lambda: _Connection(self), host, port)
-        log.info("front door listening on %s:%d (server node %s)", host, port, self._server_label)
+        log.info("front door listening on %s:%d (server node %s)", *self.address, self._server_label)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -345,6 +345,7 @@ class FrontDoor:
         return kind
 
     def next_id(self) -> int:
+        """A new client connection id."""
         return next(self._ids)
 
     def map_address(self, host: str, port: int) -> tuple[str, int] | None:
@@ -469,8 +470,8 @@ class FrontDoor:
 
 def _unwrap(node: Node) -> Node:
     """The value of a node, without a RESP3 attribute around it."""
-    while node[0] == 124:
-        node = node[1][1]  # type: ignore[index]
+    while isinstance(node[1], tuple):
+        node = node[1][1]
     return node
 
 
@@ -569,7 +570,7 @@ class _Connection(asyncio.Protocol):
         self._upbuf = bytearray()
         self._upneed = 0
         self._repreader = hiredis.Reader()  # reply fast path
-        self._resp3 = False  # HELLO was sent: push frames may come, replies take the exact path
+        self._resp3 = False  # HELLO 3 was sent: push frames may come, replies take the exact path
         self._up_pipe = False  # server → client is a pipe (only redirections rewritten)
 
     # ------------------------------------------------------------------ client side
@@ -687,9 +688,8 @@ class _Connection(asyncio.Protocol):
                         pos = end
                         continue
                     name = buf[name_start:name_end]
-                    kind = cache.get(name)
-                    if kind is None:
-                        kind = self.door.route(name)
+                    cached = cache.get(name)
+                    kind = self.door.route(name) if cached is None else cached
                     if kind == _PLAIN:
                         if span < 0:
                             span = pos
@@ -697,7 +697,7 @@ class _Connection(asyncio.Protocol):
                         pos = end
                         continue
                     raw: bytes | None = buf[pos:end]
-                    args = _args_of(raw)  # type: ignore[arg-type]
+                    args = _args_of(buf[pos:end])
                 else:  # inline request
                     e = buf.find(b"\n", pos, n)
                     if e < 0:
@@ -708,8 +708,7 @@ class _Connection(asyncio.Protocol):
                     end = e + 1
                     args = split_inline(buf[pos:e])
                     raw = None
-                    if args:
-                        kind = self.door._routes.get(args[0].upper(), _PLAIN)
+                    kind = self.door._routes.get(args[0].upper(), _PLAIN) if args else _PLAIN
                 if span >= 0:
                     self._forward_run(buf[span:pos], count)
                     span, count = -1, 0
@@ -757,7 +756,7 @@ class _Connection(asyncio.Protocol):
         elif kind == _CLIENT and len(args) > 1 and args[1].upper() == b"REPLY":
             self._barrier(partial(_constant, _NO_CLIENT_REPLY))
         else:
-            if kind == _HELLO:
+            if kind == _HELLO and len(args) > 1 and args[1] != b"2":
                 self._resp3 = True
             self._forward(raw, self._slot_kind(args))
 
@@ -834,10 +833,9 @@ class _Connection(asyncio.Protocol):
                 return
             data = bytes(self._upbuf)
             self._upbuf = bytearray()
-        if not self._special and not self._resp3 and not self._up_pipe and len(data) <= _FAST_MAX:
-            if self._replies_fast(data):
-                return
-        self._replies_exact(data)
+        fast = not self._special and not self._resp3 and not self._up_pipe and len(data) <= _FAST_MAX
+        if not (fast and self._replies_fast(data)):
+            self._replies_exact(data)
 
     def _replies_fast(self, data: bytes) -> bool:
         """Pass ``data`` on as is if it is whole replies, all to plain forwarded requests.
@@ -859,9 +857,12 @@ class _Connection(asyncio.Protocol):
         if not ok:
             self._repreader = hiredis.Reader()
             return False
-        popleft = self._pending.popleft
-        for _ in repeat(None, k):
-            popleft()
+        if k == len(self._pending):
+            self._pending.clear()
+        else:
+            popleft = self._pending.popleft
+            for _ in repeat(None, k):
+                popleft()
         self._inflight -= k
         if not self.closed:
             self.transport.write(data)  # type: ignore[union-attr]

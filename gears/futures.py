@@ -17,7 +17,7 @@ import types
 import weakref
 from typing import Any, Callable
 
-from .records import FlatError, GearsScriptError
+from .records import AtomicConflict, FlatError, GearsScriptError
 
 __all__ = [
     "GearsFuture",
@@ -37,6 +37,12 @@ _NO_ASYNC_MESSAGES = {
     "reduce": "coroutine are not allow on reduce",
 }
 
+#: How often a step callback is re-run when its ``atomic()`` block loses a race.
+MAX_ATOMIC_ATTEMPTS = 1000
+
+#: Name of the thread that runs the Gears asyncio loop.
+GEARS_LOOP_THREAD = "gears-loop"
+
 _tls = threading.local()
 _loop_lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
@@ -48,7 +54,7 @@ def gears_loop() -> asyncio.AbstractEventLoop:
     with _loop_lock:
         if _loop is None:
             loop = asyncio.new_event_loop()
-            thread = threading.Thread(target=loop.run_forever, name="gears-loop", daemon=True)
+            thread = threading.Thread(target=loop.run_forever, name=GEARS_LOOP_THREAD, daemon=True)
             thread.start()
             _loop = loop
         return _loop
@@ -132,12 +138,17 @@ def call_step(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
     bare message, as RedisGears records it.
     """
     previous_kind = getattr(_tls, "step_kind", None)
-    _tls.step_kind, _tls.future = kind, None
-    try:
-        result = fn(*args)
-    finally:
-        # A future created but not returned is dropped here and the plain result is used.
-        _tls.future, _tls.step_kind = None, previous_kind
+    for attempt in range(1, MAX_ATOMIC_ATTEMPTS + 1):
+        _tls.step_kind, _tls.future = kind, None
+        try:
+            result = fn(*args)
+            break
+        except AtomicConflict:
+            if attempt == MAX_ATOMIC_ATTEMPTS:
+                raise GearsScriptError(f"atomic block gave up after {attempt} conflicting attempts") from None
+        finally:
+            # A future created but not returned is dropped here and the plain result is used.
+            _tls.future, _tls.step_kind = None, previous_kind
     if isinstance(result, GearsFuture):
         state = result._state
         state.returned = True

@@ -18,6 +18,7 @@ from typing import Any
 from .resp import ErrorValue, Status
 
 __all__ = [
+    "AtomicConflict",
     "ErrorRecord",
     "KeyedRecord",
     "FlatError",
@@ -35,6 +36,10 @@ class GearsScriptError(Exception):
 
 class FlatError(Exception):
     """``flat_error(msg)``: the recorded error is exactly ``str(msg)``, no traceback."""
+
+
+class AtomicConflict(Exception):
+    """An ``atomic()`` block lost a race; the step calls its callback again."""
 
 
 class ForceStopped(BaseException):

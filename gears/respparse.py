@@ -21,18 +21,16 @@ length needed before scanning again can make progress.
 
 from __future__ import annotations
 
-from typing import Union
-
 __all__ = [
-    "RespProtocolError",
-    "PROTO_MAX_BULK_LEN",
     "MAX_INLINE_LEN",
-    "scan_command",
-    "split_inline",
-    "scan_reply",
+    "PROTO_MAX_BULK_LEN",
     "Node",
-    "parse_tree",
+    "RespProtocolError",
     "dump_tree",
+    "parse_tree",
+    "scan_command",
+    "scan_reply",
+    "split_inline",
 ]
 
 #: Largest bulk string a client may send (the server's default ``proto-max-bulk-len``).
@@ -258,7 +256,7 @@ def _scan_nested(buf: bytes, pos: int) -> int:
 #: type byte for line types, the data for bulk types (``None`` for a null bulk), a
 #: list of child nodes for aggregates (maps and attributes flattened to key, value,
 #: ...; ``None`` for a null array), and for an attribute ``(pairs, annotated_node)``.
-Node = tuple[int, Union[bytes, list["Node"], None, tuple[list["Node"], "Node"]]]
+Node = tuple[int, bytes | list["Node"] | tuple[list["Node"], "Node"] | None]
 
 
 def parse_tree(buf: bytes) -> Node:
@@ -309,23 +307,20 @@ def dump_tree(node: Node) -> bytes:
 
 def _dump_into(node: Node, out: list[bytes]) -> None:
     t, payload = node
-    if t in _LINE_TYPES:
-        out.append(b"%c%b\r\n" % (t, payload))
-    elif t in _BULK_TYPES:
-        if payload is None:
-            out.append(b"%c-1\r\n" % t)
-        else:
-            out.append(b"%c%d\r\n%b\r\n" % (t, len(payload), payload))  # type: ignore[arg-type]
-    elif payload is None:
+    if payload is None:
         out.append(b"%c-1\r\n" % t)
-    elif t == 124:
-        pairs, value = payload  # type: ignore[misc]
+    elif isinstance(payload, bytes):
+        if t in _LINE_TYPES:
+            out.append(b"%c%b\r\n" % (t, payload))
+        else:
+            out.append(b"%c%d\r\n%b\r\n" % (t, len(payload), payload))
+    elif isinstance(payload, tuple):  # an attribute and the value it annotates
+        pairs, value = payload
         out.append(b"|%d\r\n" % (len(pairs) // 2))
         for item in pairs:
             _dump_into(item, out)
         _dump_into(value, out)
     else:
-        items: list[Node] = payload  # type: ignore[assignment]
-        out.append(b"%c%d\r\n" % (t, len(items) // 2 if t in _PAIR_TYPES else len(items)))
-        for item in items:
+        out.append(b"%c%d\r\n" % (t, len(payload) // 2 if t in _PAIR_TYPES else len(payload)))
+        for item in payload:
             _dump_into(item, out)

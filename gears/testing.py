@@ -74,6 +74,9 @@ class _ReaderContext:
         self.conn = conn
         self.shard_id = "1"
 
+    def owns(self, key: str | bytes) -> bool:
+        return True
+
 
 class LocalHost(Host):
     """A one-shard host running everything in the calling thread."""

@@ -25,6 +25,9 @@ class ReaderContext(Protocol):
     def shard_id(self) -> str:
         """This shard's id (``'1'`` outside cluster mode)."""
 
+    def owns(self, key: str | bytes) -> bool:
+        """Whether ``key``'s slot belongs to this shard."""
+
 
 class Reader(Protocol):
     """A batch reader: validated on the initiator, run on each shard."""

@@ -75,6 +75,8 @@ class KeysReader:
 
     def records(self, ctx: ReaderContext) -> Iterator[Any]:
         conn = ctx.conn
+        if self.no_scan and not ctx.owns(self.pattern):
+            return  # with noScan the pattern is one key name; only its shard reads it
         batches = [[self.pattern.encode()]] if self.no_scan else conn.scan(self.pattern, BATCH)
         for keys in batches:
             if not self.read_value:

@@ -40,7 +40,7 @@ class KeysOnlyReader:
             pattern, no_scan = self.pattern_generator()
         conn = ctx.conn
         if no_scan:
-            if conn.call("EXISTS", pattern):
+            if ctx.owns(pattern) and conn.call("EXISTS", pattern):
                 yield pattern
             return
         for keys in conn.scan(pattern, self.count):

@@ -1,6 +1,7 @@
 """StreamReader (batch side): the entries of one local stream after an id.
 
-``fromId`` is exclusive, as with ``XREAD``. Entries are read 1000 at a time.
+``fromId`` is exclusive, as with ``XREAD``. Entries are read 1000 at a time. Only the
+shard that owns the stream's slot yields records; the others yield none.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ class StreamReader:
         self.from_id = from_id
 
     def records(self, ctx: ReaderContext) -> Iterator[Any]:
+        if not ctx.owns(self.stream):
+            return  # another shard holds this stream
         conn = ctx.conn
         last = self.from_id
         while True:

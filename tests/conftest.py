@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cluster import launcher  # noqa: E402
-from cluster.servers import port_in_use  # noqa: E402
+from cluster.servers import port_listening  # noqa: E402
 
 #: Added to every base port the tests use (see the module docstring).
 PORT_SHIFT = int(os.environ.get("GEARS_TEST_PORT_SHIFT", "0"))
@@ -42,9 +42,16 @@ def shifted_port(base: int) -> int:
     return base + PORT_SHIFT
 
 
+def busy_ports(masters: int, replicas: int, base_port: int, gears: bool = True) -> list[int]:
+    """The ports of such a cluster that something listens on (another cluster, a
+    user's server). Ports held only by closing client connections are not counted:
+    the launcher waits for those."""
+    return [p for p in launcher.ports_needed(masters, replicas, base_port, gears) if port_listening(p)]
+
+
 def require_free_ports(masters: int, replicas: int, base_port: int, gears: bool, what: str) -> None:
     """Fail the test (clearly) when a port the cluster needs is taken."""
-    busy = [p for p in launcher.ports_needed(masters, replicas, base_port, gears) if port_in_use(p)]
+    busy = busy_ports(masters, replicas, base_port, gears)
     if busy:
         shown = ", ".join(map(str, busy[:6])) + (" ..." if len(busy) > 6 else "")
         pytest.fail(
@@ -52,6 +59,17 @@ def require_free_ports(masters: int, replicas: int, base_port: int, gears: bool,
             "stop it or set GEARS_TEST_PORT_SHIFT",
             pytrace=False,
         )
+
+
+def free_base_port(preferred: int, masters: int, replicas: int = 0, gears: bool = True) -> int:
+    """``preferred`` (shifted), or the next base 100 ports up whose cluster ports are
+    all free: for tests that need a cluster of their own but no fixed ports."""
+    base = shifted_port(preferred)
+    for step in range(50):
+        candidate = base + 100 * step
+        if not busy_ports(masters, replicas, candidate, gears):
+            return candidate
+    pytest.fail(f"no free ports for a test cluster near {base}", pytrace=False)
 
 
 def _sigterm_to_exit() -> None:
@@ -85,7 +103,7 @@ def launched_cluster(
 def cluster1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
     """One master with its gears node (front door ``cluster1.ports[0]``)."""
     with launched_cluster(
-        tmp_path_factory.mktemp("cluster1"), masters=1, base_port=shifted_port(31001), what="cluster1"
+        tmp_path_factory.mktemp("cluster1"), masters=1, base_port=shifted_port(11001), what="cluster1"
     ) as state:
         yield state
 
@@ -94,7 +112,7 @@ def cluster1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Clus
 def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
     """Three masters, each with its gears node."""
     with launched_cluster(
-        tmp_path_factory.mktemp("cluster3"), masters=3, base_port=shifted_port(32001), what="cluster3"
+        tmp_path_factory.mktemp("cluster3"), masters=3, base_port=shifted_port(11011), what="cluster3"
     ) as state:
         yield state
 
@@ -103,7 +121,7 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Clus
 def server_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
     """Three bare server masters, no gears nodes (for front-door tests)."""
     with launched_cluster(
-        tmp_path_factory.mktemp("server_cluster3"), masters=3, base_port=shifted_port(33001), gears=False,
+        tmp_path_factory.mktemp("server_cluster3"), masters=3, base_port=shifted_port(11021), gears=False,
         what="server_cluster3",
     ) as state:
         yield state

@@ -469,7 +469,8 @@ def test_redis_cli_cluster_mode(env: Env) -> None:
         pytest.skip("redis-cli is not installed")
     key = env.key_on(2, "cli")
     base = [cli, "-c", "-h", HOST, "-p", str(env.ports[0])]
-    assert subprocess.run([*base, "SET", key, "via-cli"], capture_output=True, text=True, timeout=10).stdout.strip() == "OK"
+    done = subprocess.run([*base, "SET", key, "via-cli"], capture_output=True, text=True, timeout=10)
+    assert done.stdout.strip() == "OK"
     done = subprocess.run([*base, "GET", key], capture_output=True, text=True, timeout=10)
     assert done.stdout.strip() == "via-cli"
 
@@ -709,7 +710,7 @@ def test_client_disconnect_closes_upstream(env: Env) -> None:
         raw.send(tail)
         time.sleep(0.05)
         raw.close()
-        wait_until(lambda: server_clients_named(port, name) == 0, what=f"upstream of {name} to close")
+        wait_until(lambda name=name: server_clients_named(port, name) == 0, what=f"upstream of {name} to close")
 
 
 def test_backpressure_both_ways(env: Env) -> None:

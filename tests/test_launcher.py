@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, launched_cluster, shifted_port
+from conftest import ROOT, free_base_port, launched_cluster
 
 from cluster import launcher
 from cluster.hashtags import hashtag_for_slot, key_slot
-from cluster.servers import LauncherError, port_in_use, wait_for
+from cluster.servers import LauncherError, port_listening, wait_for
 
 
 def _gears_node_available() -> bool:
@@ -72,15 +72,15 @@ def assert_nothing_running(dir: Path, ports: list[int]) -> None:
     if saved is not None:
         for node in saved.nodes:
             assert not node.server_running() and not node.gears_running()
-    busy = [p for p in ports if port_in_use(p)]
-    assert busy == []
+    assert [p for p in ports if port_listening(p)] == []
 
 
 @pytest.fixture(scope="module")
 def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
     """3 masters + 1 replica each (with gears nodes once `gears node` exists)."""
     with launched_cluster(
-        tmp_path_factory.mktemp("replicated"), masters=3, replicas=1, base_port=shifted_port(34001),
+        tmp_path_factory.mktemp("replicated"), masters=3, replicas=1,
+        base_port=free_base_port(34001, 3, 1, GEARS_NODE),
         gears=GEARS_NODE, what="replicated cluster",
     ) as state:
         yield state
@@ -188,7 +188,10 @@ def test_restart_after_kill_keeps_data(replicated: launcher.ClusterState) -> Non
         os.kill(before.nodes[2].gears_pid, signal.SIGKILL)  # type: ignore[arg-type]
         killed.append(before.nodes[2].gears_pid)
     wait_for(lambda: not any(pid_alive(p) for p in killed), timeout=10, what="killed processes to exit")
-    assert launcher.status(replicated.dir)["state"] != "ok"
+    report = launcher.status(replicated.dir)
+    from cluster import servers as S
+    Path("/tmp/fx/dbg.json").write_text(json.dumps({"killed": killed, "report": report, "children": {str(k): v.returncode for k, v in S._CHILDREN.items()}, "alive": [pid_alive(p) for p in killed]}))
+    assert report["state"] != "ok", (killed, report)
 
     after = launcher.up(dir=replicated.dir, gears=GEARS_NODE)
     assert after.nodes[1].pid != victim.pid and pid_alive(after.nodes[1].pid)
@@ -223,7 +226,7 @@ def test_conflicting_options_on_restart(replicated: launcher.ClusterState) -> No
 
 
 def test_one_master_up_and_down_idempotent(tmp_path: Path) -> None:
-    base = shifted_port(35001)
+    base = free_base_port(35001, 1, 0, gears=False)
     done = run_cli("cluster", "up", "--masters", "1", "--base-port", str(base), "--dir", str(tmp_path), "--no-gears")
     try:
         assert done.returncode == 0, done.stderr
@@ -257,12 +260,15 @@ def test_one_master_up_and_down_idempotent(tmp_path: Path) -> None:
 
 
 def test_port_in_use_is_one_line_error(tmp_path: Path) -> None:
-    base = shifted_port(36001)
-    ports = launcher.ports_needed(3, 0, base, gears=True)
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", base + 10001))
+        for preferred in range(36001, 36001 + 1000, 100):
+            base = free_base_port(preferred, 3)
+            with contextlib.suppress(OSError):
+                holder.bind(("127.0.0.1", base + 10001))
+                break
         holder.listen()
+        ports = launcher.ports_needed(3, 0, base, gears=True)
         done = run_cli("cluster", "up", "--base-port", str(base), "--dir", str(tmp_path))
     assert done.returncode == 1
     assert done.stderr == f"gears: port {base + 10001} is already in use\n"
@@ -271,7 +277,7 @@ def test_port_in_use_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_failure_after_start_stops_what_was_started(tmp_path: Path) -> None:
-    base = shifted_port(36001)
+    base = free_base_port(36001, 3)
     # servers start, but refuse cluster commands: everything started must be stopped again
     done = run_cli("cluster", "up", "--base-port", str(base), "--dir", str(tmp_path), "--config", "cluster-enabled=no")
     assert done.returncode == 1
@@ -295,7 +301,7 @@ def test_missing_binary_is_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
 def test_server_redis(tmp_path: Path) -> None:
-    base = shifted_port(39001)
+    base = free_base_port(39001, 1, 0, gears=False)
     with launched_cluster(tmp_path, masters=1, base_port=base, gears=False, what="redis-server cluster"):
         state = launcher.load_state(tmp_path)
         assert state is not None and state.binary == os.path.abspath(shutil.which("redis-server"))  # type: ignore[arg-type]

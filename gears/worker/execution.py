@@ -81,9 +81,14 @@ def load_records(blob: bytes) -> list[Any]:
 
 
 class _ReaderContext:
-    def __init__(self, conn: Any, shard_id: str) -> None:
+    def __init__(self, conn: Any, shard_map: ShardMap) -> None:
         self.conn = conn
-        self.shard_id = shard_id
+        self.shard_id = shard_map.shard_id_for_reader()
+        self._shard_map = shard_map
+
+    def owns(self, key: str | bytes) -> bool:
+        shard_map = self._shard_map
+        return not shard_map.cluster_mode or shard_map.shard_of_key(key) == shard_map.my_index
 
 
 class LocalExecution:
@@ -200,7 +205,7 @@ class LocalExecution:
     def _read(self) -> Iterator[Any]:
         start = time.perf_counter()
         try:
-            yield from self.reader.records(_ReaderContext(self._connection(), self.shard_map.shard_id_for_reader()))
+            yield from self.reader.records(_ReaderContext(self._connection(), self.shard_map))
         except ForceStopped:
             raise
         except Exception as exc:  # noqa: BLE001 - reader errors are execution errors
@@ -218,7 +223,15 @@ class LocalExecution:
     def error_text(self, exc: BaseException) -> str:
         return error_text(exc, self._with_traceback())
 
+    def _flushed(self, records: Iterator[Any]) -> Iterator[Any]:
+        """``records``, then the errors of the commands the steps deferred (sent now), so
+        that they travel with the records to the next shard."""
+        yield from records
+        for message in current_host().flush_deferred():
+            yield ErrorRecord(message)
+
     def collect(self, index: int, records: Iterator[Any]) -> Iterator[Any]:
+        records = self._flushed(records)
         if not self.distributed:
             return records
         if self.is_initiator:
@@ -243,6 +256,7 @@ class LocalExecution:
         yield  # pragma: no cover - makes this a generator
 
     def repartition(self, index: int, records: Iterator[Any]) -> Iterator[Any]:
+        records = self._flushed(records)
         if not self.distributed:
             yield from records
             return

@@ -17,7 +17,7 @@ import hiredis
 from readers.base import make_reader
 
 from ..builder import GearsBuilder, Plan
-from ..futures import gears_loop
+from ..futures import GEARS_LOOP_THREAD, gears_loop
 from ..records import GearsScriptError
 from ..serverconn import map_reply
 
@@ -53,7 +53,7 @@ class _ThreadContext(threading.local):
     session: Session | None = None
     script: ScriptState | None = None
     execution: Any = None
-    loop_thread: bool = False
+    atomic: Any = None
 
     def __init__(self) -> None:
         self.deferred: list[tuple[Any, ...]] = []
@@ -71,7 +71,7 @@ class WorkerHost:
 
     def on_builder_created(self, builder: GearsBuilder) -> None:
         ctx = thread_context
-        if ctx.session is None and not ctx.loop_thread and threading.current_thread() is not threading.main_thread():
+        if ctx.session is None and not _on_gears_loop() and threading.current_thread() is not threading.main_thread():
             raise GearsScriptError("Can not create a gearsCtx on a python created thread")
 
     def start_run(self, plan: Plan, arg: Any, options: dict[str, Any]) -> Any:
@@ -99,6 +99,9 @@ class WorkerHost:
 
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         ctx = thread_context
+        if ctx.atomic is not None:
+            ctx.atomic.execute(args, deferred=True)
+            return
         ctx.deferred.append(args)
         if len(ctx.deferred) >= DEFERRED_BATCH:
             self._send_deferred()
@@ -118,6 +121,8 @@ class WorkerHost:
 
     def execute(self, args: tuple[Any, ...]) -> Any:
         self._send_deferred()
+        if thread_context.atomic is not None:
+            return thread_context.atomic.execute(args)
         name = str(args[0]).upper()
         if name.startswith(("RG.", "AI.")):
             if name == "RG.PYEXECUTE" and thread_context.execution is not None:
@@ -161,10 +166,17 @@ class WorkerHost:
         raise GearsScriptError("Can not get command ctx")
 
 
+def _on_gears_loop() -> bool:
+    return threading.current_thread().name == GEARS_LOOP_THREAD
+
+
 def _awaitable_result(execution: Any) -> "asyncio.Future[Any]":
     """A future on the Gears loop that resolves to ``[results, errors]``."""
     loop = gears_loop()
-    future: asyncio.Future[Any] = asyncio.run_coroutine_threadsafe(_make_future(), loop).result() if not thread_context.loop_thread else loop.create_future()
+    if _on_gears_loop():
+        future: asyncio.Future[Any] = loop.create_future()
+    else:
+        future = asyncio.run_coroutine_threadsafe(_make_future(), loop).result()
 
     def resolve() -> None:
         if not future.done():

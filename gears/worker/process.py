@@ -30,7 +30,7 @@ import cloudpickle
 from cluster.topology import ShardMap
 from readers.base import Reader
 
-from ..api import script_globals
+from ..api import redisgears_module, script_globals
 from ..builder import Plan
 from ..errors import ScriptError
 from ..host import install_host
@@ -68,6 +68,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
         install_host(WorkerHost(self))
+        redisgears_module()  # shipped functions may reference it by name
 
     # --------------------------------------------------------------- messages
     def handle_message(self, kind: str, *args: Any) -> None:
