@@ -102,7 +102,7 @@ async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Run a script; reply with its run's results, its execution id, or OK."""
     options = await _parse_pyexecute(args)
     if options["requirements"]:
-        await node.install_requirements(options["requirements"], force=options["force_reinstall"])
+        await node.install_requirements_everywhere(options["requirements"], force=options["force_reinstall"])
     try:
         outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"])
     except ChannelClosed:

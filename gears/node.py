@@ -190,6 +190,9 @@ class GearsNode:
             return pickle.dumps(execution.plan_entry(self.view.shard_map.my_id)) if execution else b""
         elif kind == "hello":
             return self.run_id
+        elif kind == "requirements":
+            reqs, force = header
+            await self.install_requirements(reqs, force=force)
         else:
             raise NodeUnavailable(f"unknown inner message {kind!r}")
         return OK
@@ -239,9 +242,20 @@ class GearsNode:
     # ----------------------------------------------------------- requirements
     async def install_requirements(self, reqs: list[str], *, force: bool = False) -> None:
         """Install a requirement set on this host and make it importable by the worker."""
-        timeout = int(self.config["PythonInstallReqMaxIdleTime"]) / 1000 * 10
-        await requirements.ensure_installed(reqs, root=self.requirements_root, timeout=timeout, force=force)
+        await requirements.ensure_installed(reqs, root=self.requirements_root, timeout=self._install_timeout(), force=force)
         self.worker.send("paths", requirements.search_paths(self.requirements_root))
+
+    async def install_requirements_everywhere(self, reqs: list[str], *, force: bool = False) -> None:
+        """Install a requirement set for this node and every peer (each on its own host)."""
+        await self.install_requirements(reqs, force=force)
+        if self.view.shard_map.cluster_mode:
+            await self._ensure_peers()
+            await asyncio.gather(
+                *(self.peer(i).call("requirements", (reqs, force), timeout=self._install_timeout()) for i in self.peer_indexes())
+            )
+
+    def _install_timeout(self) -> float:
+        return int(self.config["PythonInstallReqMaxIdleTime"]) / 1000 * 10
 
     def dump_requirements(self) -> list[Any]:
         """``RG.PYDUMPREQS`` entries of every set installed on this host."""
