@@ -194,6 +194,7 @@ async def infocluster(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     shard_map = node.view.shard_map
     if not shard_map.cluster_mode:
         return "no cluster mode"
+    await node.ensure_peers()
     shards = []
     for index, shard in enumerate(shard_map.shards):
         door = node.view.shard_frontdoor(index) or shard.master

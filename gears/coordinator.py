@@ -120,8 +120,9 @@ class Coordinator:
             execution.status = "pending_receive"
             peers = [i for i in range(shard_map.shard_count) if i != shard_map.my_index]
             header = (exec_id, shard_map.my_index, meta)
+            timeout = max(1.0, node.config["ExecutionMaxIdleTime"] / 1000)
             results = await asyncio.gather(
-                *(node.peer(i).call("prepare", header, blob) for i in peers), return_exceptions=True
+                *(node.peer(i).call("prepare", header, blob, timeout=timeout) for i in peers), return_exceptions=True
             )
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:

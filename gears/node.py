@@ -76,6 +76,7 @@ class GearsNode:
         self.requirements_root = requirements.default_root()
         self._links: dict[tuple[str, int], PeerLink] = {}
         self._peer_run_ids: dict[int, str] = {}
+        self._hellos: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self.worker = WorkerHandle(
             server=server,
@@ -103,6 +104,7 @@ class GearsNode:
         await self.view.refresh()
         await self.worker.start()
         await self.frontdoor.start()
+        await self.ensure_peers()
         self._tasks.append(asyncio.ensure_future(self._refresh_forever()))
         log.info("gears node ready: front door %s:%d, server %s:%d", *self.listen, *self.server_address)
 
@@ -139,6 +141,7 @@ class GearsNode:
         """Re-read the topology; tell the worker when it changed."""
         before = self.view.shard_map
         after = await self.view.refresh()
+        await self.ensure_peers()
         if (before.my_index, [s.id for s in before.shards], [s.ranges for s in before.shards]) != (
             after.my_index, [s.id for s in after.shards], [s.ranges for s in after.shards]
         ):
@@ -197,16 +200,22 @@ class GearsNode:
             raise NodeUnavailable(f"unknown inner message {kind!r}")
         return OK
 
-    async def _ensure_peers(self) -> None:
+    async def ensure_peers(self) -> None:
+        """Know every peer's front door; learn run ids in the background."""
         if any(self.view.shard_frontdoor(i) is None for i in self.peer_indexes()):
             await self.view.refresh()
         for index in self.peer_indexes():
-            if index not in self._peer_run_ids:
-                try:
-                    run_id = await self.peer(index).call("hello", None, timeout=5)
-                    self._peer_run_ids[index] = run_id.decode() if isinstance(run_id, bytes) else run_id
-                except Exception as exc:  # noqa: BLE001 - reported when a message really fails
-                    log.debug("hello to shard %d failed: %s", index, exc)
+            if index not in self._peer_run_ids and index not in self._hellos:
+                self._hellos[index] = asyncio.ensure_future(self._hello(index))
+
+    async def _hello(self, index: int) -> None:
+        try:
+            run_id = await self.peer(index).call("hello", None, timeout=SERVER_WAIT_SECONDS)
+            self._peer_run_ids[index] = run_id.decode() if isinstance(run_id, bytes) else run_id
+        except Exception as exc:  # noqa: BLE001 - asked again with the next execution
+            log.debug("hello to shard %d failed: %s", index, exc)
+        finally:
+            self._hellos.pop(index, None)
 
     # ----------------------------------------------------------------- worker
     def _on_worker_started(self) -> None:
@@ -235,7 +244,7 @@ class GearsNode:
         if kind == "start_execution":
             blob, meta = args
             if blob is not None:
-                await self._ensure_peers()
+                await self.ensure_peers()
             return await self.coordinator.start(blob, meta)
         raise ValueError(f"unknown worker request {kind!r}")
 
@@ -249,7 +258,7 @@ class GearsNode:
         """Install a requirement set for this node and every peer (each on its own host)."""
         await self.install_requirements(reqs, force=force)
         if self.view.shard_map.cluster_mode:
-            await self._ensure_peers()
+            await self.ensure_peers()
             await asyncio.gather(
                 *(self.peer(i).call("requirements", (reqs, force), timeout=self._install_timeout()) for i in self.peer_indexes())
             )
