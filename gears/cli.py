@@ -154,6 +154,14 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     node = sub.add_parser("node", help="run one gears node beside a server node")
     node.add_argument("--redis", required=True, metavar="HOST:PORT", help="the server node")
     node.add_argument("--listen", required=True, metavar="HOST:PORT", help="front door address")
+    node.add_argument(
+        "--announce", metavar="HOST:PORT", help="front door address clients and peers should use (default: --listen)"
+    )
+    node.add_argument("--password", help="the server's requirepass (default: $GEARS_SERVER_PASSWORD)")
+    node.add_argument(
+        "--config", action="extend", nargs="+", metavar="K=V", default=[],
+        help="Gears config at start-up (MaxExecutions=2000, ExecutionThreads=4, user keys ...)",
+    )
     node.set_defaults(func=_node)
 
 
@@ -182,10 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose < 3:
             logging.getLogger("redis").setLevel(logging.WARNING)
     from cluster.servers import LauncherError
+    from gears.errors import GearsError
 
     try:
         return int(args.func(args) or 0)
-    except (LauncherError, UsageError) as exc:
+    except (LauncherError, UsageError, GearsError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -59,6 +59,7 @@ import os
 import pickle
 import sys
 import sysconfig
+import threading
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,7 +67,9 @@ from typing import Any, Callable
 
 import cloudpickle
 import redis
+from redis.backoff import NoBackoff
 from redis.client import NEVER_DECODE
+from redis.retry import Retry
 
 __all__ = ["GearsClient", "GearsRemoteBuilder", "decode_reply", "dumps_by_value"]
 
@@ -94,7 +97,7 @@ def _pairs(value: Any) -> Any:
     """``[k1, v1, k2, v2 ...]`` with text keys → ``dict``; anything else unchanged."""
     if not isinstance(value, list) or len(value) % 2 or not all(isinstance(k, str) for k in value[::2]):
         return value
-    return dict(zip(value[::2], value[1::2]))
+    return dict(zip(value[::2], value[1::2], strict=True))
 
 
 class GearsClient:
@@ -111,6 +114,8 @@ class GearsClient:
     on the front door that started it.
 
     Error replies raise :class:`redis.exceptions.ResponseError` with the server's text.
+    A command is not retried after a connection error unless ``retry=`` says so (a
+    script sent twice would run twice).
     """
 
     def __init__(
@@ -132,6 +137,7 @@ class GearsClient:
                 self._target = {"target_nodes": connection.get_default_node()}
         else:
             redis_kwargs.pop("decode_responses", None)
+            redis_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
             self._redis = redis.Redis(host=host, port=port, password=password, decode_responses=False, **redis_kwargs)
             self._owned = True
 
@@ -363,7 +369,7 @@ def _user_modules(roots: Iterable[Any]) -> set[types.ModuleType]:
 
 def _cell_filled(cell: Any) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 - raises ValueError on an empty cell
     except ValueError:
         return False
     return True
@@ -385,9 +391,13 @@ def _by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
             cloudpickle.unregister_pickle_by_value(module)
 
 
+#: cloudpickle's by-value registry is process-wide: one registration window at a time.
+_BY_VALUE_LOCK = threading.Lock()
+
+
 def dumps_by_value(obj: Any) -> bytes:
     """``cloudpickle.dumps(obj)`` with the user modules it reaches pickled by value."""
-    with _by_value(_user_modules([obj])):
+    with _BY_VALUE_LOCK, _by_value(_user_modules([obj])):
         return cloudpickle.dumps(obj)
 
 

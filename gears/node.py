@@ -27,7 +27,7 @@ from . import requirements
 from .commands import handlers_for
 from .config import GearsConfig
 from .coordinator import Coordinator
-from .errors import NodeUnavailable
+from .errors import CommandError, NodeUnavailable
 from .frontdoor import FrontDoor
 from .resp import OK
 from .workers import WorkerHandle
@@ -43,8 +43,18 @@ SERVER_WAIT_SECONDS = 30.0
 def _address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
+        raise CommandError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def _config_pairs(items: list[str]) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CommandError(f"--config takes KEY=VALUE, got {item!r}")
+        pairs[key] = value
+    return pairs
 
 
 class GearsNode:
@@ -296,7 +306,7 @@ def main(args: Any) -> int:
         _address(args.listen),
         announce=_address(args.announce) if getattr(args, "announce", None) else None,
         password=getattr(args, "password", None) or os.environ.get("GEARS_SERVER_PASSWORD") or None,
-        config=dict(item.split("=", 1) for item in (getattr(args, "config", None) or [])),
+        config=_config_pairs(getattr(args, "config", None) or []),
     )
     try:
         import uvloop

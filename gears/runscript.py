@@ -35,7 +35,7 @@ import json
 import sys
 from typing import Any, TextIO
 
-__all__ = ["add_parser", "read_requirements", "format_reply", "run_script"]
+__all__ = ["add_parser", "format_reply", "read_requirements", "run_script"]
 
 _BOLD, _RED, _RESET = "\033[1m", "\033[31;1m", "\033[0m"
 

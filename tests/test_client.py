@@ -314,7 +314,7 @@ def test_dumps_by_value_ships_functions_of_user_modules(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "gfc_helper_mod")
     sys.path.remove(str(tmp_path))
     with pytest.raises(ImportError):
-        import gfc_helper_mod  # noqa: F401, F811
+        import gfc_helper_mod  # noqa: F401
     assert pickle.loads(blob)(5) == 11
 
 
