@@ -20,6 +20,7 @@ Python API (used by the CLI, the test fixtures and benchmarks)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -27,6 +28,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +42,7 @@ from cluster.servers import (
     HOST,
     LauncherError,
     ProcessRef,
+    await_exit,
     check_ports_free,
     close_probes,
     is_running,
@@ -200,9 +203,12 @@ class ClusterState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ClusterState:
-        fields = dict(data)
-        fields["nodes"] = [NodeInfo(**node) for node in data["nodes"]]
-        return cls(**fields)
+        """Inverse of :meth:`to_json` (keys it does not know are ignored)."""
+        node_keys = {f.name for f in dataclasses.fields(NodeInfo)}
+        state_keys = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in state_keys}
+        values["nodes"] = [NodeInfo(**{k: v for k, v in node.items() if k in node_keys}) for node in data["nodes"]]
+        return cls(**values)
 
 
 # --------------------------------------------------------------------------- planning
@@ -473,14 +479,17 @@ def _restart(state: ClusterState, gears: bool, timeout: float) -> None:
         gears_nodes = [node for node in state.nodes if gears and not node.gears_running()]
         if not servers and not gears_nodes:
             log.info("everything in %s is already running", state.dir)
+        await_exit([n.server_ref() for n in servers] + [n.gears_ref() for n in gears_nodes])
         check_ports_free(
             [n.port for n in servers] + [n.bus_port for n in servers] + [n.gears_port for n in gears_nodes]
         )
         _start_servers(state, servers, started, timeout)
         _wait_cluster_ok(state, timeout)
+        log.debug("cluster_state ok on every server node")
         _start_gears(state, gears_nodes, started, timeout)
         if gears:
             _wait_gears(state.nodes, timeout)
+            log.debug("gears nodes answer PING")
             _wait_front_doors_mapped(state, timeout)
         _save(state)
     except BaseException:
@@ -528,10 +537,12 @@ def up(
     (default), ``redis`` or a path), each with ``config`` server directives on top
     of :data:`DEFAULT_SERVER_CONFIG`. Returns once ``cluster_state:ok`` holds on
     every server node and, with ``gears``, every gears node answers PING and names
-    only front doors in ``CLUSTER SLOTS``. A folder
-    holding a cluster gets whatever is not running restarted; options that differ
-    from the saved ones raise :class:`LauncherError`, as does any failure, after
-    stopping what this call started. ``timeout`` bounds each wait.
+    only front doors in ``CLUSTER SLOTS``.
+
+    A folder holding a cluster gets whatever is not running restarted (``None``
+    options mean "as saved"); options that differ from the saved ones raise
+    :class:`LauncherError`, as does any failure, after stopping what this call
+    started. ``timeout`` bounds each wait.
     """
     path = Path(dir).resolve()
     config = {str(k): str(v) for k, v in (config or {}).items()}
@@ -549,12 +560,14 @@ def _up(
     path: Path, masters: int | None, replicas: int | None, base_port: int | None, server: str | None,
     config: dict[str, str], gears: bool, timeout: float,
 ) -> ClusterState:
+    started_at = time.monotonic()
     with _locked(path):
         saved = load_state(path)
         if saved is not None and saved.created:
             _conflicts(saved, masters, replicas, base_port, server, config)
             saved.gears = gears or saved.gears
             _restart(saved, gears, timeout)
+            log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
             return saved
         server_name = server or DEFAULT_SERVER
         binary = resolve_server_binary(server_name)
@@ -569,6 +582,7 @@ def _up(
         if saved is not None:
             _discard_partial(saved)
         _create(state, gears, timeout)
+        log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
         return state
 
 

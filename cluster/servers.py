@@ -46,6 +46,7 @@ __all__ = [
     "start_gears_node",
     "gears_node_command",
     "is_running",
+    "await_exit",
     "stop_processes",
     "wait_for",
     "probe_client",
@@ -294,7 +295,11 @@ def check_ports_free(ports: Iterable[int], *, transient_wait: float = 65.0) -> N
             continue
         if port_listening(port):
             raise LauncherError(f"port {port} is already in use")
-        log.info("port %d is held by a client connection; waiting for it to be released", port)
+        log.warning(
+            "port %d is held by a client connection (an ephemeral port, maybe in TIME_WAIT); "
+            "waiting up to %gs for it. To avoid this, keep the cluster's ports out of the "
+            "ephemeral range (sysctl net.ipv4.ip_local_reserved_ports)", port, transient_wait,
+        )
         try:
             wait_for(lambda port=port: not port_in_use(port), timeout=transient_wait,
                      what=f"port {port} to be released", max_interval=1.0)
@@ -453,6 +458,27 @@ def is_running(ref: ProcessRef | None) -> bool:
     if child is not None:
         return _pid_exists(ref.pid)
     return _pid_exists(ref.pid) and _same_program(ref.pid, ref.exe) and _cmdline_has(ref.pid, ref.marker)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
+
+
+def await_exit(refs: Iterable[ProcessRef | None], *, timeout: float = 10.0) -> None:
+    """Give processes that are no longer running time to release their ports.
+
+    A killed multi-threaded process (a server) is a zombie, already "not running",
+    while its threads still exit; its sockets close only then. Waits (bounded, no
+    error) until such pids are gone.
+    """
+    pending = [ref.pid for ref in refs if ref is not None and ref.pid not in _CHILDREN and _zombie(ref.pid)]
+    if pending:
+        with contextlib.suppress(LauncherError):
+            wait_for(lambda: not any(_zombie(pid) for pid in pending), timeout=timeout, what="zombies to go")
 
 
 def _group_alive(pgid: int) -> bool:

@@ -186,7 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "cluster":
         level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
-        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        verbose_fmt = "%(asctime)s %(name)s %(levelname)s %(message)s"
+        logging.basicConfig(level=level, format=verbose_fmt if args.verbose else f"{PROG}: %(levelname)s: %(message)s")
         if args.verbose < 3:
             logging.getLogger("redis").setLevel(logging.WARNING)
     from cluster.servers import LauncherError

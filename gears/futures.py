@@ -43,7 +43,13 @@ MAX_ATOMIC_ATTEMPTS = 1000
 #: Name of the thread that runs the Gears asyncio loop.
 GEARS_LOOP_THREAD = "gears-loop"
 
-_tls = threading.local()
+class _StepContext(threading.local):
+    step_kind: str | None = None
+    future: "GearsFuture | None" = None
+    async_allowed: bool = True
+
+
+_tls = _StepContext()
 _loop_lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 
@@ -107,14 +113,14 @@ class GearsFuture:
 
 def gears_future() -> GearsFuture:
     """``gearsFuture()``: create the async record of the current step call."""
-    kind = getattr(_tls, "step_kind", None)
+    kind = _tls.step_kind
     if kind is None:
         raise GearsScriptError("Future object can only be created inside certain execution steps")
     if kind not in ASYNC_STEP_KINDS:
         raise GearsScriptError("Step does not support async")
-    if not getattr(_tls, "async_allowed", True):
+    if not _tls.async_allowed:
         raise GearsScriptError("Creating async record is not allowed")
-    if getattr(_tls, "future", None) is not None:
+    if _tls.future is not None:
         raise GearsScriptError("Can not create async record twice on the same step")
     future = GearsFuture()
     _tls.future = future
@@ -123,7 +129,7 @@ def gears_future() -> GearsFuture:
 
 def is_async_allowed() -> bool:
     """``isAsyncAllow()``: inside a step of an execution that may wait."""
-    return getattr(_tls, "step_kind", None) is not None and getattr(_tls, "async_allowed", True)
+    return _tls.step_kind is not None and _tls.async_allowed
 
 
 def set_async_allowed(allowed: bool) -> None:
@@ -135,28 +141,38 @@ def call_step(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Call a step callback; wait for a returned coroutine or future.
 
     Raises what the callback raises; an async failure raises :class:`FlatError` with the
-    bare message, as RedisGears records it.
+    bare message, as RedisGears records it. A callback whose ``atomic()`` block lost a
+    race is called again.
     """
-    previous_kind = getattr(_tls, "step_kind", None)
-    for attempt in range(1, MAX_ATOMIC_ATTEMPTS + 1):
-        _tls.step_kind, _tls.future = kind, None
-        try:
-            result = fn(*args)
-            break
-        except AtomicConflict:
-            if attempt == MAX_ATOMIC_ATTEMPTS:
-                raise GearsScriptError(f"atomic block gave up after {attempt} conflicting attempts") from None
-        finally:
-            # A future created but not returned is dropped here and the plain result is used.
-            _tls.future, _tls.step_kind = None, previous_kind
-    if isinstance(result, GearsFuture):
+    tls = _tls
+    previous_kind = tls.step_kind
+    tls.step_kind, tls.future = kind, None
+    try:
+        result = fn(*args)
+    except AtomicConflict:
+        result = _retry_atomic(fn, args)
+    finally:
+        # A future created but not returned is dropped here and the plain result is used.
+        tls.future, tls.step_kind = None, previous_kind
+    cls = result.__class__
+    if cls is GearsFuture:
         state = result._state
         state.returned = True
         del result  # only user code may keep the future alive now
         return _wait_future(state)
-    if isinstance(result, types.CoroutineType):
+    if cls is types.CoroutineType:
         return _wait_coroutine(kind, result)
     return result
+
+
+def _retry_atomic(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    for _ in range(MAX_ATOMIC_ATTEMPTS - 1):
+        _tls.future = None
+        try:
+            return fn(*args)
+        except AtomicConflict:
+            continue
+    raise GearsScriptError(f"atomic block gave up after {MAX_ATOMIC_ATTEMPTS} conflicting attempts")
 
 
 def _wait_future(state: _FutureState) -> Any:
@@ -171,7 +187,7 @@ def _wait_coroutine(kind: str, coro: types.CoroutineType) -> Any:
     if message is not None:
         coro.close()
         raise FlatError(message)
-    if not getattr(_tls, "async_allowed", True):
+    if not _tls.async_allowed:
         coro.close()
         raise FlatError("Creating async record is not allowed")
     concurrent = asyncio.run_coroutine_threadsafe(coro, gears_loop())

@@ -38,11 +38,23 @@ class ServerError(Exception):
 class ServerConnection:
     """One blocking connection. Not thread-safe: use one per thread."""
 
-    def __init__(self, host: str, port: int, *, password: str | None = None, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        password: str | None = None,
+        timeout: float | None = None,
+        decode: bool = False,
+    ) -> None:
+        """``decode=True`` makes replies ``str`` (UTF-8, decoded in C; bytes that are not
+        UTF-8 become surrogate escapes, which :func:`encode_command` turns back into the
+        same bytes)."""
         self.address = (host, port)
+        self.password = password
         self._sock = socket.create_connection(self.address, timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader = hiredis.Reader()
+        self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape") if decode else hiredis.Reader()
         if password:
             self.call("AUTH", password)
 
@@ -69,6 +81,14 @@ class ServerConnection:
         self._sock.sendall(encode_command(args))
         return self._read_reply()
 
+    def send(self, *args: Any) -> None:
+        """Send a command now; read its reply later with :meth:`read` (replies come in order)."""
+        self._sock.sendall(encode_command(args))
+
+    def read(self) -> Any:
+        """The reply to the oldest command sent with :meth:`send` (errors as values)."""
+        return self._read_reply()
+
     def call(self, *args: Any) -> Any:
         """Run one command; an error reply raises :class:`ServerError`."""
         reply = self.call_raw(*args)
@@ -83,14 +103,14 @@ class ServerConnection:
         self._sock.sendall(b"".join(encode_command(cmd) for cmd in commands))
         return [self._read_reply() for _ in commands]
 
-    def scan(self, pattern: str | bytes, count: int = 1000) -> Iterable[list[bytes]]:
+    def scan(self, pattern: str | bytes, count: int = 1000) -> Iterable[list[Any]]:
         """Yield batches of key names matching ``pattern`` (SCAN on this node only)."""
         cursor = b"0"
         while True:
             cursor, keys = self.call("SCAN", cursor, "MATCH", pattern, "COUNT", count)
             if keys:
                 yield keys
-            if cursor == b"0":
+            if cursor in (b"0", "0"):
                 return
 
 

@@ -77,6 +77,9 @@ class _ReaderContext:
     def owns(self, key: str | bytes) -> bool:
         return True
 
+    def open_connection(self, decode: bool = False) -> Any:
+        return ServerConnection(*self.conn.address, password=self.conn.password, decode=decode)
+
 
 class LocalHost(Host):
     """A one-shard host running everything in the calling thread."""

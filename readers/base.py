@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from gears.records import GearsScriptError
 
-__all__ = ["ReaderContext", "Reader", "BATCH_READERS", "make_reader", "decode_value"]
+__all__ = ["ReaderContext", "Reader", "BATCH_READERS", "make_reader", "check_bool"]
 
 
 class ReaderContext(Protocol):
@@ -27,6 +27,10 @@ class ReaderContext(Protocol):
 
     def owns(self, key: str | bytes) -> bool:
         """Whether ``key``'s slot belongs to this shard."""
+
+    def open_connection(self, decode: bool = False) -> Any:
+        """A new connection to the local server node (the caller closes it); ``decode``:
+        replies as ``str`` (see :class:`gears.serverconn.ServerConnection`)."""
 
 
 class Reader(Protocol):
@@ -48,18 +52,6 @@ def make_reader(name: str, arg: Any, options: dict[str, Any]) -> Reader:
     if factory is None:
         raise GearsScriptError("Given reader do not support run or not exists")
     return factory(arg, options)
-
-
-def decode_value(data: Any) -> Any:
-    """Server bytes → ``str`` (UTF-8); bytes that are not UTF-8 become a ``bytearray``."""
-    if isinstance(data, bytes):
-        try:
-            return data.decode()
-        except UnicodeDecodeError:
-            return bytearray(data)
-    if isinstance(data, list):
-        return [decode_value(item) for item in data]
-    return data
 
 
 def check_bool(options: dict[str, Any], name: str, default: bool, message: str) -> bool:

@@ -2,7 +2,9 @@
 
 Keys are found with ``SCAN`` on the local server node and read in batches of 1000
 with one Lua call per batch (``TYPE`` plus ``GET``/``HGETALL``/``LRANGE``), so reading
-costs one round trip per thousand keys, never one per key.
+costs one round trip per thousand keys, never one per key. The read of the next batch
+is sent (on a second connection) before the current batch's records are handed to the
+steps, so the server reads while Python computes.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from gears.records import GearsScriptError
+from gears.serverconn import ServerError
 
-from .base import BATCH_READERS, ReaderContext, check_bool, decode_value
+from .base import BATCH_READERS, ReaderContext, check_bool
 
 __all__ = ["KeysReader", "read_keys", "key_record"]
 
@@ -32,35 +35,39 @@ return out
 """
 
 _TYPE_NAMES = {
-    b"string": "string",
-    b"hash": "hash",
-    b"list": "list",
-    b"set": "set",
-    b"zset": "zset",
-    b"stream": "unknown",
-    b"none": "empty",
+    "string": "string",
+    "hash": "hash",
+    "list": "list",
+    "set": "set",
+    "zset": "zset",
+    "stream": "unknown",
+    "none": "empty",
 }
 
 
-def key_record(key: str, type_name: bytes, raw: Any, event: str | None) -> dict[str, Any]:
-    """The KeysReader record of one key: ``{'key', 'value', 'type', 'event'}``."""
+def key_record(key: str, type_name: str, raw: Any, event: str | None) -> dict[str, Any]:
+    """The KeysReader record of one key: ``{'key', 'value', 'type', 'event'}``.
+
+    ``raw`` comes from a decoding connection (``str`` values)."""
     kind = _TYPE_NAMES.get(type_name, "module")
     if kind == "hash" and raw:
-        value: Any = {decode_value(raw[i]): decode_value(raw[i + 1]) for i in range(0, len(raw), 2)}
-    elif kind in ("string", "list") and raw is not None:
-        value = decode_value(raw)
+        value: Any = dict(zip(raw[::2], raw[1::2]))
+    elif kind in ("string", "list"):
+        value = raw
     else:
         value = None
     return {"key": key, "value": value, "type": kind, "event": event}
 
 
-def read_keys(conn: Any, keys: list[bytes], event: str | None = None) -> list[dict[str, Any]]:
-    """Read type and value of ``keys`` from the local server in one call."""
-    replies = conn.call("EVAL", _READ_SCRIPT, 0, *keys)
-    return [
-        key_record(key.decode("utf-8", "surrogateescape"), type_name, raw, event)
-        for key, (type_name, raw) in zip(keys, replies)
-    ]
+def _records(keys: list[str], replies: Any, event: str | None) -> list[dict[str, Any]]:
+    if isinstance(replies, Exception):
+        raise ServerError(str(replies))
+    return [key_record(key, type_name, raw, event) for key, (type_name, raw) in zip(keys, replies)]
+
+
+def read_keys(conn: Any, keys: list[str], event: str | None = None) -> list[dict[str, Any]]:
+    """Read type and value of ``keys`` with a decoding connection, in one call."""
+    return _records(keys, conn.call_raw("EVAL", _READ_SCRIPT, 0, *keys), event)
 
 
 class KeysReader:
@@ -74,16 +81,29 @@ class KeysReader:
         self.read_value = check_bool(options, "readValue", True, "readValue value is not boolean")
 
     def records(self, ctx: ReaderContext) -> Iterator[Any]:
-        conn = ctx.conn
         if self.no_scan and not ctx.owns(self.pattern):
             return  # with noScan the pattern is one key name; only its shard reads it
-        batches = [[self.pattern.encode()]] if self.no_scan else conn.scan(self.pattern, BATCH)
-        for keys in batches:
-            if not self.read_value:
-                for key in keys:
-                    yield {"key": key.decode("utf-8", "surrogateescape"), "event": None}
-                continue
-            yield from read_keys(conn, keys)
+        scans = ctx.open_connection(decode=True)
+        reads = ctx.open_connection(decode=True) if self.read_value else None
+        try:
+            batches = [[self.pattern]] if self.no_scan else scans.scan(self.pattern, BATCH)
+            if reads is None:
+                for keys in batches:
+                    for key in keys:
+                        yield {"key": key, "event": None}
+                return
+            pending: list[str] | None = None
+            for keys in batches:
+                reads.send("EVAL", _READ_SCRIPT, 0, *keys)
+                if pending is not None:
+                    yield from _records(pending, reads.read(), None)
+                pending = keys
+            if pending is not None:
+                yield from _records(pending, reads.read(), None)
+        finally:
+            scans.close()
+            if reads is not None:
+                reads.close()
 
 
 BATCH_READERS["KeysReader"] = KeysReader

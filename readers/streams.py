@@ -10,21 +10,18 @@ from typing import Any, Iterator
 
 from gears.records import GearsScriptError
 
-from .base import BATCH_READERS, ReaderContext, decode_value
+from .base import BATCH_READERS, ReaderContext
 
 __all__ = ["StreamReader", "stream_record"]
 
 BATCH = 1000
 
 
-def stream_record(stream: str, entry_id: bytes, fields: list[bytes] | None) -> dict[str, Any]:
-    """The StreamReader record: ``{'key': stream, 'id': id, 'value': {field: value}}``."""
+def stream_record(stream: str, entry_id: str, fields: list[str] | None) -> dict[str, Any]:
+    """The StreamReader record: ``{'key': stream, 'id': id, 'value': {field: value}}``
+    (from a decoding connection)."""
     values = fields or []
-    return {
-        "key": stream,
-        "id": entry_id.decode(),
-        "value": {decode_value(values[i]): decode_value(values[i + 1]) for i in range(0, len(values), 2)},
-    }
+    return {"key": stream, "id": entry_id, "value": dict(zip(values[::2], values[1::2]))}
 
 
 class StreamReader:
@@ -42,18 +39,21 @@ class StreamReader:
     def records(self, ctx: ReaderContext) -> Iterator[Any]:
         if not ctx.owns(self.stream):
             return  # another shard holds this stream
-        conn = ctx.conn
+        conn = ctx.open_connection(decode=True)
         last = self.from_id
-        while True:
-            reply = conn.call("XREAD", "COUNT", BATCH, "STREAMS", self.stream, last)
-            if not reply:
-                return
-            entries = reply[0][1]
-            for entry_id, fields in entries:
-                yield stream_record(self.stream, entry_id, fields)
-            if len(entries) < BATCH:
-                return
-            last = entries[-1][0]
+        try:
+            while True:
+                reply = conn.call("XREAD", "COUNT", BATCH, "STREAMS", self.stream, last)
+                if not reply:
+                    return
+                entries = reply[0][1]
+                for entry_id, fields in entries:
+                    yield stream_record(self.stream, entry_id, fields)
+                if len(entries) < BATCH:
+                    return
+                last = entries[-1][0]
+        finally:
+            conn.close()
 
 
 BATCH_READERS["StreamReader"] = StreamReader

@@ -1,9 +1,13 @@
 """Shared pytest fixtures: local clusters started once per test session.
 
-* ``cluster1``: 1 master + gears node, front door on 31001 (server 41001).
-* ``cluster3``: 3 masters + gears nodes, front doors 32001-32003 (servers 42001-42003).
-* ``server_cluster3``: 3 bare masters (no gears nodes) on 43001-43003; its ``.ports``
-  (33001-33003) are free for a front door a test runs itself.
+* ``cluster1``: 1 master + gears node, front door on 11001 (server 21001).
+* ``cluster3``: 3 masters + gears nodes, front doors 11011-11013 (servers 21011-21013).
+* ``server_cluster3``: 3 bare masters (no gears nodes) on 21021-21023; its ``.ports``
+  (11021-11023) are free for a front door a test runs itself.
+
+Every test port (front door, server, bus = server + 10000) stays below 32768, out of
+Linux's ephemeral port range: a client connection's ephemeral port (open or in
+TIME_WAIT) blocks a server from binding it.
 
 Each yields a :class:`cluster.launcher.ClusterState`: ``.ports`` (front doors),
 ``.server_ports``, ``.dir``, ``.client()`` (``redis.Redis`` on the first front door,
@@ -31,7 +35,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cluster import launcher  # noqa: E402
-from cluster.servers import port_listening  # noqa: E402
+from cluster.servers import port_in_use, port_listening  # noqa: E402
 
 #: Added to every base port the tests use (see the module docstring).
 PORT_SHIFT = int(os.environ.get("GEARS_TEST_PORT_SHIFT", "0"))
@@ -62,12 +66,16 @@ def require_free_ports(masters: int, replicas: int, base_port: int, gears: bool,
 
 
 def free_base_port(preferred: int, masters: int, replicas: int = 0, gears: bool = True) -> int:
-    """``preferred`` (shifted), or the next base 100 ports up whose cluster ports are
-    all free: for tests that need a cluster of their own but no fixed ports."""
+    """``preferred`` (shifted), or the next base 100 ports up whose cluster ports can
+    all be bound now: for tests that need a cluster of their own but no fixed ports.
+
+    Unlike :func:`busy_ports` this also skips ports held by client connections (an
+    ephemeral port in TIME_WAIT blocks a server for up to a minute).
+    """
     base = shifted_port(preferred)
     for step in range(50):
         candidate = base + 100 * step
-        if not busy_ports(masters, replicas, candidate, gears):
+        if not any(port_in_use(p) for p in launcher.ports_needed(masters, replicas, candidate, gears)):
             return candidate
     pytest.fail(f"no free ports for a test cluster near {base}", pytrace=False)
 

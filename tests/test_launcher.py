@@ -80,7 +80,7 @@ def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Cl
     """3 masters + 1 replica each (with gears nodes once `gears node` exists)."""
     with launched_cluster(
         tmp_path_factory.mktemp("replicated"), masters=3, replicas=1,
-        base_port=free_base_port(34001, 3, 1, GEARS_NODE),
+        base_port=free_base_port(12001, 3, 1, GEARS_NODE),
         gears=GEARS_NODE, what="replicated cluster",
     ) as state:
         yield state
@@ -187,11 +187,13 @@ def test_restart_after_kill_keeps_data(replicated: launcher.ClusterState) -> Non
     if GEARS_NODE:
         os.kill(before.nodes[2].gears_pid, signal.SIGKILL)  # type: ignore[arg-type]
         killed.append(before.nodes[2].gears_pid)
-    wait_for(lambda: not any(pid_alive(p) for p in killed), timeout=10, what="killed processes to exit")
+    wait_for(
+        lambda: not victim.server_running() and not (GEARS_NODE and before.nodes[2].gears_running()),
+        timeout=10, what="killed processes to exit",
+    )
     report = launcher.status(replicated.dir)
-    from cluster import servers as S
-    Path("/tmp/fx/dbg.json").write_text(json.dumps({"killed": killed, "report": report, "children": {str(k): v.returncode for k, v in S._CHILDREN.items()}, "alive": [pid_alive(p) for p in killed]}))
-    assert report["state"] != "ok", (killed, report)
+    assert report["state"] in ("degraded", "fail"), report
+    assert report["nodes"][1]["pid"] is None
 
     after = launcher.up(dir=replicated.dir, gears=GEARS_NODE)
     assert after.nodes[1].pid != victim.pid and pid_alive(after.nodes[1].pid)
@@ -202,8 +204,14 @@ def test_restart_after_kill_keeps_data(replicated: launcher.ClusterState) -> Non
         assert redis.Redis(port=after.nodes[2].gears_port).ping()
     assert launcher.status(replicated.dir)["state"] == "ok"
 
-    client = redis.RedisCluster(host="127.0.0.1", port=replicated.server_ports[1], decode_responses=True)
+    # through the front doors when there are gears nodes (all of them must be mapped)
+    client = (
+        replicated.cluster_client() if GEARS_NODE
+        else redis.RedisCluster(host="127.0.0.1", port=replicated.server_ports[1], decode_responses=True)
+    )
     try:
+        if GEARS_NODE:
+            assert sorted(node.port for node in client.get_nodes()) == replicated.ports
         assert [client.get(f"key:{i}") for i in range(200)] == [str(i) for i in range(200)]
     finally:
         client.close()
@@ -226,7 +234,7 @@ def test_conflicting_options_on_restart(replicated: launcher.ClusterState) -> No
 
 
 def test_one_master_up_and_down_idempotent(tmp_path: Path) -> None:
-    base = free_base_port(35001, 1, 0, gears=False)
+    base = free_base_port(12101, 1, 0, gears=False)
     done = run_cli("cluster", "up", "--masters", "1", "--base-port", str(base), "--dir", str(tmp_path), "--no-gears")
     try:
         assert done.returncode == 0, done.stderr
@@ -262,7 +270,7 @@ def test_one_master_up_and_down_idempotent(tmp_path: Path) -> None:
 def test_port_in_use_is_one_line_error(tmp_path: Path) -> None:
     with socket.socket() as holder:
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for preferred in range(36001, 36001 + 1000, 100):
+        for preferred in range(12201, 12201 + 1000, 100):
             base = free_base_port(preferred, 3)
             with contextlib.suppress(OSError):
                 holder.bind(("127.0.0.1", base + 10001))
@@ -277,7 +285,7 @@ def test_port_in_use_is_one_line_error(tmp_path: Path) -> None:
 
 
 def test_failure_after_start_stops_what_was_started(tmp_path: Path) -> None:
-    base = free_base_port(36001, 3)
+    base = free_base_port(12201, 3)
     # servers start, but refuse cluster commands: everything started must be stopped again
     done = run_cli("cluster", "up", "--base-port", str(base), "--dir", str(tmp_path), "--config", "cluster-enabled=no")
     assert done.returncode == 1
@@ -301,7 +309,7 @@ def test_missing_binary_is_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
 def test_server_redis(tmp_path: Path) -> None:
-    base = free_base_port(39001, 1, 0, gears=False)
+    base = free_base_port(12301, 1, 0, gears=False)
     with launched_cluster(tmp_path, masters=1, base_port=base, gears=False, what="redis-server cluster"):
         state = launcher.load_state(tmp_path)
         assert state is not None and state.binary == os.path.abspath(shutil.which("redis-server"))  # type: ignore[arg-type]

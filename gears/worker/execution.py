@@ -31,6 +31,7 @@ from ..builder import Plan
 from ..futures import set_async_allowed
 from ..operations import error_text, run_steps
 from ..records import ErrorRecord, ForceStopped, to_reply
+from ..serverconn import ServerConnection
 from ..host import current_host
 from .host import thread_context
 
@@ -85,6 +86,9 @@ class _ReaderContext:
         self.conn = conn
         self.shard_id = shard_map.shard_id_for_reader()
         self._shard_map = shard_map
+
+    def open_connection(self, decode: bool = False) -> Any:
+        return ServerConnection(*self.conn.address, password=self.conn.password, decode=decode)
 
     def owns(self, key: str | bytes) -> bool:
         shard_map = self._shard_map
