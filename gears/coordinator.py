@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .errors import ExecutionError, GearsError
+from .errors import ExecutionError, GearsError, NodeUnavailable
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import GearsNode
@@ -129,6 +129,8 @@ class Coordinator:
                 for i in peers:
                     node.peer(i).send("drop", exec_id)
                 del self.executions[exec_id]
+                if isinstance(failures[0], NodeUnavailable):
+                    raise ExecutionError(f"{MAX_IDLE_ERROR}: {failures[0]}")
                 raise GearsError(str(failures[0]))
             execution.shards_received = len(peers)
             for i in peers:

@@ -427,3 +427,75 @@ def wait_no_running_executions(gc, timeout: float = 10.0) -> None:
     ):
         assert time.time() < deadline, "executions still running"
         time.sleep(0.02)
+
+
+OPERATIONS = [
+    ("map", "GB().map(lambda r: int(r['value'])).sort()", [str(i) for i in range(12)]),
+    ("flatmap", "GB().flatmap(lambda r: [r['value'], r['value']]).count()", ["24"]),
+    ("foreach", "GB().foreach(lambda r: r.update(seen=1)).map(lambda r: r['seen']).distinct()", ["1"]),
+    ("filter", "GB().filter(lambda r: int(r['value']) < 3).map(lambda r: r['value']).sort()", ["0", "1", "2"]),
+    ("accumulate", "GB().map(lambda r: int(r['value'])).accumulate(lambda a, r: (a or 0) + r).collect().accumulate(lambda a, r: (a or 0) + r)", ["66"]),
+    ("localgroupby", "GB().localgroupby(lambda r: 'k', lambda k, a, r: (a or 0) + 1).map(lambda r: r['value']).aggregate(0, lambda a, r: a + r, lambda a, r: a + r)", ["12"]),
+    ("limit", "GB().map(lambda r: 1).limit(2).count()", None),
+    ("collect", "GB().collect().count()", ["12"]),
+    ("aggregate", "GB().map(lambda r: int(r['value'])).aggregate(0, lambda a, r: a + r, lambda a, r: a + r)", ["66"]),
+    ("async", "import asyncio\nasync def slow(r):\n    await asyncio.sleep(0)\n    return 1\nGB().map(slow).count()", ["12"]),
+]
+
+
+@pytest.mark.parametrize("name, flow, expected", OPERATIONS, ids=[op[0] for op in OPERATIONS])
+def test_every_operation_on_real_shards(gc, name, flow, expected):
+    pre = prefix()
+    load(gc, pre, 12)
+    *setup, last = flow.split("\n")
+    script = "\n".join([*setup, f"{last}.run('{pre}*')"])
+    results, errors = pyexecute(gc.client(), script)
+    assert errors == []
+    if name == "limit":  # per shard: two records on each shard that has any
+        assert 2 <= int(results[0]) <= 2 * len(gc.ports)
+    else:
+        assert results == expected
+
+
+def test_a_worker_over_its_memory_limit_is_restarted(cluster1):
+    client = cluster1.client()
+    client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", "300")
+    try:
+        script = "import time\ndef hog(x):\n    data = bytearray(600 * 1024 * 1024)\n    time.sleep(10)\n    return len(data)\nGB('ShardsIDReader').map(hog).run()"
+        try:
+            reply = pyexecute(client, script)
+            assert reply[0] == [] and "worker process exited" in reply[1][0]
+        except redis.ResponseError as exc:
+            assert "worker process exited" in str(exc)
+        assert client.ping()
+    finally:
+        client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", "0")
+    deadline = time.time() + 20
+    while True:
+        try:
+            assert pyexecute(client, "GB('ShardsIDReader').run()") == [["1"], []]
+            break
+        except redis.ResponseError:
+            assert time.time() < deadline
+            time.sleep(0.1)
+
+
+def test_a_gears_node_that_stops_answering_never_hangs_a_run(cluster3):
+    import os
+    import signal
+
+    client = cluster3.client()
+    stalled = cluster3.nodes[1].gears_pid
+    for port in cluster3.ports:
+        redis.Redis(port=port).execute_command("RG.CONFIGSET", "ExecutionMaxIdleTime", "500")
+    os.kill(stalled, signal.SIGSTOP)
+    try:
+        started = time.perf_counter()
+        with pytest.raises(redis.ResponseError, match="Execution max idle reached"):
+            pyexecute(client, "GB('ShardsIDReader').run()")
+        assert time.perf_counter() - started < 5
+    finally:
+        os.kill(stalled, signal.SIGCONT)
+        for port in cluster3.ports:
+            redis.Redis(port=port).execute_command("RG.CONFIGSET", "ExecutionMaxIdleTime", "5000")
+    assert len(pyexecute(client, "GB('ShardsIDReader').run()")[0]) == 3
