@@ -88,7 +88,14 @@ def _sigterm_to_exit() -> None:
 
 @contextlib.contextmanager
 def launched_cluster(
-    tmp_dir: Path, *, masters: int, replicas: int = 0, base_port: int, gears: bool = True, what: str
+    tmp_dir: Path,
+    *,
+    masters: int,
+    replicas: int = 0,
+    base_port: int,
+    gears: bool = True,
+    what: str,
+    server: str | None = None,
 ) -> Iterator[launcher.ClusterState]:
     """Start a cluster in ``tmp_dir`` and stop it (by pid) when done, whatever happens."""
     require_free_ports(masters, replicas, base_port, gears, what)
@@ -100,7 +107,9 @@ def launched_cluster(
 
     atexit.register(stop)
     try:
-        state = launcher.up(masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears)
+        state = launcher.up(
+            masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears, server=server
+        )
         yield state
     finally:
         stop()

@@ -309,11 +309,19 @@ def test_missing_binary_is_clear_error(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not on PATH")
 def test_server_redis(tmp_path: Path) -> None:
-    base = free_base_port(12301, 1, 0, gears=False)
-    with launched_cluster(tmp_path, masters=1, base_port=base, gears=False, what="redis-server cluster"):
-        state = launcher.load_state(tmp_path)
-        assert state is not None and state.binary == os.path.abspath(shutil.which("redis-server"))  # type: ignore[arg-type]
+    """Debian's redis-server (7.0) as the server nodes, with gears nodes and a real run."""
+    base = free_base_port(12301, 3, 0)
+    with launched_cluster(tmp_path, masters=3, base_port=base, what="redis-server cluster", server="redis") as state:
+        assert state.binary == os.path.abspath(shutil.which("redis-server"))  # type: ignore[arg-type]
         assert launcher.status(tmp_path)["state"] == "ok"
+        cluster = state.cluster_client()
+        for i in range(30):
+            cluster.hset(f"h{i}", mapping={"n": i})
+        reply = state.client().execute_command(
+            "RG.PYEXECUTE", "GB().map(lambda r: int(r['value']['n'])).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run('h*')"
+        )
+        assert reply == [[str(sum(range(30)))], []]
+        cluster.close()
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is not None, reason="redis-server is on PATH")
