@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from .errors import ArityError, CommandError, ExecutionError
 from .ipc import ChannelClosed
-from .resp import OK, Status
+from .records import GearsScriptError
+from .resp import OK, ErrorValue, Status
+from .sessions import SessionRecord
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import GearsNode
@@ -101,15 +103,22 @@ async def _parse_pyexecute(args: list[bytes]) -> dict[str, Any]:
 async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Run a script; reply with its run's results, its execution id, or OK."""
     options = await _parse_pyexecute(args)
+    node.sessions.check_new(options["id"], options["upgrade"], options["replace_with"])
     if options["requirements"]:
         await node.install_requirements_everywhere(options["requirements"], force=options["force_reinstall"])
     try:
         outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"])
     except ChannelClosed:
         raise ExecutionError("worker process exited while running the script; it is being restarted") from None
+    session = outcome["session"]
+    errors: list[str] = []
+    if session is not None:
+        replaces = options["replace_with"] or (session["id"] if session["id"] in node.sessions.sessions else None)
+        record = SessionRecord(session["id"], session["blob"], session["description"], session["registrations"])
+        errors = await node.apply_session_everywhere(record, replaces)
     exec_id = outcome["execution_id"]
     if exec_id is None:
-        return OK
+        return [ErrorValue(e) for e in errors] if errors else OK
     execution = node.coordinator.get(exec_id)
     if options["unblocking"]:
         execution.keep = True
@@ -143,8 +152,8 @@ async def getresultsblocking(node: "GearsNode", ctx: Any, args: list[bytes]) -> 
 
 @command("RG.DUMPEXECUTIONS")
 async def dumpexecutions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """Every execution this node knows."""
-    return node.coordinator.dump()
+    """Every execution this node knows, then the triggered ones kept per registration."""
+    return node.coordinator.dump() + await node.worker.call("registered_executions")
 
 
 @command("RG.DROPEXECUTION")
@@ -241,6 +250,85 @@ async def configset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     reply = node.config.set(pairs)
     node.config_changed()
     return reply
+
+
+# -------------------------------------------------------------- registrations
+@command("RG.DUMPREGISTRATIONS")
+async def dumpregistrations(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """The registrations of this shard, with live statistics."""
+    return await node.worker.call("dump_registrations")
+
+
+@command("RG.UNREGISTER")
+async def unregister(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``RG.UNREGISTER id [abortpending]`` on every shard."""
+    if len(args) not in (2, 3):
+        raise ArityError("RG.UNREGISTER")
+    reg_id = _text(args[1])
+    abort_pending = len(args) == 3 and _text(args[2]).lower() == "abortpending"
+    found = await node.sessions.unregister(reg_id, abort_pending)
+    answers = await node.broadcast("unregister", (reg_id, abort_pending))
+    if not found and not any(a == b"1" for a in answers):
+        raise ExecutionError("execution is not registered")
+    return OK
+
+
+@command("RG.CLEARREGISTRATIONSSTATS")
+async def clearregistrationsstats(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Zero the registrations' statistics on every shard."""
+    _exactly(args, 1)
+    await node.worker.call("clear_stats")
+    await node.broadcast("clear_stats", None)
+    return OK
+
+
+@command("RG.TRIGGER")
+async def trigger(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Run a CommandReader registration: its results, or its first error."""
+    if len(args) < 2:
+        raise ArityError("RG.TRIGGER")
+    return await _trigger(node, [_text(a) for a in args[1:]])
+
+
+@command("RG.TRIGGERONKEY")
+async def triggeronkey(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``RG.TRIGGERONKEY name key args...``: on the shard that owns ``key`` (MOVED otherwise)."""
+    if len(args) < 3:
+        raise ArityError("RG.TRIGGERONKEY")
+    node.check_key_is_local(args[2])
+    return await _trigger(node, [_text(a) for a in args[1:]])
+
+
+async def _trigger(node: "GearsNode", words: list[str]) -> Any:
+    try:
+        results, errors = await node.worker.call("trigger", words[0], words[1:])
+    except GearsScriptError as exc:
+        raise CommandError(f"ERR {exc}") from None
+    if errors:
+        raise CommandError(errors[0])
+    return results
+
+
+@command("RG.PYDUMPSESSIONS")
+async def pydumpsessions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``RG.PYDUMPSESSIONS [VERBOSE] [DEAD] [SESSIONS s...]``."""
+    verbose = False
+    names: list[str] | None = None
+    i = 1
+    while i < len(args):
+        word = _text(args[i]).upper()
+        if word == "VERBOSE":
+            verbose = True
+        elif word == "DEAD":
+            return []  # sessions are never kept alive by running executions after an upgrade
+        elif word == "SESSIONS":
+            names = [_text(a) for a in args[i + 1 :]]
+            break
+        else:
+            raise CommandError(f"Unknown option {_text(args[i])}")
+        i += 1
+    registrations = await node.worker.call("dump_registrations") if verbose else []
+    return node.sessions.dump(names, verbose, registrations)
 
 
 @command("RG.PYSTATS")

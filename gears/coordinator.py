@@ -12,7 +12,6 @@ reported or the peers stayed silent longer than ``ExecutionMaxIdleTime``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections import OrderedDict
@@ -81,7 +80,8 @@ class Coordinator:
     def __init__(self, node: "GearsNode") -> None:
         self._node = node
         self.executions: OrderedDict[str, NodeExecution] = OrderedDict()
-        self._seq = itertools.count(1)
+        #: The highest execution sequence number seen (a restarted worker continues after it).
+        self.high_water = 0
 
     # ------------------------------------------------------------- lifecycle
     def _add(self, execution: NodeExecution) -> None:
@@ -104,8 +104,9 @@ class Coordinator:
         """A worker starts an execution it initiates: distribute it, return its id."""
         node = self._node
         shard_map = node.view.shard_map
-        exec_id = f"{shard_map.my_id}-{next(self._seq)}"
-        distributed = blob is not None
+        exec_id = meta["id"]
+        self.high_water = max(self.high_water, int(exec_id.rsplit("-", 1)[1]))
+        distributed = meta["distributed"]
         execution = NodeExecution(
             exec_id,
             shard_map.my_index,
@@ -113,7 +114,7 @@ class Coordinator:
             meta["mode"],
             meta["steps"],
             shard_map.shard_count if distributed else 1,
-            registered=meta.get("registered", False),
+            registered=meta.get("registration") is not None,
         )
         self._add(execution)
         if distributed:
@@ -138,16 +139,16 @@ class Coordinator:
         execution.status = "running"
         return exec_id
 
-    async def prepare(self, exec_id: str, initiator_index: int, meta: dict[str, Any], blob: bytes) -> None:
+    async def prepare(self, exec_id: str, initiator_index: int, meta: dict[str, Any], blob: bytes | None) -> None:
         """A peer asks this node to take part in its execution."""
         node = self._node
         execution = NodeExecution(
             exec_id, initiator_index, False, meta["mode"], meta["steps"], node.view.shard_map.shard_count,
-            registered=meta.get("registered", False), status="pending_run",
+            registered=meta.get("registration") is not None, status="pending_run",
         )
         self._add(execution)
         try:
-            await node.worker.call("prepare", exec_id, blob, initiator_index)
+            await node.worker.call("prepare", exec_id, blob, initiator_index, meta)
         except Exception:
             self.executions.pop(exec_id, None)
             raise

@@ -17,6 +17,7 @@ __all__ = [
     "ScriptError",
     "RequirementsError",
     "NodeUnavailable",
+    "MovedError",
 ]
 
 
@@ -63,3 +64,12 @@ class RequirementsError(GearsError):
 
 class NodeUnavailable(ClusterError):
     """A peer gears node or the local server node did not answer in time."""
+
+
+class MovedError(ClusterError):
+    """The key belongs to another shard: ``MOVED <slot> <host:port>``."""
+
+    code = "MOVED"
+
+    def __init__(self, slot: int, address: tuple[str, int]) -> None:
+        super().__init__(f"{slot} {address[0]}:{address[1]}")

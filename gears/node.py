@@ -11,6 +11,7 @@ the node is ready, so "answers PING" means "ready".
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import pickle
@@ -20,6 +21,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from cluster.hashtags import key_slot
 from cluster.messaging import PeerLink
 from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
 
@@ -27,7 +29,8 @@ from . import requirements
 from .commands import handlers_for
 from .config import GearsConfig
 from .coordinator import Coordinator
-from .errors import CommandError, NodeUnavailable
+from .sessions import SessionRecord, SessionStore
+from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
 from .resp import OK
 from .workers import WorkerHandle
@@ -83,6 +86,8 @@ class GearsNode:
         )
         self.view = ClusterView(self.server, server, self.announce)
         self.coordinator = Coordinator(self)
+        self.sessions = SessionStore(self)
+        self._reg_seq = itertools.count(1)
         self.requirements_root = requirements.default_root()
         self._links: dict[tuple[str, int], PeerLink] = {}
         self._peer_run_ids: dict[int, str] = {}
@@ -113,6 +118,9 @@ class GearsNode:
         await self._wait_for_server()
         await self.view.refresh()
         await self.worker.start()
+        if self.view.shard_map.my_role == "master":
+            await self.sessions.load()
+            self._reg_seq = itertools.count(self.sessions.max_registration_seq() + 1)
         await self.frontdoor.start()
         await self.ensure_peers()
         self._tasks.append(asyncio.ensure_future(self._refresh_forever()))
@@ -192,7 +200,7 @@ class GearsNode:
             coordinator.run(header)
         elif kind == "prepare":
             exec_id, initiator_index, meta = header
-            await coordinator.prepare(exec_id, initiator_index, meta, blob or b"")
+            await coordinator.prepare(exec_id, initiator_index, meta, blob)
         elif kind == "drop":
             coordinator.drop_quietly(header)
         elif kind == "abort":
@@ -206,6 +214,16 @@ class GearsNode:
         elif kind == "requirements":
             reqs, force = header
             await self.install_requirements(reqs, force=force)
+        elif kind == "apply_session":
+            record, replaces = header
+            await self.sessions.apply(SessionRecord(**record), replaces)
+        elif kind == "remove_session":
+            await self.sessions.remove(header)
+        elif kind == "unregister":
+            reg_id, abort_pending = header
+            return b"1" if await self.sessions.unregister(reg_id, abort_pending) else b"0"
+        elif kind == "clear_stats":
+            await self.worker.call("clear_stats")
         else:
             raise NodeUnavailable(f"unknown inner message {kind!r}")
         return OK
@@ -229,8 +247,10 @@ class GearsNode:
 
     # ----------------------------------------------------------------- worker
     def _on_worker_started(self) -> None:
-        self.worker.send("config", self.config.for_worker())
+        self.worker.send("config", {**self.config.for_worker(), "exec_seq": self.coordinator.high_water + 1})
         self.worker.send("topology", self.view.shard_map)
+        if self.sessions.sessions:
+            self._tasks.append(asyncio.ensure_future(self.sessions.reapply()))
 
     def config_changed(self) -> None:
         """Push the configuration to the worker."""
@@ -253,10 +273,67 @@ class GearsNode:
     async def _on_worker_call(self, kind: str, *args: Any) -> Any:
         if kind == "start_execution":
             blob, meta = args
-            if blob is not None:
+            if meta["distributed"]:
                 await self.ensure_peers()
             return await self.coordinator.start(blob, meta)
+        if kind == "registration_id":
+            return f"{self.view.shard_map.my_id}-{next(self._reg_seq)}"
         raise ValueError(f"unknown worker request {kind!r}")
+
+    # ------------------------------------------------------------ registrations
+    def registrations_changed(self) -> None:
+        """Registrations were added or removed on this shard."""
+
+    async def apply_session_everywhere(self, record: SessionRecord, replaces: str | None) -> list[str]:
+        """Apply a session on every shard; on any failure undo it everywhere.
+
+        Returns the error texts (one per failing shard; empty on success)."""
+        previous = self.sessions.sessions.get(replaces) if replaces else None
+        targets: list[int | None] = [None, *self.peer_indexes()]
+        header = ({"id": record.id, "blob": record.blob, "description": record.description,
+                   "registrations": record.registrations, "removed": []}, replaces)
+
+        async def apply_on(index: int | None) -> None:
+            if index is None:
+                await self.sessions.apply(SessionRecord(**header[0]), replaces)
+            else:
+                await self.peer(index).call("apply_session", header)
+
+        outcomes = await asyncio.gather(*(apply_on(i) for i in targets), return_exceptions=True)
+        errors = [str(o) for o in outcomes if isinstance(o, BaseException)]
+        if errors:
+            await asyncio.gather(
+                *(self._undo_apply(i, record.id, previous) for i, o in zip(targets, outcomes) if not isinstance(o, BaseException)),
+                return_exceptions=True,
+            )
+        return errors
+
+    async def _undo_apply(self, index: int | None, session_id: str, previous: SessionRecord | None) -> None:
+        if previous is not None:
+            header = ({"id": previous.id, "blob": previous.blob, "description": previous.description,
+                       "registrations": previous.registrations, "removed": previous.removed}, session_id)
+            if index is None:
+                await self.sessions.apply(SessionRecord(**header[0]), session_id)
+            else:
+                await self.peer(index).call("apply_session", header)
+        elif index is None:
+            await self.sessions.remove(session_id)
+        else:
+            await self.peer(index).call("remove_session", session_id)
+
+    def check_key_is_local(self, key: bytes) -> None:
+        """Raise the cluster's MOVED error (pointing at a front door) for a key of another shard."""
+        shard_map = self.view.shard_map
+        if not shard_map.cluster_mode:
+            return
+        owner = shard_map.shard_of_key(key)
+        if owner != shard_map.my_index:
+            door = self.view.shard_frontdoor(owner) or shard_map.shards[owner].master
+            raise MovedError(key_slot(key), door)
+
+    async def broadcast(self, kind: str, header: Any) -> list[Any]:
+        """Send a call to every peer; their answers (exceptions included) in shard order."""
+        return await asyncio.gather(*(self.peer(i).call(kind, header) for i in self.peer_indexes()), return_exceptions=True)
 
     # ----------------------------------------------------------- requirements
     async def install_requirements(self, reqs: list[str], *, force: bool = False) -> None:

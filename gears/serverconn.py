@@ -117,15 +117,16 @@ class ServerConnection:
 class ConnectionPerThread:
     """Lazily opens one :class:`ServerConnection` per thread to the same server."""
 
-    def __init__(self, host: str, port: int, password: str | None = None) -> None:
+    def __init__(self, host: str, port: int, password: str | None = None, *, decode: bool = False) -> None:
         self.host, self.port, self.password = host, port, password
+        self.decode = decode
         self._local = threading.local()
 
     def get(self) -> ServerConnection:
         """This thread's connection (opened on first use, reopened after a failure)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = ServerConnection(self.host, self.port, password=self.password)
+            conn = ServerConnection(self.host, self.port, password=self.password, decode=self.decode)
             self._local.conn = conn
         return conn
 

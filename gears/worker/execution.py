@@ -85,6 +85,7 @@ class _ReaderContext:
     def __init__(self, conn: Any, shard_map: ShardMap) -> None:
         self.conn = conn
         self.shard_id = shard_map.shard_id_for_reader()
+        self.index = shard_map.my_index
         self._shard_map = shard_map
 
     def open_connection(self, decode: bool = False) -> Any:
@@ -144,6 +145,10 @@ class LocalExecution:
     def is_initiator(self) -> bool:
         return self.shard_map.my_index == self.initiator_index
 
+    def run_here(self) -> None:
+        """Run this shard's part in the calling thread (it must not wait for other shards)."""
+        self._run()
+
     def start(self) -> None:
         """Run this shard's part on a new thread."""
         self.thread = threading.Thread(target=self._run, name=f"exec-{self.id}", daemon=True)
@@ -172,6 +177,7 @@ class LocalExecution:
         callback()
 
     def _run(self) -> None:
+        outer = thread_context.session, thread_context.execution
         thread_context.session, thread_context.execution = self.session, self
         self._slots.acquire()
         try:
@@ -196,6 +202,7 @@ class LocalExecution:
             self.total_ms = (time.perf_counter() - self.started_at) * 1000
             self.status = "done"
         finally:
+            thread_context.session, thread_context.execution = outer
             self._slots.release()
             with self._callbacks_lock:
                 self.done.set()

@@ -19,6 +19,7 @@ from readers.base import make_reader
 from ..builder import GearsBuilder, Plan
 from ..futures import GEARS_LOOP_THREAD, gears_loop
 from ..records import GearsScriptError
+from ..registration import Registration, validate
 from ..serverconn import map_reply
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +48,7 @@ class ScriptState:
     """What the top level of a running script asked for."""
 
     run: tuple[Plan, Any, str] | None = None
+    registrations: list[Registration] = field(default_factory=list)
 
 
 class _ThreadContext(threading.local):
@@ -95,7 +97,15 @@ class WorkerHost:
         return _awaitable_result(execution)
 
     def register(self, plan: Plan, prefix: Any, options: dict[str, Any]) -> Any:
-        raise GearsScriptError("register() is not available in this Gears Fabric version yet")
+        ctx = thread_context
+        if ctx.script is None or ctx.execution is not None:
+            raise GearsScriptError("register() is only supported at the top level of a script")
+        registration = validate(self._process.new_registration_id(), plan, prefix, options)
+        trigger = registration.options.get("trigger")
+        if trigger is not None and any(r.options.get("trigger") == trigger for r in ctx.script.registrations):
+            raise GearsScriptError("trigger already registered in this session")
+        ctx.script.registrations.append(registration)
+        return registration.id
 
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         ctx = thread_context

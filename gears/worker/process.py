@@ -18,6 +18,7 @@ and sends ``send``/``send_done`` (records for other shards) and ``finished``.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import os
 import sys
@@ -37,8 +38,11 @@ from ..host import install_host
 from ..ipc import ThreadChannel
 from ..operations import error_text
 from ..serverconn import ConnectionPerThread
+from ..records import to_reply
 from .execution import LocalExecution
 from .host import ScriptState, Session, WorkerHost, thread_context
+from .registry import Registry
+from .triggers import EventReader
 
 __all__ = ["WorkerProcess"]
 
@@ -67,6 +71,8 @@ class WorkerProcess:
         self._finished: collections.deque[str] = collections.deque(maxlen=_FINISHED_MEMORY)
         self._lock = threading.Lock()
         self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
+        self._exec_seq = itertools.count(1)
+        self.registry = Registry(self, server, password)
         install_host(WorkerHost(self))
         redisgears_module()  # shipped functions may reference it by name
 
@@ -92,6 +98,8 @@ class WorkerProcess:
             if execution is not None:
                 execution.abort()
         elif kind == "config":
+            if "exec_seq" in args[0]:
+                self._exec_seq = itertools.count(int(args[0]["exec_seq"]))
             self.config.update(args[0])
         elif kind == "topology":
             self.shard_map = args[0]
@@ -106,6 +114,22 @@ class WorkerProcess:
             return self._pyexecute(*args)
         if kind == "prepare":
             return self._prepare(*args)
+        registry = self.registry
+        if kind == "apply_session":
+            return registry.apply(*args)
+        if kind == "unregister":
+            return registry.unregister(*args)
+        if kind == "dump_registrations":
+            return registry.dump()
+        if kind == "registered_executions":
+            return registry.executions()
+        if kind == "clear_stats":
+            return registry.clear_stats()
+        if kind == "barrier":
+            return registry.barrier()
+        if kind == "trigger":
+            outcome = registry.trigger(*args)
+            return [to_reply(r) for r in outcome.results], outcome.errors
         if kind == "ping":
             return "pong"
         raise ValueError(f"unknown request {kind!r}")
@@ -127,32 +151,89 @@ class WorkerProcess:
             raise ScriptError(error_text(exc, bool(self.config.get("PythonAttemptTraceback", 1)))) from None
         finally:
             thread_context.session, thread_context.script = None, None
-        if state.run is None:
-            return {"execution_id": None, "session": session.id}
-        plan, reader, mode = state.run
-        execution = self.start_execution(plan, reader, mode, session)
-        return {"execution_id": execution.id, "session": session.id}
+        outcome: dict[str, Any] = {"execution_id": None, "session": None}
+        if state.registrations:
+            outcome["session"] = {
+                "id": session.id,
+                "description": description,
+                "blob": _serialize_registrations(state.registrations),
+                "registrations": [r.id for r in state.registrations],
+            }
+        if state.run is not None:
+            plan, reader, mode = state.run
+            outcome["execution_id"] = self.start_execution(plan, reader, mode, session).id
+        return outcome
+
+    def new_registration_id(self) -> str:
+        """A registration id from the node (unique in the cluster, stable across restarts)."""
+        return self.channel.call("registration_id")
+
+    def new_execution_id(self) -> str:
+        """The next execution id of this shard."""
+        return f"{self.shard_map.my_id}-{next(self._exec_seq)}"
 
     # ------------------------------------------------------------- executions
-    def start_execution(self, plan: Plan, reader: Reader, mode: str, session: Session | None) -> LocalExecution:
-        """Start an execution this shard initiates (``run()``)."""
+    def start_execution(
+        self,
+        plan: Plan,
+        reader: Reader,
+        mode: str,
+        session: Session | None,
+        *,
+        registration: dict[str, Any] | None = None,
+    ) -> LocalExecution:
+        """Start an execution this shard initiates (``run()``, or a triggered ``async`` one).
+
+        A registration's execution ships no plan: the other shards run their own copy
+        of the registration (``registration`` says which, and with which records)."""
         distributed = mode == "async" and self.shard_map.cluster_mode
         blob = None
-        if distributed:
+        if distributed and registration is None:
             blob = _serialize_plan(plan, reader)
-        meta = {"mode": mode, "steps": [step.describe() for step in plan.steps], "session": session.id if session else None}
-        exec_id = self.channel.call("start_execution", blob, meta)
+        exec_id = self.new_execution_id()
+        meta = {
+            "id": exec_id,
+            "mode": mode,
+            "steps": [step.describe() for step in plan.steps],
+            "session": session.id if session else None,
+            "distributed": distributed,
+            "registration": registration,
+        }
         execution = self._new_execution(exec_id, plan, reader, self.shard_map.my_index, distributed, session)
+        self.channel.call("start_execution", blob, meta)
         execution.start()
         return execution
 
-    def _prepare(self, exec_id: str, blob: bytes, initiator_index: int) -> bool:
-        plan, reader = cloudpickle.loads(blob)
+    def local_execution(self, plan: Plan, reader: Reader, session: Session | None) -> LocalExecution:
+        """Run an execution on this shard only, in the calling thread (triggered executions)."""
+        execution = self._new_execution(
+            self.new_execution_id(), plan, reader, self.shard_map.my_index, False, session, exchange=_QUIET
+        )
+        execution.run_here()
+        return execution
+
+    def _prepare(self, exec_id: str, blob: bytes | None, initiator_index: int, meta: dict[str, Any]) -> bool:
+        registration = meta.get("registration")
+        if registration is not None:
+            reg = self.registry.registrations.get(registration["id"])
+            if reg is None:
+                raise ScriptError(f"registration {registration['id']} is not known on this shard")
+            plan = reg.plan
+            reader: Reader = EventReader(registration["records"], initiator_index, registration["everywhere"])
+        else:
+            plan, reader = cloudpickle.loads(blob)
         self._new_execution(exec_id, plan, reader, initiator_index, True, None)
         return True
 
     def _new_execution(
-        self, exec_id: str, plan: Plan, reader: Reader, initiator_index: int, distributed: bool, session: Session | None
+        self,
+        exec_id: str,
+        plan: Plan,
+        reader: Reader,
+        initiator_index: int,
+        distributed: bool,
+        session: Session | None,
+        exchange: Any = None,
     ) -> LocalExecution:
         execution = LocalExecution(
             exec_id,
@@ -161,13 +242,15 @@ class WorkerProcess:
             shard_map=self.shard_map,
             initiator_index=initiator_index,
             distributed=distributed,
-            exchange=self,
+            exchange=exchange or self,
             connection=self.server.get,
             slots=self.slots,
             max_idle_ms=lambda: int(self.config.get("ExecutionMaxIdleTime", 5000)),
             with_traceback=lambda: bool(int(self.config.get("PythonAttemptTraceback", 1))),
             session=session,
         )
+        if exchange is not None:
+            return execution
         with self._lock:
             self.executions[exec_id] = execution
             early = self._early.pop(exec_id, [])
@@ -189,6 +272,32 @@ class WorkerProcess:
         results = execution.reply_results() if execution.is_initiator else []
         stats = {"total_ms": execution.total_ms, "read_ms": execution.read_ms, "results": len(execution.results)}
         self.channel.send("finished", execution.id, execution.status, results, execution.errors, stats)
+
+
+class _QuietExchange:
+    """The exchange of executions that never leave this shard and report to nobody."""
+
+    def send_records(self, exec_id: str, step: int, target: int, blob: bytes) -> None:
+        raise RuntimeError("a local execution sent records")
+
+    def send_done(self, exec_id: str, step: int, targets: list[int]) -> None:
+        raise RuntimeError("a local execution sent records")
+
+    def finished(self, execution: LocalExecution) -> None:
+        pass
+
+
+_QUIET = _QuietExchange()
+
+
+def _serialize_registrations(registrations: list[Any]) -> bytes:
+    """One pickle for a session's registrations, so their functions share one globals dict."""
+    from ..records import GearsScriptError
+
+    try:
+        return cloudpickle.dumps(registrations)
+    except Exception as exc:  # noqa: BLE001
+        raise GearsScriptError(f"Error occured when serialized a python callback, error={exc}") from None
 
 
 def _serialize_plan(plan: Plan, reader: Reader) -> bytes:

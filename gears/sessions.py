@@ -1,0 +1,179 @@
+"""Sessions with registrations, as a gears node keeps them (see docs/triggers.md).
+
+A session is stored on every shard as the hash ``__gears:session{<shard hashtag>}:<id>``
+(``blob``: the pickled registrations; ``description``; ``registrations`` and ``removed``
+as JSON lists), so Redis persists and replicates it. :class:`SessionStore` applies
+sessions to the local worker, writes and deletes those keys, and loads them again when
+the node (or its worker) starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import CommandError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import GearsNode
+
+__all__ = ["SessionRecord", "SessionStore", "SESSION_KEY"]
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "__gears:session{%s}:%s"
+SESSION_PATTERN = "__gears:session{%s}:*"
+
+
+@dataclass
+class SessionRecord:
+    """One session on this shard."""
+
+    id: str
+    blob: bytes
+    description: str | None = None
+    registrations: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    metas: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_worker(self) -> dict[str, Any]:
+        return {"id": self.id, "blob": self.blob, "description": self.description, "removed": self.removed}
+
+    def to_hash(self) -> dict[str, Any]:
+        return {
+            "blob": self.blob,
+            "description": self.description or "",
+            "registrations": json.dumps(self.registrations),
+            "removed": json.dumps(self.removed),
+        }
+
+    @classmethod
+    def from_hash(cls, session_id: str, fields: dict[bytes, bytes]) -> "SessionRecord":
+        return cls(
+            session_id,
+            fields[b"blob"],
+            fields.get(b"description", b"").decode() or None,
+            json.loads(fields.get(b"registrations", b"[]")),
+            json.loads(fields.get(b"removed", b"[]")),
+        )
+
+    @property
+    def active(self) -> list[str]:
+        return [r for r in self.registrations if r not in self.removed]
+
+
+class SessionStore:
+    """The sessions of one shard: applied to its worker, kept in its server node."""
+
+    def __init__(self, node: "GearsNode") -> None:
+        self._node = node
+        self.sessions: dict[str, SessionRecord] = {}
+
+    def _key(self, session_id: str) -> str:
+        return SESSION_KEY % (self._node.view.shard_map.hashtag, session_id)
+
+    def check_new(self, session_id: str | None, upgrade: bool, replace_with: str | None) -> None:
+        """The ID / UPGRADE / REPLACE_WITH rules of RG.PYEXECUTE."""
+        if replace_with is not None:
+            if replace_with not in self.sessions:
+                raise CommandError(f"Can not replace with {replace_with}, session does not exists.")
+            if session_id is not None and session_id in self.sessions and session_id != replace_with:
+                raise CommandError(f"Can not replace an existing session {session_id} with {replace_with}")
+        elif session_id is not None and session_id in self.sessions and not upgrade:
+            raise CommandError(f"Session {session_id} already exists")
+
+    async def apply(self, record: SessionRecord, replaces: str | None) -> None:
+        """Install ``record`` on this shard (worker first, then the session key)."""
+        record.metas = await self._node.worker.call("apply_session", record.to_worker(), replaces)
+        old = self.sessions.pop(replaces, None) if replaces else None
+        self.sessions[record.id] = record
+        server = self._node.server
+        if self._node.view.shard_map.my_role == "master":
+            await server.hset(self._key(record.id), mapping=record.to_hash())
+            if old is not None and old.id != record.id:
+                await server.delete(self._key(old.id))
+        self._node.registrations_changed()
+
+    async def remove(self, session_id: str) -> None:
+        """Forget a session (rollback of a failed apply elsewhere)."""
+        record = self.sessions.pop(session_id, None)
+        if record is None:
+            return
+        for reg_id in record.active:
+            await self._node.worker.call("unregister", reg_id, False)
+        if self._node.view.shard_map.my_role == "master":
+            await self._node.server.delete(self._key(session_id))
+        self._node.registrations_changed()
+
+    async def unregister(self, reg_id: str, abort_pending: bool) -> bool:
+        """Remove one registration here; ``False`` when this shard does not have it."""
+        outcome = await self._node.worker.call("unregister", reg_id, abort_pending)
+        if outcome is None:
+            return False
+        record = self.sessions.get(outcome["session"])
+        if record is not None:
+            record.removed.append(reg_id)
+            record.metas = [m for m in record.metas if m["id"] != reg_id]
+            if self._node.view.shard_map.my_role == "master":
+                if record.active:
+                    await self._node.server.hset(self._key(record.id), "removed", json.dumps(record.removed))
+                else:
+                    await self._node.server.delete(self._key(record.id))
+            if not record.active:
+                del self.sessions[record.id]
+        self._node.registrations_changed()
+        return True
+
+    async def load(self) -> None:
+        """Apply every session stored in this shard's server node (node or worker start)."""
+        server = self._node.server
+        prefix = SESSION_PATTERN % self._node.view.shard_map.hashtag
+        stored: list[SessionRecord] = []
+        async for key in server.scan_iter(match=prefix, count=1000):
+            fields = await server.hgetall(key)
+            if fields:
+                session_id = key.decode().rsplit(":", 1)[1]
+                stored.append(SessionRecord.from_hash(session_id, fields))
+        for record in stored:
+            try:
+                await self.apply(record, None)
+            except Exception as exc:  # noqa: BLE001 - one broken session must not stop the others
+                log.error("could not restore session %s: %s", record.id, exc)
+
+    async def reapply(self) -> None:
+        """Give a restarted worker every session again."""
+        for record in list(self.sessions.values()):
+            try:
+                record.metas = await self._node.worker.call("apply_session", record.to_worker(), None)
+            except Exception as exc:  # noqa: BLE001
+                log.error("could not restore session %s in the new worker: %s", record.id, exc)
+        self._node.registrations_changed()
+
+    def metas(self) -> list[dict[str, Any]]:
+        """Every active registration's description (reader, mode, options)."""
+        return [meta for record in self.sessions.values() for meta in record.metas]
+
+    def max_registration_seq(self) -> int:
+        """The highest registration sequence number in use (ids are ``<shard>-<n>``)."""
+        numbers = [int(r.rsplit("-", 1)[1]) for s in self.sessions.values() for r in s.registrations if r.rsplit("-", 1)[1].isdigit()]
+        return max(numbers, default=0)
+
+    def dump(self, names: list[str] | None, verbose: bool, registrations: list[Any]) -> list[Any]:
+        """``RG.PYDUMPSESSIONS`` entries."""
+        by_id = {entry[1]: entry for entry in registrations}
+        out: list[Any] = []
+        for name in names if names is not None else list(self.sessions):
+            record = self.sessions.get(name)
+            if record is None:
+                out.append(f"Session {name} does not exists")
+                continue
+            regs: list[Any] = record.active
+            if verbose:
+                regs = [by_id[r][:8] + by_id[r][10:] for r in record.active if r in by_id]
+            out.append([
+                "ID", record.id, "sessionDescription", record.description, "refCount", 1, "linked", "primary",
+                "dead", "false", "requirementInstallationNeeded", 0, "requirements", [], "registrations", regs,
+            ])
+        return out

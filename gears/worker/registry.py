@@ -1,0 +1,234 @@
+"""The registrations of one shard, inside its worker.
+
+Sessions arrive as pickled lists of :class:`~gears.registration.Registration` (see
+docs/triggers.md). Applying one is all-or-nothing: everything is deserialized and checked
+before the old registrations of a replaced session stop and the new ones start.
+KeysReader events come from the :class:`~gears.worker.triggers.NotificationListener`;
+each registration runs in its own :class:`~gears.worker.triggers.Dispatcher`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from readers.keys import read_keys
+
+from ..records import GearsScriptError
+from ..registration import Registration, dump_entry
+from ..serverconn import ConnectionPerThread
+from .host import Session, thread_context
+from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .process import WorkerProcess
+
+__all__ = ["Registry", "TriggeredExecution"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PENDING = 10000
+
+
+class TriggeredExecution:
+    """What ``RG.DUMPEXECUTIONS`` / ``RG.GETRESULTS`` show of a triggered execution."""
+
+    __slots__ = ("id", "status", "results", "errors")
+
+    def __init__(self, exec_id: str) -> None:
+        self.id = exec_id
+        self.status = "running"
+        self.results: list[Any] = []
+        self.errors: list[str] = []
+
+
+class Registry:
+    """Sessions, registrations and their dispatchers on this shard."""
+
+    def __init__(self, process: "WorkerProcess", server: tuple[str, int], password: str | None) -> None:
+        self._process = process
+        self._server = server
+        self._password = password
+        self._reads = ConnectionPerThread(server[0], server[1], password, decode=True)
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.registrations: dict[str, Registration] = {}
+        self.dispatchers: dict[str, Dispatcher] = {}
+        self.history: dict[str, deque[TriggeredExecution]] = {}
+        self._listener: NotificationListener | None = None
+        self._lock = threading.RLock()
+
+    # -------------------------------------------------------------- sessions
+    def apply(self, session: dict[str, Any], replaces: str | None) -> list[dict[str, Any]]:
+        """Install a session (replacing ``replaces``); return what the node needs of each registration."""
+        registrations: list[Registration] = cloudpickle.loads(session["blob"])
+        with self._lock:
+            old_ids = set(self.sessions.get(replaces, {}).get("registrations", [])) if replaces else set()
+            old_ids |= set(self.sessions.get(session["id"], {}).get("registrations", []))
+            for reg in registrations:
+                trigger = reg.options.get("trigger")
+                if trigger is None:
+                    continue
+                clash = next(
+                    (r for r in self.registrations.values() if r.options.get("trigger") == trigger and r.id not in old_ids),
+                    None,
+                )
+                if clash is not None:
+                    raise GearsScriptError("trigger already registered")
+            for old in old_ids:
+                self._remove(old, abort_pending=False)
+            self.sessions.pop(replaces or "", None)
+            removed = set(session.get("removed", []))
+            active = [r for r in registrations if r.id not in removed]
+            for reg in active:
+                reg.session_id = session["id"]
+                self._add(reg)
+            self.sessions[session["id"]] = {
+                "id": session["id"],
+                "description": session.get("description"),
+                "requirements": session.get("requirements", []),
+                "registrations": [r.id for r in active],
+                "session": Session(session["id"], session.get("description"), {}),
+            }
+        for reg in active:
+            self._call_on_registered(reg)
+        return [self._meta(reg) for reg in active]
+
+    def _add(self, reg: Registration) -> None:
+        self.registrations[reg.id] = reg
+        self.history[reg.id] = deque(maxlen=int(self._process.config.get("MaxExecutionsPerRegistration", 100)))
+        if reg.reader == "KeysReader" and reg.mode != "sync" and not reg.options["commands"]:
+            max_pending = int(self._process.config.get("extra", {}).get("MaxPendingEvents", DEFAULT_MAX_PENDING))
+            self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending)
+        if reg.reader == "KeysReader":
+            self._ensure_listener()
+
+    def _remove(self, reg_id: str, abort_pending: bool) -> None:
+        self.registrations.pop(reg_id, None)
+        dispatcher = self.dispatchers.pop(reg_id, None)
+        if dispatcher is not None:
+            dispatcher.stop(abort_pending)
+
+    def unregister(self, reg_id: str, abort_pending: bool) -> dict[str, Any] | None:
+        """Remove one registration; returns its session's remaining state (``None`` if unknown)."""
+        with self._lock:
+            reg = self.registrations.get(reg_id)
+            if reg is None:
+                return None
+            self._remove(reg_id, abort_pending)
+            session = self.sessions[reg.session_id]
+            session["registrations"] = [r for r in session["registrations"] if r != reg_id]
+            if not session["registrations"]:
+                del self.sessions[reg.session_id]
+            return {"session": reg.session_id, "left": list(session["registrations"])}
+
+    def _call_on_registered(self, reg: Registration) -> None:
+        if reg.on_registered is None:
+            return
+        thread_context.session = self.sessions[reg.session_id]["session"]
+        try:
+            reg.on_registered()
+        except Exception:  # noqa: BLE001 - errors in onRegistered are only logged, as in RedisGears
+            log.exception("onRegistered of registration %s failed", reg.id)
+        finally:
+            thread_context.session = None
+
+    @staticmethod
+    def _meta(reg: Registration) -> dict[str, Any]:
+        return {"id": reg.id, "reader": reg.reader, "mode": reg.mode, **reg.options}
+
+    # ---------------------------------------------------------------- events
+    def _ensure_listener(self) -> None:
+        if self._listener is None:
+            self._listener = NotificationListener(self._server, self._password, self.on_key_event)
+
+    def on_key_event(self, key: str, event: str) -> None:
+        """A keyevent notification: queue it for every matching registration."""
+        if self._process.shard_map.my_role != "master":
+            return
+        for reg in list(self.registrations.values()):
+            if reg.reader != "KeysReader" or reg.options["commands"] or not reg.matches_key(key):
+                continue
+            event_types = reg.options["eventTypes"]
+            if event_types is not None and event not in event_types:
+                continue
+            if reg.mode == "sync":
+                self._run_key_event(reg, (key, event))
+            else:
+                dispatcher = self.dispatchers.get(reg.id)
+                if dispatcher is not None:
+                    dispatcher.offer((key, event))
+
+    def barrier(self) -> bool:
+        """Wait until sync registrations handled every event the server sent so far."""
+        return self._listener.barrier() if self._listener is not None else True
+
+    def _run_key_event(self, reg: Registration, event: tuple[str, str]) -> None:
+        key, name = event
+        if reg.options["readValue"] or reg.options["keyTypes"]:
+            record = read_keys(self._reads.get(), [key], name)[0]
+            key_types = reg.options["keyTypes"]
+            if key_types is not None and record["type"] not in key_types:
+                return
+            if not reg.options["readValue"]:
+                record = {"key": key, "event": name}
+        else:
+            record = {"key": key, "event": name}
+        self.run(reg, [record])
+
+    def run(self, reg: Registration, records: list[Any], *, everywhere: bool = False) -> TriggeredExecution:
+        """Run ``reg``'s flow over ``records`` (on this shard, or cluster-wide in ``async`` mode)."""
+        process = self._process
+        reg.stats.triggered += 1
+        started = time.perf_counter()
+        session = self.sessions.get(reg.session_id, {}).get("session")
+        if reg.mode == "async" and process.shard_map.cluster_mode:
+            execution = process.start_execution(
+                reg.plan,
+                EventReader(records, process.shard_map.my_index, everywhere),
+                "async",
+                session,
+                registration={"id": reg.id, "records": records if everywhere else [], "everywhere": everywhere},
+            )
+            execution.done.wait()
+        else:
+            execution = process.local_execution(reg.plan, RecordsReader(records), session)
+        outcome = TriggeredExecution(execution.id)
+        outcome.status, outcome.results, outcome.errors = execution.status, execution.results, execution.errors
+        reg.stats.finished(started, execution.errors)
+        if not execution.distributed:  # distributed ones are listed by the node
+            self.history[reg.id].append(outcome)
+        return outcome
+
+    def trigger(self, name: str, args: list[str]) -> TriggeredExecution:
+        """``RG.TRIGGER name args...``."""
+        reg = next((r for r in self.registrations.values() if r.options.get("trigger") == name), None)
+        if reg is None:
+            raise GearsScriptError("subcommand not found")
+        return self.run(reg, [[name, *args]], everywhere=True)
+
+    # ------------------------------------------------------------- reporting
+    def dump(self) -> list[Any]:
+        """``RG.DUMPREGISTRATIONS`` entries of this shard."""
+        with self._lock:
+            return [
+                dump_entry(reg, {k: v for k, v in self.sessions[reg.session_id].items() if k != "session"})
+                for reg in self.registrations.values()
+            ]
+
+    def executions(self) -> list[list[Any]]:
+        """``RG.DUMPEXECUTIONS`` entries of triggered executions kept per registration."""
+        return [
+            ["executionId", e.id, "status", e.status, "registered", 1]
+            for history in self.history.values()
+            for e in list(history)
+        ]
+
+    def clear_stats(self) -> None:
+        """``RG.CLEARREGISTRATIONSSTATS`` on this shard."""
+        for reg in self.registrations.values():
+            reg.stats.clear()
