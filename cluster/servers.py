@@ -456,7 +456,7 @@ def is_running(ref: ProcessRef | None) -> bool:
         return False
     child = _CHILDREN.get(ref.pid)
     if child is not None:
-        return _pid_exists(ref.pid)
+        return child.poll() is None  # reaps a killed child, which would otherwise look alive
     return _pid_exists(ref.pid) and _same_program(ref.pid, ref.exe) and _cmdline_has(ref.pid, ref.marker)
 
 

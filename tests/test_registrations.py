@@ -1,0 +1,259 @@
+"""register(): sessions, KeysReader events, CommandReader triggers, restarts (1 and 3 shards)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+
+@pytest.fixture(params=["cluster1", "cluster3"])
+def gc(request):
+    return request.getfixturevalue(request.param)
+
+
+def pyexecute(client, script, *options):
+    return client.execute_command("RG.PYEXECUTE", script, *options)
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.time() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def session(request):
+    """A fresh session id; its registrations are removed (from the test's cluster) after the test."""
+    name = f"s{unique()}"
+    yield name
+    used = next(f for f in ("gc", "cluster3", "cluster1") if f in request.fixturenames)
+    cluster = request.getfixturevalue(used)
+    client = cluster.client()
+    for port in cluster.ports:
+        for entry in redis.Redis(port=port, decode_responses=True).execute_command("RG.PYDUMPSESSIONS"):
+            if entry[1] == name:
+                for reg_id in entry[15]:
+                    client.execute_command("RG.UNREGISTER", reg_id)
+
+
+def test_keys_reader_registration_runs_where_the_event_happened(gc, session):
+    tag = unique()
+    script = (
+        "GB().foreach(lambda r: execute('SET', 'out{%s}' % r['key'], r['value'] + ':' + r['event']))"
+        f".register('in{tag}:*', mode='async_local', eventTypes=['set'])"
+    )
+    assert pyexecute(gc.client(), script, "ID", session) == "OK"
+    cluster = gc.cluster_client()
+    for i in range(20):
+        cluster.set(f"in{tag}:{i}", i)
+    cluster.hset(f"in{tag}:h", "f", "v")  # another event type: ignored
+    wait_for(lambda: all(cluster.get(f"out{{in{tag}:{i}}}") == f"{i}:set" for i in range(20)))
+    assert cluster.get(f"out{{in{tag}:h}}") is None
+    cluster.close()
+
+
+def test_prefix_without_star_is_an_exact_key(cluster1, session):
+    client = cluster1.client()
+    tag = unique()
+    pyexecute(client, f"GB().foreach(lambda r: execute('INCR', 'hits{tag}')).register('exact{tag}', mode='async_local')", "ID", session)
+    client.set(f"exact{tag}x", 1)
+    client.set(f"exact{tag}", 1)
+    wait_for(lambda: client.get(f"hits{tag}") == "1")
+    assert client.get(f"hits{tag}") == "1"
+
+
+def test_key_types_and_read_value_options(cluster1, session):
+    client = cluster1.client()
+    tag = unique()
+    script = (
+        f"GB().foreach(lambda r: execute('RPUSH', 'seen{tag}', repr(sorted(r.keys())))).register('kt{tag}:*', mode='async_local', keyTypes=['list'], readValue=False)"
+    )
+    pyexecute(client, script, "ID", session)
+    client.set(f"kt{tag}:s", 1)
+    client.rpush(f"kt{tag}:l", 1)
+    wait_for(lambda: client.llen(f"seen{tag}") == 1)
+    assert client.lrange(f"seen{tag}", 0, -1) == ["['event', 'key']"]
+
+
+def test_async_mode_runs_cluster_wide_and_collects(cluster3, session):
+    client = cluster3.client()
+    tag = unique()
+    # Only the shard where the event happened has a record; the others contribute none.
+    script = f"GB().map(lambda r: r['key']).foreach(lambda k: execute('SET', 'seen{{%s}}' % k, 1)).register('am{tag}:*', eventTypes=['set'])"
+    pyexecute(client, script, "ID", session)
+    cluster = cluster3.cluster_client()
+    cluster.set(f"am{tag}:1", 1)
+    wait_for(lambda: cluster.get(f"seen{{am{tag}:1}}") == "1")
+    regs = [e for e in client.execute_command("RG.DUMPREGISTRATIONS") if f"am{tag}" in str(e[7])]
+    assert regs and regs[0][7][1] == "async"
+    cluster.close()
+
+
+def test_command_reader_trigger_modes(gc, session):
+    client = gc.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').count().register(trigger='{name}')", "ID", session)
+    assert client.execute_command("RG.TRIGGER", name, "x") == [str(len(gc.ports))]
+    pyexecute(client, f"GB('CommandReader').map(lambda x: '-'.join(x)).register(trigger='{name}', mode='async_local')", "ID", session, "UPGRADE")
+    assert client.execute_command("RG.TRIGGER", name, "a", "b") == [f"{name}-a-b"]
+    with pytest.raises(redis.ResponseError, match="subcommand not found"):
+        client.execute_command("RG.TRIGGER", "no-such-trigger")
+
+
+def test_trigger_returns_the_first_error(cluster1, session):
+    client = cluster1.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').map(lambda x: noexists).register(trigger='{name}', mode='sync')", "ID", session)
+    with pytest.raises(redis.ResponseError, match="'noexists' is not defined"):
+        client.execute_command("RG.TRIGGER", name)
+
+
+def test_triggeronkey_is_routed_to_the_key_owner(cluster3, session):
+    client = cluster3.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').map(lambda x: x[1]).register(trigger='{name}', mode='async_local')", "ID", session)
+    cluster = cluster3.cluster_client()
+    key = "routed-key"
+    owner = redis.Redis(port=cluster.get_node_from_key(key).port, decode_responses=True)
+    assert owner.execute_command("RG.TRIGGERONKEY", name, key) == [key]
+    other = next(p for p in cluster3.ports if p != owner.connection_pool.connection_kwargs["port"])
+    with pytest.raises(redis.exceptions.MovedError):
+        redis.Redis(port=other).execute_command("RG.TRIGGERONKEY", name, key)
+    cluster.close()
+
+
+@pytest.mark.parametrize(
+    "script, message",
+    [
+        ("GB('PythonReader').register()", "does not support register"),
+        ("GB().register(mode='nope')", "unknown execution mode"),
+        ("GB().register(mode=1)", "execution mode must be a string"),
+        ("GB().register(1)", "regex argument must be a string"),
+        ("GB().register(onRegistered=1)", "OnRegistered argument must be a function"),
+        ("GB().register(eventTypes=1)", "given eventTypes is not iterable"),
+        ("GB().register(eventTypes=[1])", "given event type is not string"),
+        ("GB().register(keyTypes=['nope'])", "unknown key type"),
+        ("GB().register(readValue=1)", "readValue is not boolean"),
+        ("GB('StreamReader').register(batch='x')", "batch argument must be a number"),
+        ("GB('StreamReader').register(onFailedPolicy='x')", "onFailedPolicy must be Continue/Abort/Retry"),
+        ("GB('CommandReader').register()", "no trigger or hook argument was given"),
+        ("GB('CommandReader').register(trigger=1)", "trigger argument is not string"),
+        ("GB('CommandReader').register(trigger='a')\nGB('CommandReader').register(trigger='a')", "trigger already registered in this session"),
+    ],
+)
+def test_register_argument_errors(cluster1, script, message):
+    with pytest.raises(redis.ResponseError, match=message):
+        pyexecute(cluster1.client(), script)
+
+
+def test_session_rules_and_failed_script_leaves_nothing(cluster1, session):
+    client = cluster1.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').register(trigger='{name}')", "ID", session)
+    with pytest.raises(redis.ResponseError, match=f"Session {session} already exists"):
+        pyexecute(client, "GB('CommandReader').register(trigger='other')", "ID", session)
+    with pytest.raises(redis.ResponseError, match="Can not replace with nope, session does not exists"):
+        pyexecute(client, "x = 1", "REPLACE_WITH", "nope")
+    before = len(client.execute_command("RG.DUMPREGISTRATIONS"))
+    with pytest.raises(redis.ResponseError, match="boom"):
+        pyexecute(client, "GB('CommandReader').register(trigger='never')\nraise Exception('boom')")
+    assert len(client.execute_command("RG.DUMPREGISTRATIONS")) == before
+    errors = pyexecute(client, f"GB('CommandReader').register(trigger='{name}')")
+    assert isinstance(errors, list) and "trigger already registered" in str(errors[0])
+    assert len(client.execute_command("RG.DUMPREGISTRATIONS")) == before
+
+
+def test_upgrade_swaps_and_failed_upgrade_keeps_the_old(gc, session):
+    client = gc.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').map(lambda x: 'v1').register(trigger='{name}', mode='async_local')", "ID", session)
+    with pytest.raises(redis.ResponseError):
+        pyexecute(client, f"GB('CommandReader').map(lambda x: 'v2').register(trigger='{name}', mode='async_local')\n1/0", "ID", session, "UPGRADE")
+    assert client.execute_command("RG.TRIGGER", name) == ["v1"]
+    pyexecute(client, f"GB('CommandReader').map(lambda x: 'v2').register(trigger='{name}', mode='async_local')", "ID", session, "UPGRADE")
+    assert client.execute_command("RG.TRIGGER", name) == ["v2"]
+    sessions = [e for e in client.execute_command("RG.PYDUMPSESSIONS") if e[1] == session]
+    assert len(sessions) == 1 and len(sessions[0][15]) == 1
+
+
+def test_dumpregistrations_shape_and_stats(cluster1, session):
+    client = cluster1.client()
+    name = f"t{unique()}"
+    reg_id_reply = pyexecute(client, f"GB('CommandReader').register(trigger='{name}', mode='async_local')", "ID", session, "DESCRIPTION", "d1")
+    assert reg_id_reply == "OK"
+    for _ in range(3):
+        client.execute_command("RG.TRIGGER", name)
+    entry = next(e for e in client.execute_command("RG.DUMPREGISTRATIONS") if e[7][19] == ["trigger", name, "inorder", 0])
+    assert entry[0::2] == ["id", "reader", "desc", "RegistrationData", "PD", "ExecutionThreadPool"]
+    assert entry[3] == "CommandReader" and entry[7][3] == 3 and entry[7][5] == 3
+    assert entry[7][0::2][:10] == [
+        "mode", "numTriggered", "numSuccess", "numFailures", "numAborted", "lastRunDurationMS",
+        "totalRunDurationMS", "avgRunDurationMS", "lastError", "args",
+    ]
+    assert client.execute_command("RG.CLEARREGISTRATIONSSTATS") == "OK"
+    entry = next(e for e in client.execute_command("RG.DUMPREGISTRATIONS") if e[1] == entry[1])
+    assert entry[7][5] == 0 and "0" in entry[7][15]
+    sessions = client.execute_command("RG.PYDUMPSESSIONS", "SESSIONS", session, "missing")
+    assert sessions[0][:4] == ["ID", session, "sessionDescription", "d1"] and sessions[1] == "Session missing does not exists"
+    with pytest.raises(redis.ResponseError, match="Unknown option"):
+        client.execute_command("RG.PYDUMPSESSIONS", "BAD")
+
+
+def test_unregister(gc):
+    client = gc.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').register(trigger='{name}')")
+    reg_id = next(e[1] for e in client.execute_command("RG.DUMPREGISTRATIONS") if e[7][19][1] == name)
+    assert client.execute_command("RG.UNREGISTER", reg_id) == "OK"
+    for port in gc.ports:
+        assert all(e[1] != reg_id for e in redis.Redis(port=port, decode_responses=True).execute_command("RG.DUMPREGISTRATIONS"))
+    with pytest.raises(redis.ResponseError, match="execution is not registered"):
+        client.execute_command("RG.UNREGISTER", reg_id)
+    with pytest.raises(redis.ResponseError, match="subcommand not found"):
+        client.execute_command("RG.TRIGGER", name)
+
+
+def test_on_registered_runs_on_every_shard(gc, session):
+    client = gc.client()
+    tag = unique()
+    script = f"def hello():\n    execute('SET', 'hello{tag}{{%s}}' % hashtag(), 1)\nGB('CommandReader').register(trigger='t{tag}', onRegistered=hello)"
+    pyexecute(client, script, "ID", session)
+    assert pyexecute(client, f"GB('ShardsIDReader').map(lambda x: execute('GET', 'hello{tag}{{%s}}' % hashtag())).run()")[0] == ["1"] * len(gc.ports)
+
+
+def test_registrations_survive_a_gears_node_kill(cluster3, session):
+    import os
+    import signal
+
+    from cluster import launcher
+
+    client = cluster3.client()
+    tag = unique()
+    pyexecute(client, f"GB().foreach(lambda r: execute('SET', 'copy{{%s}}' % r['key'], r['value'])).register('rs{tag}:*', mode='async_local')", "ID", session)
+    from cluster.servers import is_running
+
+    victim = cluster3.nodes[2]
+    os.kill(victim.gears_pid, signal.SIGKILL)
+    wait_for(lambda: not is_running(victim.gears_ref()))
+    launcher.up(dir=cluster3.dir)
+    restarted = launcher.load_state(cluster3.dir)
+    assert restarted.nodes[2].gears_pid != victim.gears_pid
+    cluster3.nodes[2].gears_pid = restarted.nodes[2].gears_pid
+    cluster = cluster3.cluster_client()
+    keys = [f"rs{tag}:{i}" for i in range(30)]
+    for key in keys:
+        cluster.set(key, "v")
+    wait_for(lambda: all(cluster.get(f"copy{{{k}}}") == "v" for k in keys))
+    assert all(len(redis.Redis(port=p).execute_command("RG.DUMPREGISTRATIONS")) >= 1 for p in cluster3.ports)
+    cluster.close()
