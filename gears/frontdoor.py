@@ -288,21 +288,27 @@ class FrontDoor:
         self.password = password
         self.interceptor = interceptor
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
+        self._route_cache: dict[bytes, int] = {}
+        #: Names (as sent) known to be forwarded plainly: the request fast path's check.
+        self.plain_names: set[bytes] = set()
+        self.refresh_routes()
+        self._ids = _counter(1)
+        self._conns: set[_Connection] = set()
+        self._server: asyncio.Server | None = None
+        self._server_label = f"{server[0]}:{server[1]}"
+
+    def refresh_routes(self) -> None:
+        """Re-read ``interceptor.commands`` (call it whenever that set changes)."""
         routes = dict(_BUILTIN_ROUTES)
-        if interceptor is not None:
-            for name in interceptor.commands:
+        if self.interceptor is not None:
+            for name in self.interceptor.commands:
                 key = name.upper().encode()
                 if routes.get(key) not in (_PIPE, _QUIT, _HELLO):
                     routes[key] = _INTERCEPT
         routes.update(dict.fromkeys(self._handlers, _HANDLER))
         self._routes = routes
-        self._route_cache: dict[bytes, int] = {}
-        #: Names (as sent) known to be forwarded plainly: the request fast path's check.
-        self.plain_names: set[bytes] = set()
-        self._ids = _counter(1)
-        self._conns: set[_Connection] = set()
-        self._server: asyncio.Server | None = None
-        self._server_label = f"{server[0]}:{server[1]}"
+        self._route_cache.clear()
+        self.plain_names.clear()
 
     async def start(self) -> None:
         """Bind ``listen`` and start serving; raises :class:`OSError` if the port is taken."""

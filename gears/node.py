@@ -19,6 +19,7 @@ import secrets
 import signal
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 
 from cluster.hashtags import key_slot
@@ -32,6 +33,8 @@ from .coordinator import Coordinator
 from .sessions import SessionRecord, SessionStore
 from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
+from .interception import CommandTable, RegistrationInterceptor
+from .records import GearsScriptError
 from .resp import OK
 from .workers import WorkerHandle
 
@@ -104,12 +107,15 @@ class GearsNode:
             memory_limit_mb=lambda: int(self.config["WorkerMaxMemoryMB"]),
             execution_threads=int(self.config["ExecutionThreads"]),
         )
+        self.command_table: CommandTable | None = None
+        self.interceptor = RegistrationInterceptor(self)
         self.frontdoor = FrontDoor(
             listen=listen,
             server=server,
             handlers=handlers_for(self),
             address_map=self.view.frontdoor_for,
             password=password,
+            interceptor=self.interceptor,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -117,6 +123,7 @@ class GearsNode:
         """Connect to the server node, learn the topology, start the worker, open the front door."""
         await self._wait_for_server()
         await self.view.refresh()
+        self.command_table = CommandTable(await self.server.command())
         await self.worker.start()
         if self.view.shard_map.my_role == "master":
             await self.sessions.load()
@@ -278,11 +285,24 @@ class GearsNode:
             return await self.coordinator.start(blob, meta)
         if kind == "registration_id":
             return f"{self.view.shard_map.my_id}-{next(self._reg_seq)}"
+        if kind == "call_next":
+            context_id, command = args
+            try:
+                return await self.interceptor.call_next(context_id, command)
+            except hiredis.ReplyError as exc:
+                raise GearsScriptError(str(exc)) from None
         raise ValueError(f"unknown worker request {kind!r}")
 
     # ------------------------------------------------------------ registrations
     def registrations_changed(self) -> None:
-        """Registrations were added or removed on this shard."""
+        """Registrations were added or removed on this shard: re-route intercepted commands."""
+        self.interceptor.refresh(self.sessions.metas(), self.command_table)
+        self.frontdoor.refresh_routes()
+
+    def key_is_local(self, key: bytes) -> bool:
+        """Whether this shard owns ``key``'s slot."""
+        shard_map = self.view.shard_map
+        return not shard_map.cluster_mode or shard_map.shard_of_key(key) == shard_map.my_index
 
     async def apply_session_everywhere(self, record: SessionRecord, replaces: str | None) -> list[str]:
         """Apply a session on every shard; on any failure undo it everywhere.
@@ -324,10 +344,8 @@ class GearsNode:
     def check_key_is_local(self, key: bytes) -> None:
         """Raise the cluster's MOVED error (pointing at a front door) for a key of another shard."""
         shard_map = self.view.shard_map
-        if not shard_map.cluster_mode:
-            return
-        owner = shard_map.shard_of_key(key)
-        if owner != shard_map.my_index:
+        if not self.key_is_local(key):
+            owner = shard_map.shard_of_key(key)
             door = self.view.shard_frontdoor(owner) or shard_map.shards[owner].master
             raise MovedError(key_slot(key), door)
 

@@ -257,3 +257,67 @@ def test_registrations_survive_a_gears_node_kill(cluster3, session):
     wait_for(lambda: all(cluster.get(f"copy{{{k}}}") == "v" for k in keys))
     assert all(len(redis.Redis(port=p).execute_command("RG.DUMPREGISTRATIONS")) >= 1 for p in cluster3.ports)
     cluster.close()
+
+
+def test_keymiss_read_through_overrides_the_reply(gc, session):
+    import subprocess
+
+    tag = unique()
+    script = (
+        "def compute(r):\n"
+        "    override_reply('computed:' + r['key'] + ':' + r['event'] + ':' + get_command()[0].lower())\n"
+        f"GB().foreach(compute).register('rt{tag}:*', mode='async_local', eventTypes=['keymiss'], commands=['get'])"
+    )
+    pyexecute(gc.client(), script, "ID", session)
+    cluster = gc.cluster_client()
+    assert cluster.get(f"rt{tag}:a") == f"computed:rt{tag}:a:keymiss:get"
+    cluster.set(f"rt{tag}:b", "stored")
+    assert cluster.get(f"rt{tag}:b") == "stored"  # only misses are read through
+    assert cluster.get(f"other{tag}") is None
+    cli = subprocess.run(["redis-cli", "-c", "-p", str(gc.ports[0]), "GET", f"rt{tag}:cli"], capture_output=True, text=True)
+    if cli.returncode == 0:  # redis-cli is optional on a fresh machine
+        assert cli.stdout.strip() == f"computed:rt{tag}:cli:keymiss:get"
+    cluster.close()
+
+
+def test_read_through_error_is_a_clear_error_reply(cluster1, session):
+    tag = unique()
+    pyexecute(cluster1.client(), f"GB().foreach(lambda r: 1/0).register('bad{tag}:*', mode='async_local', commands=['get'])", "ID", session)
+    with pytest.raises(redis.ResponseError, match="ZeroDivisionError"):
+        cluster1.client().get(f"bad{tag}:x")
+
+
+def test_override_reply_outside_a_command_context(cluster1):
+    errors = pyexecute(cluster1.client(), "GB('ShardsIDReader').foreach(lambda x: override_reply('x')).run()")[1]
+    assert errors and "Can not get command ctx" in errors[0]
+    errors = pyexecute(cluster1.client(), "GB('ShardsIDReader').foreach(lambda x: call_next('x')).run()")[1]
+    assert errors and "Can not get CommandHook ctx" in errors[0]
+
+
+def test_command_hook_with_call_next_and_keyprefix(gc, session):
+    tag = unique()
+    script = f"GB('CommandReader').map(lambda x: call_next(x[1], 'f', 'hooked:' + x[3])).register(hook='hset', keyprefix='hk{tag}', mode='sync')"
+    pyexecute(gc.client(), script, "ID", session)
+    cluster = gc.cluster_client()
+    cluster.hset(f"hk{tag}:1", "a", "v")
+    assert cluster.hgetall(f"hk{tag}:1") == {"f": "hooked:v"}
+    cluster.hset(f"zz{tag}:1", "a", "v")
+    assert cluster.hgetall(f"zz{tag}:1") == {"a": "v"}
+    cluster.close()
+
+
+def test_hook_must_return_exactly_one_result(cluster1, session):
+    tag = unique()
+    pyexecute(cluster1.client(), f"GB('CommandReader').flatmap(lambda x: [1, 2]).register(hook='lpush', keyprefix='two{tag}', mode='sync')", "ID", session)
+    with pytest.raises(redis.ResponseError, match="Command hook must return exactly one result"):
+        cluster1.client().lpush(f"two{tag}", "x")
+
+
+def test_sync_registration_finishes_before_the_reply(gc, session):
+    tag = unique()
+    pyexecute(gc.client(), f"GB().foreach(lambda r: execute('SET', 'done{{%s}}' % r['key'], r['value'])).register('sy{tag}:*', mode='sync', eventTypes=['set'])", "ID", session)
+    cluster = gc.cluster_client()
+    for i in range(30):
+        cluster.set(f"sy{tag}:{i}", i)
+        assert cluster.get(f"done{{sy{tag}:{i}}}") == str(i)  # no waiting: it is there when SET returns
+    cluster.close()

@@ -25,7 +25,7 @@ from ..serverconn import map_reply
 if TYPE_CHECKING:  # pragma: no cover
     from .process import WorkerProcess
 
-__all__ = ["WorkerHost", "ScriptState", "Session", "thread_context"]
+__all__ = ["WorkerHost", "ScriptState", "Session", "CommandContext", "thread_context"]
 
 _MODES = ("async", "async_local")
 
@@ -51,11 +51,22 @@ class ScriptState:
     registrations: list[Registration] = field(default_factory=list)
 
 
+@dataclass
+class CommandContext:
+    """The front-door command a triggered execution serves (read-through or hook)."""
+
+    argv: list[str]
+    hook: int | None = None
+    overridden: bool = False
+    value: Any = None
+
+
 class _ThreadContext(threading.local):
     session: Session | None = None
     script: ScriptState | None = None
     execution: Any = None
     atomic: Any = None
+    command: CommandContext | None = None
 
     def __init__(self) -> None:
         self.deferred: list[tuple[Any, ...]] = []
@@ -167,13 +178,26 @@ class WorkerHost:
         return AtomicBlock(self._process.server.get())
 
     def call_next(self, args: tuple[Any, ...]) -> Any:
-        raise GearsScriptError("Can not get CommandHook ctx")
+        ctx = thread_context.command
+        if ctx is None or ctx.hook is None:
+            raise GearsScriptError("Can not get CommandHook ctx")
+        command = [ctx.argv[0], *(a if isinstance(a, (bytes, str)) else str(a) for a in args)]
+        return map_reply(self._process.channel.call("call_next", ctx.hook, command))
 
     def override_reply(self, reply: Any) -> Any:
-        raise GearsScriptError("Can not get command ctx")
+        ctx = thread_context.command
+        if ctx is None or ctx.hook is not None:
+            raise GearsScriptError("Can not get command ctx")
+        if ctx.overridden:
+            raise GearsScriptError("Can only override reply once")
+        ctx.overridden, ctx.value = True, reply
+        return None
 
     def get_command(self) -> Any:
-        raise GearsScriptError("Can not get command ctx")
+        ctx = thread_context.command
+        if ctx is None:
+            raise GearsScriptError("Can not get command ctx")
+        return list(ctx.argv)
 
 
 def _on_gears_loop() -> bool:

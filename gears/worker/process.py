@@ -127,6 +127,10 @@ class WorkerProcess:
             return registry.clear_stats()
         if kind == "barrier":
             return registry.barrier()
+        if kind == "command_event":
+            return registry.command_event(*args)
+        if kind == "hook":
+            return registry.hook(*args)
         if kind == "trigger":
             outcome = registry.trigger(*args)
             return [to_reply(r) for r in outcome.results], outcome.errors

@@ -19,10 +19,11 @@ import cloudpickle
 
 from readers.keys import read_keys
 
-from ..records import GearsScriptError
+from ..records import GearsScriptError, to_reply
+from ..resp import ErrorValue
 from ..registration import Registration, dump_entry
 from ..serverconn import ConnectionPerThread
-from .host import Session, thread_context
+from .host import CommandContext, Session, thread_context
 from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,13 +181,16 @@ class Registry:
             record = {"key": key, "event": name}
         self.run(reg, [record])
 
-    def run(self, reg: Registration, records: list[Any], *, everywhere: bool = False) -> TriggeredExecution:
-        """Run ``reg``'s flow over ``records`` (on this shard, or cluster-wide in ``async`` mode)."""
+    def run(
+        self, reg: Registration, records: list[Any], *, everywhere: bool = False, local: bool = False
+    ) -> TriggeredExecution:
+        """Run ``reg``'s flow over ``records``: on this shard, or cluster-wide in ``async``
+        mode (``local=True`` keeps it here: command-bound executions)."""
         process = self._process
         reg.stats.triggered += 1
         started = time.perf_counter()
         session = self.sessions.get(reg.session_id, {}).get("session")
-        if reg.mode == "async" and process.shard_map.cluster_mode:
+        if reg.mode == "async" and process.shard_map.cluster_mode and not local:
             execution = process.start_execution(
                 reg.plan,
                 EventReader(records, process.shard_map.my_index, everywhere),
@@ -203,6 +207,37 @@ class Registry:
         if not execution.distributed:  # distributed ones are listed by the node
             self.history[reg.id].append(outcome)
         return outcome
+
+    def command_event(self, reg_id: str, key: str, event: str, argv: list[str]) -> Any:
+        """A front-door command found no key: run the read-through registration; the
+        ``override_reply`` value (or the first error) replaces the reply (``None``: keep it)."""
+        reg = self.registrations.get(reg_id)
+        if reg is None:
+            return None
+        record = read_keys(self._reads.get(), [key], event)[0] if reg.options["readValue"] else {"key": key, "event": event}
+        ctx = CommandContext(argv)
+        thread_context.command = ctx
+        try:
+            outcome = self.run(reg, [record], local=True)
+        finally:
+            thread_context.command = None
+        if ctx.overridden:
+            return to_reply(ctx.value)
+        if outcome.errors:
+            return ErrorValue(outcome.errors[0])
+        return None
+
+    def hook(self, reg_id: str, argv: list[str], context_id: int) -> tuple[list[Any], list[str]]:
+        """Run a command hook; its results (reply-mapped) and errors."""
+        reg = self.registrations.get(reg_id)
+        if reg is None:
+            raise GearsScriptError("Can not get CommandHook ctx")
+        thread_context.command = CommandContext(argv, hook=context_id)
+        try:
+            outcome = self.run(reg, [argv], local=True)
+        finally:
+            thread_context.command = None
+        return [to_reply(r) for r in outcome.results], outcome.errors
 
     def trigger(self, name: str, args: list[str]) -> TriggeredExecution:
         """``RG.TRIGGER name args...``."""

@@ -1,0 +1,147 @@
+"""Registrations that act on commands arriving through the front door.
+
+* **Hooks** (``CommandReader`` with ``hook=``): the command runs the registration
+  instead; ``call_next(...)`` runs the next hook or the original command on the client's
+  own connection; the hook's single result is the reply.
+* **Read-through** (``KeysReader`` with ``commands=[...]``): when such a command (``GET``)
+  finds no key, the reply is held while the registration runs, and its
+  ``override_reply(...)`` value becomes the reply.
+* **sync registrations**: after a write command, the reply is held until the worker has
+  handled every keyspace event the command caused.
+
+:class:`RegistrationInterceptor` is the front door's interceptor; the node refreshes it
+whenever registrations change.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from .errors import CommandError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .node import GearsNode
+
+__all__ = ["RegistrationInterceptor", "CommandTable"]
+
+_NIL_REPLIES = (b"$-1\r\n", b"_\r\n")
+
+
+class CommandTable:
+    """Command flags and first-key positions, read once from the server's ``COMMAND``."""
+
+    def __init__(self, commands: dict[Any, dict[str, Any]]) -> None:
+        """``commands``: redis-py's parsed ``COMMAND`` reply (name → info)."""
+        self.writes: set[str] = set()
+        self.first_key: dict[str, int] = {}
+        for name, info in commands.items():
+            upper = _text(name).upper()
+            if "write" in {_text(f) for f in info.get("flags", [])}:
+                self.writes.add(upper)
+            first = int(info.get("first_key_pos", 0))
+            if first > 0:
+                self.first_key[upper] = first
+
+    def key_of(self, args: list[bytes]) -> bytes | None:
+        """The command's first key (``None`` for a keyless command)."""
+        position = self.first_key.get(_text(args[0]).upper())
+        return args[position] if position is not None and position < len(args) else None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RegistrationInterceptor:
+    """The front door's view of this shard's command-bound registrations."""
+
+    def __init__(self, node: "GearsNode") -> None:
+        self._node = node
+        self.commands: frozenset[str] = frozenset()
+        self._hooks: dict[str, list[dict[str, Any]]] = {}
+        self._read_through: dict[str, list[dict[str, Any]]] = {}
+        self._sync_writes = False
+        self._contexts: dict[int, Any] = {}
+        self._ids = itertools.count(1)
+
+    def refresh(self, metas: list[dict[str, Any]], table: CommandTable | None) -> None:
+        """Recompute which commands to intercept from the registrations' descriptions."""
+        hooks: dict[str, list[dict[str, Any]]] = {}
+        read_through: dict[str, list[dict[str, Any]]] = {}
+        sync_writes = False
+        for meta in metas:
+            if meta["reader"] == "CommandReader" and meta.get("hook"):
+                hooks.setdefault(meta["hook"].upper(), []).append(meta)
+            elif meta["reader"] == "KeysReader" and meta.get("commands"):
+                for name in meta["commands"]:
+                    read_through.setdefault(name.upper(), []).append(meta)
+            elif meta["reader"] == "KeysReader" and meta["mode"] == "sync":
+                sync_writes = True
+        self._hooks, self._read_through, self._sync_writes = hooks, read_through, sync_writes
+        names = set(hooks) | set(read_through)
+        if sync_writes and table is not None:
+            names |= table.writes
+        self.commands = frozenset(names)
+
+    # ---------------------------------------------------------------- hooks
+    async def before(self, ctx: Any, args: list[bytes]) -> Any | None:
+        name = _text(args[0]).upper()
+        hooks = self._hooks.get(name)
+        if not hooks:
+            return None
+        node = self._node
+        key = node.command_table.key_of(args) if node.command_table else None
+        if key is not None and not node.key_is_local(key):
+            return None  # the server answers MOVED; hooks run on the key's own shard
+        for meta in reversed(hooks):  # the last registered hook runs first
+            prefix = meta.get("keyprefix")
+            if prefix is None or (key is not None and key.decode("utf-8", "surrogateescape").startswith(prefix)):
+                return await self._run_hook(meta, ctx, args)
+        return None
+
+    async def _run_hook(self, meta: dict[str, Any], ctx: Any, args: list[bytes]) -> Any:
+        context_id = next(self._ids)
+        self._contexts[context_id] = ctx
+        try:
+            results, errors = await self._node.worker.call(
+                "hook", meta["id"], [a.decode("utf-8", "surrogateescape") for a in args], context_id
+            )
+        finally:
+            del self._contexts[context_id]
+        if errors:
+            raise CommandError(errors[0])
+        if len(results) != 1:
+            raise CommandError("Command hook must return exactly one result")
+        return results[0]
+
+    async def call_next(self, context_id: int, args: list[str]) -> Any:
+        """``call_next`` from a hook: the original command on the client's own connection."""
+        ctx = self._contexts.get(context_id)
+        if ctx is None:
+            raise CommandError("Can not get CommandHook ctx")
+        return await ctx.call_server(*args)
+
+    # ------------------------------------------------------- after the reply
+    async def after(self, ctx: Any, args: list[bytes], raw_reply: bytes) -> Any | None:
+        name = _text(args[0]).upper()
+        node = self._node
+        metas = self._read_through.get(name)
+        if metas and raw_reply in _NIL_REPLIES and len(args) > 1:
+            key = args[1].decode("utf-8", "surrogateescape")
+            for meta in metas:
+                events = meta.get("eventTypes")
+                if (events is None or "keymiss" in events) and _matches(meta["prefix"], key):
+                    override = await node.worker.call(
+                        "command_event", meta["id"], key, "keymiss", [a.decode("utf-8", "surrogateescape") for a in args]
+                    )
+                    if override is not None:
+                        return override
+        if self._sync_writes and node.command_table is not None and name in node.command_table.writes:
+            await node.worker.call("barrier")
+        return None
+
+
+def _matches(prefix: str, key: str) -> bool:
+    return key.startswith(prefix[:-1]) if prefix.endswith("*") else key == prefix
+
