@@ -273,6 +273,35 @@ async def unregister(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return OK
 
 
+async def _pause(node: "GearsNode", args: list[bytes], pause: bool) -> Any:
+    words = [_text(a) for a in args[1:]]
+    if words and words[0].upper() == "ABORTPENDING" and pause:
+        words = words[1:]
+    if len(words) != 1:
+        raise ArityError(_text(args[0]))
+    try:
+        await node.worker.call("pause", words[0], pause)
+    except GearsScriptError as exc:
+        raise CommandError(str(exc)) from None
+    answers = await node.broadcast("pause", (words[0], pause))
+    failures = [a for a in answers if isinstance(a, BaseException)]
+    if failures:
+        raise CommandError(str(failures[0]))
+    return OK
+
+
+@command("RG.PAUSEREGISTRATIONS")
+async def pauseregistrations(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Pause a StreamReader registration on every shard (its current batch finishes)."""
+    return await _pause(node, args, True)
+
+
+@command("RG.UNPAUSEREGISTRATIONS")
+async def unpauseregistrations(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Resume a paused StreamReader registration on every shard."""
+    return await _pause(node, args, False)
+
+
 @command("RG.CLEARREGISTRATIONSSTATS")
 async def clearregistrationsstats(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Zero the registrations' statistics on every shard."""

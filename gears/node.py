@@ -231,6 +231,9 @@ class GearsNode:
             return b"1" if await self.sessions.unregister(reg_id, abort_pending) else b"0"
         elif kind == "clear_stats":
             await self.worker.call("clear_stats")
+        elif kind == "pause":
+            reg_id, pause = header
+            await self.worker.call("pause", reg_id, pause)
         else:
             raise NodeUnavailable(f"unknown inner message {kind!r}")
         return OK

@@ -321,3 +321,78 @@ def test_sync_registration_finishes_before_the_reply(gc, session):
         cluster.set(f"sy{tag}:{i}", i)
         assert cluster.get(f"done{{sy{tag}:{i}}}") == str(i)  # no waiting: it is there when SET returns
     cluster.close()
+
+
+def test_stream_registration_batches_trims_and_acks(gc, session):
+    tag = unique()
+    stream = f"st{tag}{{{tag}}}"
+    cluster = gc.cluster_client()
+    for i in range(4):
+        cluster.xadd(stream, {"n": i})
+    script = f"GB('StreamReader').foreach(lambda r: execute('SADD', 'seen{{{tag}}}', r['value']['n'])).register('st{tag}*', mode='async_local', batch=2)"
+    pyexecute(gc.client(), script, "ID", session)
+    for i in range(4, 7):
+        cluster.xadd(stream, {"n": i})
+    wait_for(lambda: cluster.scard(f"seen{{{tag}}}") == 6)  # 7 entries, batch 2: the 7th waits
+    wait_for(lambda: cluster.xlen(stream) == 1)
+    owner = redis.Redis(port=cluster.get_node_from_key(stream).port, decode_responses=True)
+    entry = next(e for e in owner.execute_command("RG.DUMPREGISTRATIONS") if e[3] == "StreamReader" and f"st{tag}" in str(e[7]))
+    assert entry[7][25] == "OK" and entry[7][5] == 3
+    cluster.close()
+
+
+def test_stream_pause_unpause_and_flat_error_pause(cluster1, session):
+    client = cluster1.client()
+    tag = unique()
+    script = (
+        "def step(r):\n"
+        "    if r['value'].get('pause'):\n"
+        "        flat_error('PAUSE requested')\n"
+        f"    execute('INCR', 'count{tag}')\n"
+        f"GB('StreamReader').foreach(step).register('ps{tag}', mode='async_local')"
+    )
+    pyexecute(client, script, "ID", session)
+    reg_id = next(e[1] for e in client.execute_command("RG.DUMPREGISTRATIONS") if f"ps{tag}" in str(e[7]))
+    client.xadd(f"ps{tag}", {"pause": "1"})
+    wait_for(lambda: next(e for e in client.execute_command("RG.DUMPREGISTRATIONS") if e[1] == reg_id)[7][25] == "PAUSED")
+    pyexecute(client, f"GB().register('kk{tag}')")
+    keys_reg = next(e[1] for e in client.execute_command("RG.DUMPREGISTRATIONS") if e[7][19][1] == f"kk{tag}")
+    with pytest.raises(redis.ResponseError, match="Reader KeysReader does not support pause"):
+        client.execute_command("RG.PAUSEREGISTRATIONS", keys_reg)
+    with pytest.raises(redis.ResponseError, match="does not exists on shard"):
+        client.execute_command("RG.PAUSEREGISTRATIONS", "nope")
+    assert client.execute_command("RG.UNPAUSEREGISTRATIONS", reg_id) == "OK"
+    assert client.execute_command("RG.PAUSEREGISTRATIONS", reg_id) == "OK"
+    assert client.execute_command("RG.UNPAUSEREGISTRATIONS", reg_id) == "OK"
+    assert client.execute_command("RG.UNREGISTER", keys_reg) == "OK"
+
+
+def test_stream_entries_survive_a_gears_node_kill_mid_batch(cluster1, session):
+    """At-least-once: entries read but not acknowledged when the node dies are run after restart."""
+    import os
+    import signal
+
+    from cluster import launcher
+    from cluster.servers import is_running
+
+    client = cluster1.client()
+    tag = unique()
+    script = (
+        "import time\n"
+        "def slow(r):\n"
+        "    time.sleep(0.02)\n"
+        f"    execute('SADD', 'done{tag}', r['value']['n'])\n"
+        f"GB('StreamReader').foreach(slow).register('kl{tag}', mode='async_local', batch=5)"
+    )
+    pyexecute(client, script, "ID", session)
+    for i in range(200):
+        client.xadd(f"kl{tag}", {"n": i})
+    wait_for(lambda: client.scard(f"done{tag}") >= 20)
+    victim = cluster1.nodes[0]
+    os.kill(victim.gears_pid, signal.SIGKILL)
+    wait_for(lambda: not is_running(victim.gears_ref()))
+    launcher.up(dir=cluster1.dir)
+    cluster1.nodes[0].gears_pid = launcher.load_state(cluster1.dir).nodes[0].gears_pid
+    client = cluster1.client()
+    wait_for(lambda: client.scard(f"done{tag}") == 200, timeout=30)
+    wait_for(lambda: client.xlen(f"kl{tag}") == 0)

@@ -127,6 +127,8 @@ class WorkerProcess:
             return registry.clear_stats()
         if kind == "barrier":
             return registry.barrier()
+        if kind == "pause":
+            return registry.pause(*args)
         if kind == "command_event":
             return registry.command_event(*args)
         if kind == "hook":

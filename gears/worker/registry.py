@@ -24,6 +24,7 @@ from ..resp import ErrorValue
 from ..registration import Registration, dump_entry
 from ..serverconn import ConnectionPerThread
 from .host import CommandContext, Session, thread_context
+from .streams import StreamConsumer
 from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +60,7 @@ class Registry:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.registrations: dict[str, Registration] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
+        self.consumers: dict[str, StreamConsumer] = {}
         self.history: dict[str, deque[TriggeredExecution]] = {}
         self._listener: NotificationListener | None = None
         self._lock = threading.RLock()
@@ -105,7 +107,11 @@ class Registry:
         if reg.reader == "KeysReader" and reg.mode != "sync" and not reg.options["commands"]:
             max_pending = int(self._process.config.get("extra", {}).get("MaxPendingEvents", DEFAULT_MAX_PENDING))
             self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending)
-        if reg.reader == "KeysReader":
+        if reg.reader == "StreamReader" and self._process.shard_map.my_role == "master":
+            self.consumers[reg.id] = StreamConsumer(
+                reg, self._server, self._password, self._process.shard_map.my_id, self.run
+            )
+        if reg.reader in ("KeysReader", "StreamReader"):
             self._ensure_listener()
 
     def _remove(self, reg_id: str, abort_pending: bool) -> None:
@@ -113,6 +119,9 @@ class Registry:
         dispatcher = self.dispatchers.pop(reg_id, None)
         if dispatcher is not None:
             dispatcher.stop(abort_pending)
+        consumer = self.consumers.pop(reg_id, None)
+        if consumer is not None:
+            consumer.stop()
 
     def unregister(self, reg_id: str, abort_pending: bool) -> dict[str, Any] | None:
         """Remove one registration; returns its session's remaining state (``None`` if unknown)."""
@@ -151,6 +160,10 @@ class Registry:
         """A keyevent notification: queue it for every matching registration."""
         if self._process.shard_map.my_role != "master":
             return
+        if event == "xadd":
+            for consumer in list(self.consumers.values()):
+                if consumer.registration.matches_key(key):
+                    consumer.notify(key)
         for reg in list(self.registrations.values()):
             if reg.reader != "KeysReader" or reg.options["commands"] or not reg.matches_key(key):
                 continue
@@ -262,6 +275,21 @@ class Registry:
             for history in self.history.values()
             for e in list(history)
         ]
+
+    def pause(self, reg_id: str, pause: bool) -> None:
+        """``RG.PAUSEREGISTRATIONS`` / ``RG.UNPAUSEREGISTRATIONS`` on this shard."""
+        reg = self.registrations.get(reg_id)
+        if reg is None:
+            raise GearsScriptError(f"Execution {reg_id} does not exists on shard {self._process.shard_map.my_id}")
+        if reg.reader != "StreamReader":
+            raise GearsScriptError(f"Reader {reg.reader} does not support {'pause' if pause else 'unpause'}")
+        consumer = self.consumers.get(reg_id)
+        if consumer is None:
+            reg.status = "PAUSED" if pause else "OK"
+        elif pause:
+            consumer.pause()
+        else:
+            consumer.unpause()
 
     def clear_stats(self) -> None:
         """``RG.CLEARREGISTRATIONSSTATS`` on this shard."""
