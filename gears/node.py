@@ -167,10 +167,14 @@ class GearsNode:
         before = self.view.shard_map
         after = await self.view.refresh()
         await self.ensure_peers()
-        if (before.my_index, [s.id for s in before.shards], [s.ranges for s in before.shards]) != (
-            after.my_index, [s.id for s in after.shards], [s.ranges for s in after.shards]
+        if (before.my_index, before.my_role, [s.id for s in before.shards], [s.ranges for s in before.shards]) != (
+            after.my_index, after.my_role, [s.id for s in after.shards], [s.ranges for s in after.shards]
         ):
             self.worker.send("topology", after)
+        if before.my_role != "master" and after.my_role == "master":
+            log.info("this node's server was promoted: taking over the shard's registrations")
+            await self.sessions.load()
+            self._reg_seq = itertools.count(max(self.sessions.max_registration_seq() + 1, next(self._reg_seq)))
 
     # ------------------------------------------------------------------ peers
     def peer_indexes(self) -> list[int]:

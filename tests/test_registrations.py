@@ -396,3 +396,21 @@ def test_stream_entries_survive_a_gears_node_kill_mid_batch(cluster1, session):
     client = cluster1.client()
     wait_for(lambda: client.scard(f"done{tag}") == 200, timeout=30)
     wait_for(lambda: client.xlen(f"kl{tag}") == 0)
+
+
+def test_a_promoted_replica_takes_over_the_registrations(tmp_path):
+    from conftest import free_base_port, launched_cluster
+
+    base = free_base_port(12601, 1, 1)
+    with launched_cluster(tmp_path, masters=1, replicas=1, base_port=base, what="failover cluster") as state:
+        master, replica = state.nodes[0], state.nodes[1]
+        client = redis.Redis(port=master.gears_port, decode_responses=True)
+        pyexecute(client, "GB().foreach(lambda r: execute('SET', 'copy{%s}' % r['key'], r['value'])).register('fo:*', mode='async_local')")
+        client.set("fo:before", "1")
+        wait_for(lambda: client.get("copy{fo:before}") == "1")
+        redis.Redis(port=replica.port).execute_command("CLUSTER", "FAILOVER")
+        promoted = redis.Redis(port=replica.gears_port, decode_responses=True)
+        wait_for(lambda: promoted.execute_command("ROLE")[0] == "master", timeout=30)
+        wait_for(lambda: len(promoted.execute_command("RG.DUMPREGISTRATIONS")) == 1, timeout=30)
+        promoted.set("fo:after", "2")
+        wait_for(lambda: promoted.get("copy{fo:after}") == "2")

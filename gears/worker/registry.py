@@ -109,7 +109,12 @@ class Registry:
             self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending)
         if reg.reader == "StreamReader" and self._process.shard_map.my_role == "master":
             self.consumers[reg.id] = StreamConsumer(
-                reg, self._server, self._password, self._process.shard_map.my_id, self.run
+                reg,
+                self._server,
+                self._password,
+                self._process.shard_map.my_id,
+                self.run,
+                lambda: self._process.shard_map.my_role == "master",
             )
         if reg.reader in ("KeysReader", "StreamReader"):
             self._ensure_listener()

@@ -50,12 +50,15 @@ class StreamConsumer:
         password: str | None,
         consumer: str,
         run: Callable[[Registration, list[Any]], "TriggeredExecution"],
+        active: Callable[[], bool],
     ) -> None:
+        """``active()`` says whether this shard's server is a master (replicas consume nothing)."""
         self.registration = registration
         self._server, self._password = server, password
         self._group = GROUP_PREFIX + registration.id
         self._consumer = consumer
         self._run = run
+        self._active = active
         self._streams: dict[str, list[dict[str, Any]]] = {}
         self._backlog: set[str] = set()
         self._wake = threading.Event()
@@ -95,7 +98,7 @@ class StreamConsumer:
             self._discover(conn)
             while not self._stopped:
                 worked = False
-                if self.registration.status in ("OK", "WAITING_FOR_RETRY_ON_FAILURE"):
+                if self.registration.status in ("OK", "WAITING_FOR_RETRY_ON_FAILURE") and self._active():
                     for stream in list(self._streams):
                         worked |= self._consume(conn, stream)
                         if self._stopped or self.registration.status not in ("OK",):
