@@ -125,9 +125,8 @@ class GearsNode:
         await self.view.refresh()
         self.command_table = CommandTable(await self.server.command())
         await self.worker.start()
-        if self.view.shard_map.my_role == "master":
-            await self.sessions.load()
-            self._reg_seq = itertools.count(self.sessions.max_registration_seq() + 1)
+        await self.sessions.load()  # a replica holds them too, and runs them once promoted
+        self._reg_seq = itertools.count(self.sessions.max_registration_seq() + 1)
         await self.frontdoor.start()
         await self.ensure_peers()
         self._tasks.append(asyncio.ensure_future(self._refresh_forever()))

@@ -63,6 +63,7 @@ class Registry:
         self.consumers: dict[str, StreamConsumer] = {}
         self.history: dict[str, deque[TriggeredExecution]] = {}
         self._listener: NotificationListener | None = None
+        self._inorder: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
 
     # -------------------------------------------------------------- sessions
@@ -258,11 +259,14 @@ class Registry:
         return [to_reply(r) for r in outcome.results], outcome.errors
 
     def trigger(self, name: str, args: list[str]) -> TriggeredExecution:
-        """``RG.TRIGGER name args...``."""
+        """``RG.TRIGGER name args...`` (``inorder`` registrations run one call at a time)."""
         reg = next((r for r in self.registrations.values() if r.options.get("trigger") == name), None)
         if reg is None:
             raise GearsScriptError("subcommand not found")
-        return self.run(reg, [[name, *args]], everywhere=True)
+        if not reg.options["inorder"]:
+            return self.run(reg, [[name, *args]], everywhere=True)
+        with self._inorder.setdefault(reg.id, threading.Lock()):
+            return self.run(reg, [[name, *args]], everywhere=True)
 
     # ------------------------------------------------------------- reporting
     def dump(self) -> list[Any]:
