@@ -414,3 +414,85 @@ def test_a_promoted_replica_takes_over_the_registrations(tmp_path):
         wait_for(lambda: len(promoted.execute_command("RG.DUMPREGISTRATIONS")) == 1, timeout=30)
         promoted.set("fo:after", "2")
         wait_for(lambda: promoted.get("copy{fo:after}") == "2")
+
+
+@pytest.mark.parametrize(
+    "script, message",
+    [
+        ("GB('CommandReader').register(hook='nosuchcommand')", "Can not override an unexisting command"),
+        ("GB('CommandReader').register(hook='multi')", "Can not override a command which are not allowed inside a script"),
+        ("GB('CommandReader').register(hook='xread', keyprefix='x')", "Can not override a command with moveable keys by key prefix"),
+        ("GB().register(commands=['nosuchcommand'])", "bad reply"),
+        ("GB().register(commands=['exec'])", "Can not hook a command which are not allowed inside a script"),
+        ("GB().register(commands=['xread'])", "Can not hook a command with moveable keys by key prefix"),
+    ],
+)
+def test_hook_and_commands_validation(cluster1, script, message):
+    with pytest.raises(redis.ResponseError, match=message):
+        pyexecute(cluster1.client(), script)
+
+
+def test_hooks_stack_only_over_sync_hooks(cluster1, session):
+    client = cluster1.client()
+    tag = unique()
+    pyexecute(client, f"GB('CommandReader').map(lambda x: call_next(*x[1:])).register(hook='append', keyprefix='ap{tag}', mode='async_local')", "ID", session)
+    errors = pyexecute(client, f"GB('CommandReader').register(hook='append', mode='sync')")
+    assert isinstance(errors, list) and "Can not override a none sync registration" in str(errors[0])
+    with pytest.raises(redis.ResponseError, match="already created on this session"):
+        pyexecute(client, "GB('CommandReader').register(hook='get', mode='sync')\nGB('CommandReader').register(hook='get', mode='sync')")
+    assert client.append(f"ap{tag}", "xy") == "2"  # the hook's result, converted to str
+
+
+def test_register_with_convert_to_str_off_and_no_collect(cluster3, session):
+    client = cluster3.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').map(lambda x: len(x)).register(trigger='{name}', convertToStr=False, collect=False)", "ID", session)
+    assert client.execute_command("RG.TRIGGER", name, "a") == [2]  # collect=False: only the initiator's records
+
+
+def test_stream_duration_runs_a_partial_batch(cluster1, session):
+    client = cluster1.client()
+    tag = unique()
+    pyexecute(client, f"GB('StreamReader').foreach(lambda r: execute('INCR', 'dur{tag}')).register('du{tag}', mode='async_local', batch=100, duration=50)", "ID", session)
+    client.xadd(f"du{tag}", {"a": 1})
+    wait_for(lambda: client.get(f"dur{tag}") == "1")
+
+
+@pytest.mark.parametrize("policy, status", [("abort", "ABORTED"), ("retry", "WAITING_FOR_RETRY_ON_FAILURE")])
+def test_stream_failure_policies(cluster1, session, policy, status):
+    client = cluster1.client()
+    tag = unique()
+    script = f"GB('StreamReader').foreach(lambda r: 1/0).register('fp{tag}', mode='async_local', onFailedPolicy='{policy}', onFailedRetryInterval=1, trimStream=False)"
+    pyexecute(client, script, "ID", session)
+    client.xadd(f"fp{tag}", {"a": 1})
+    wait_for(lambda: next(e for e in client.execute_command("RG.DUMPREGISTRATIONS") if f"fp{tag}" in str(e[7]))[7][25] == status)
+    assert client.xlen(f"fp{tag}") == 1  # nothing acknowledged, nothing trimmed
+
+
+def test_stream_trim_disabled_keeps_entries(cluster1, session):
+    client = cluster1.client()
+    tag = unique()
+    pyexecute(client, f"GB('StreamReader').foreach(lambda r: execute('INCR', 'count{tag}')).register('tr{tag}', mode='async_local', trimStream=False)", "ID", session)
+    client.xadd(f"tr{tag}", {"a": 1})
+    wait_for(lambda: client.get(f"count{tag}") == "1")
+    assert client.xlen(f"tr{tag}") == 1
+
+
+def test_inorder_and_max_executions_per_registration(cluster1, session):
+    client = cluster1.client()
+    name = f"t{unique()}"
+    pyexecute(client, f"GB('CommandReader').map(lambda x: x[1]).register(trigger='{name}', mode='async_local', inorder=True)", "ID", session)
+    client.execute_command("RG.CONFIGSET", "MaxExecutionsPerRegistration", "2")
+    try:
+        pyexecute(client, f"GB('CommandReader').register(trigger='{name}x', mode='async_local')", "ID", session + "b")
+        for i in range(5):
+            assert client.execute_command("RG.TRIGGER", f"{name}x", str(i)) == [f"['{name}x', '{i}']"]
+        registered = [e for e in client.execute_command("RG.DUMPEXECUTIONS") if e[5] == 1]
+        assert len(registered) >= 2
+        entry = next(e for e in client.execute_command("RG.DUMPREGISTRATIONS") if e[7][19] == ["trigger", name, "inorder", 1])
+        assert entry[3] == "CommandReader"
+    finally:
+        client.execute_command("RG.CONFIGSET", "MaxExecutionsPerRegistration", "100")
+        for entry in client.execute_command("RG.PYDUMPSESSIONS", "SESSIONS", session + "b"):
+            for reg_id in entry[15]:
+                client.execute_command("RG.UNREGISTER", reg_id, "abortpending")

@@ -112,11 +112,39 @@ class WorkerHost:
         if ctx.script is None or ctx.execution is not None:
             raise GearsScriptError("register() is only supported at the top level of a script")
         registration = validate(self._process.new_registration_id(), plan, prefix, options)
+        self._check_commands(registration)
         trigger = registration.options.get("trigger")
         if trigger is not None and any(r.options.get("trigger") == trigger for r in ctx.script.registrations):
             raise GearsScriptError("trigger already registered in this session")
+        hook = registration.options.get("hook")
+        if hook is not None and any(r.options.get("hook") == hook for r in ctx.script.registrations):
+            raise GearsScriptError("Can not override a command which already created on this session")
         ctx.script.registrations.append(registration)
         return registration.id
+
+    def _check_commands(self, registration: Registration) -> None:
+        """Hooked / ``commands=`` names must be real commands a script may run."""
+        options = registration.options
+        if options.get("hook"):
+            names, hook = [options["hook"]], True
+        elif options.get("commands"):
+            names, hook = options["commands"], False
+        else:
+            return
+        conn = self._process.server.get()
+        for name in names:
+            info = conn.call("COMMAND", "INFO", name)
+            if not info or info[0] is None:
+                raise GearsScriptError(
+                    "Can not override an unexisting command" if hook else f"bad reply from COMMAND INFO: unknown command {name}"
+                )
+            flags = {f.decode() if isinstance(f, bytes) else f for f in info[0][2]}
+            if "noscript" in flags:
+                verb = "override" if hook else "hook"
+                raise GearsScriptError(f"Can not {verb} a command which are not allowed inside a script")
+            if "movablekeys" in flags and (not hook or options.get("keyprefix") is not None):
+                verb = "override" if hook else "hook"
+                raise GearsScriptError(f"Can not {verb} a command with moveable keys by key prefix")
 
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         ctx = thread_context

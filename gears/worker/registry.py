@@ -74,6 +74,7 @@ class Registry:
             old_ids = set(self.sessions.get(replaces, {}).get("registrations", [])) if replaces else set()
             old_ids |= set(self.sessions.get(session["id"], {}).get("registrations", []))
             for reg in registrations:
+                self._check_hook(reg, registrations, old_ids)
                 trigger = reg.options.get("trigger")
                 if trigger is None:
                     continue
@@ -101,6 +102,17 @@ class Registry:
         for reg in active:
             self._call_on_registered(reg)
         return [self._meta(reg) for reg in active]
+
+    def _check_hook(self, reg: Registration, new: list[Registration], replaced: set[str]) -> None:
+        """Hooks stack (the last one runs first) only over ``sync`` hooks of other sessions."""
+        hook = reg.options.get("hook")
+        if hook is None:
+            return
+        if any(other is not reg and other.options.get("hook") == hook for other in new):
+            raise GearsScriptError("Can not override a command which already created on this session")
+        for other in self.registrations.values():
+            if other.id not in replaced and other.options.get("hook") == hook and other.mode != "sync":
+                raise GearsScriptError("Can not override a none sync registration")
 
     def _add(self, reg: Registration) -> None:
         self.registrations[reg.id] = reg
