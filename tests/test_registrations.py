@@ -496,3 +496,16 @@ def test_inorder_and_max_executions_per_registration(cluster1, session):
         for entry in client.execute_command("RG.PYDUMPSESSIONS", "SESSIONS", session + "b"):
             for reg_id in entry[15]:
                 client.execute_command("RG.UNREGISTER", reg_id, "abortpending")
+
+
+def test_writes_made_by_executions_fire_other_registrations(gc, session):
+    tag = unique()
+    # b<key> and c<b-key> keep the source key's {hashtag}, so they stay on its shard
+    first = f"GB().foreach(lambda r: execute('SET', 'b' + r['key'], r['value'] + '>b')).register('a{tag}:*', mode='async_local', eventTypes=['set'])"
+    second = f"GB().foreach(lambda r: execute('SET', 'c' + r['key'], r['value'] + '>c')).register('ba{tag}:*', mode='async_local', eventTypes=['set'])"
+    client = gc.client()
+    pyexecute(client, first + "\n" + second, "ID", session)
+    cluster = gc.cluster_client()
+    cluster.set(f"a{tag}:{{x1}}", "a")
+    wait_for(lambda: cluster.get(f"cba{tag}:{{x1}}") == "a>b>c")
+    cluster.close()
