@@ -99,6 +99,12 @@ def gearsConfigGet(key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def registerTE(*args: Any) -> bool:
+    """``registerTE(seconds, fn, keyName=None)``: call ``fn()`` every ``seconds`` on this shard;
+    with ``keyName`` the timer is kept in the keyspace and ``DEL keyName`` stops it."""
+    return current_host().register_time_event(args)
+
+
 def flat_error(message: Any) -> None:
     """Fail the current record with exactly ``str(message)`` (no traceback)."""
     raise FlatError(message)
@@ -176,6 +182,7 @@ def redisgears_module() -> types.ModuleType:
     module = types.ModuleType("redisgears", "Gears Fabric implementation of the RedisGears 1.2 Python API")
     module.executeCommand = execute
     module.executeDeferred = execute_deferred
+    module.registerTimeEvent = registerTE
     module.atomicCtx = atomic
     module.getMyHashTag = hashtag
     module.log = log
@@ -213,6 +220,7 @@ def script_globals() -> dict[str, Any]:
         "gearsFuture": futures.gears_future,
         "isAsyncAllow": futures.is_async_allowed,
         "flat_error": flat_error,
+        "registerTE": registerTE,
         "call_next": call_next,
         "override_reply": override_reply,
         "get_command": get_command,

@@ -59,10 +59,18 @@ def key_record(key: str, type_name: str, raw: Any, event: str | None) -> dict[st
     return {"key": key, "value": value, "type": kind, "event": event}
 
 
+#: The engine's own keys (sessions, timers); readers never yield them.
+INTERNAL_PREFIX = "__gears:"
+
+
 def _records(keys: list[str], replies: Any, event: str | None) -> list[dict[str, Any]]:
     if isinstance(replies, Exception):
         raise ServerError(str(replies))
-    return [key_record(key, type_name, raw, event) for key, (type_name, raw) in zip(keys, replies)]
+    return [
+        key_record(key, type_name, raw, event)
+        for key, (type_name, raw) in zip(keys, replies)
+        if not key.startswith(INTERNAL_PREFIX)
+    ]
 
 
 def read_keys(conn: Any, keys: list[str], event: str | None = None) -> list[dict[str, Any]]:
@@ -90,7 +98,8 @@ class KeysReader:
             if reads is None:
                 for keys in batches:
                     for key in keys:
-                        yield {"key": key, "event": None}
+                        if not key.startswith(INTERNAL_PREFIX):
+                            yield {"key": key, "event": None}
                 return
             pending: list[str] | None = None
             for keys in batches:

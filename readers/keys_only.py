@@ -12,6 +12,7 @@ from typing import Any, Iterator
 from gears.records import GearsScriptError
 
 from .base import BATCH_READERS, ReaderContext
+from .keys import INTERNAL_PREFIX
 
 __all__ = ["KeysOnlyReader"]
 
@@ -45,7 +46,9 @@ class KeysOnlyReader:
             return
         for keys in conn.scan(pattern, self.count):
             for key in keys:
-                yield key.decode("utf-8", "surrogateescape")
+                name = key.decode("utf-8", "surrogateescape")
+                if not name.startswith(INTERNAL_PREFIX):
+                    yield name
 
 
 BATCH_READERS["KeysOnlyReader"] = KeysOnlyReader

@@ -509,3 +509,34 @@ def test_writes_made_by_executions_fire_other_registrations(gc, session):
     cluster.set(f"a{tag}:{{x1}}", "a")
     wait_for(lambda: cluster.get(f"cba{tag}:{{x1}}") == "a>b>c")
     cluster.close()
+
+
+def test_time_events(cluster1):
+    client = cluster1.client()
+    tag = unique()
+    script = (
+        f"def tick():\n    execute('INCR', 'ticks{tag}')\n"
+        f"GB('ShardsIDReader').map(lambda x: (registerTE(1, tick, 'timer{tag}'), registerTE(1, tick, 'timer{tag}'))).run()"
+    )
+    assert pyexecute(client, script) == [["(True, False)"], []]
+    wait_for(lambda: int(client.get(f"ticks{tag}") or 0) >= 2, timeout=10)
+    assert client.exists(f"timer{tag}") == 1
+    assert pyexecute(client, f"GB().run('__gears:*')") == [[], []]  # the engine's keys stay hidden
+    client.delete(f"timer{tag}")
+    time.sleep(1.2)  # one interval: the timer sees its key gone and stops
+    stopped_at = int(client.get(f"ticks{tag}"))
+    time.sleep(2.2)  # two more intervals without ticks
+    assert int(client.get(f"ticks{tag}")) == stopped_at
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        ("registerTE(1, 1)", "callback must be a function"),
+        ("registerTE('x', lambda: 1)", "time argument must be a long"),
+        ("registerTE(1)", "not enough arguments for time event"),
+    ],
+)
+def test_time_event_argument_errors(cluster1, call, message):
+    errors = pyexecute(cluster1.client(), f"GB('ShardsIDReader').map(lambda x: {call}).run()")[1]
+    assert errors and message in errors[0]

@@ -190,6 +190,9 @@ class WorkerHost:
             raise GearsScriptError(str(reply))
         return map_reply(reply)
 
+    def register_time_event(self, args: tuple[Any, ...]) -> bool:
+        return self._process.timers.register(args)
+
     def hashtag(self) -> str:
         return self._process.shard_map.hashtag
 

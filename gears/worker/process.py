@@ -42,6 +42,7 @@ from ..records import to_reply
 from .execution import LocalExecution
 from .host import ScriptState, Session, WorkerHost, thread_context
 from .registry import Registry
+from .timers import TimeEvents
 from .triggers import EventReader
 
 __all__ = ["WorkerProcess"]
@@ -73,6 +74,8 @@ class WorkerProcess:
         self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
         self._exec_seq = itertools.count(1)
         self.registry = Registry(self, server, password)
+        self.timers = TimeEvents(self.server, lambda: self.shard_map.hashtag, self._call_in_session)
+        self._timers_loaded = False
         install_host(WorkerHost(self))
         redisgears_module()  # shipped functions may reference it by name
 
@@ -103,6 +106,9 @@ class WorkerProcess:
             self.config.update(args[0])
         elif kind == "topology":
             self.shard_map = args[0]
+            if self.shard_map.my_role == "master" and not self._timers_loaded:
+                self._timers_loaded = True
+                threading.Thread(target=self.timers.load, name="load-timers", daemon=True).start()
         elif kind == "paths":
             sys.path[:0] = [path for path in args[0] if path not in sys.path]
         else:
@@ -169,6 +175,15 @@ class WorkerProcess:
             plan, reader, mode = state.run
             outcome["execution_id"] = self.start_execution(plan, reader, mode, session).id
         return outcome
+
+    @staticmethod
+    def _call_in_session(fn: Any) -> Any:
+        """Run a time event's function with a session, so it may build and run flows."""
+        thread_context.session = Session("time-event", None, getattr(fn, "__globals__", {}))
+        try:
+            return fn()
+        finally:
+            thread_context.session = None
 
     def new_registration_id(self) -> str:
         """A registration id from the node (unique in the cluster, stable across restarts)."""

@@ -16,15 +16,14 @@ import threading
 from collections import deque
 from typing import Any, Callable, Iterator
 
+from readers.keys import INTERNAL_PREFIX
+
 from ..registration import Registration
 from ..serverconn import ServerConnection
 
-__all__ = ["NotificationListener", "Dispatcher", "RecordsReader", "EventReader", "INTERNAL_PREFIX"]
+__all__ = ["NotificationListener", "Dispatcher", "RecordsReader", "EventReader"]
 
 log = logging.getLogger(__name__)
-
-#: Keys of the engine itself; never given to user registrations.
-INTERNAL_PREFIX = "__gears:"
 
 
 class RecordsReader:

@@ -1,0 +1,106 @@
+"""Time events: ``registerTE(seconds, fn, keyName=None)``.
+
+``fn()`` runs every ``seconds`` on the shard that registered it. With ``keyName`` the
+timer belongs to that key: the key is created (``registerTE`` returns ``False`` if it
+already exists), the timer is stored in the keyspace as
+``__gears:timer{<shard hashtag>}:<keyName>`` so it survives restarts, and deleting the
+key stops it. Without ``keyName`` the timer lives as long as the worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import types
+from typing import Any, Callable
+
+import cloudpickle
+
+from ..records import GearsScriptError
+from ..serverconn import ConnectionPerThread
+
+__all__ = ["TimeEvents", "TIMER_KEY"]
+
+log = logging.getLogger(__name__)
+
+TIMER_KEY = "__gears:timer{%s}:%s"
+_MARKER = "gears time event"
+
+
+class _Timer:
+    def __init__(self, interval: int, fn: Callable[[], Any], key_name: str | None, owner: "TimeEvents") -> None:
+        self.interval, self.fn, self.key_name = interval, fn, key_name
+        self._owner = owner
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name=f"timer-{key_name or id(self)}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.key_name is not None and not self._owner.key_exists(self.key_name):
+                self._owner.forget(self.key_name)
+                return
+            try:
+                self._owner.call(self.fn)
+            except Exception:  # noqa: BLE001 - a failing timer keeps its schedule, as in RedisGears
+                log.exception("time event %s failed", self.key_name or "")
+
+
+class TimeEvents:
+    """The time events of one shard."""
+
+    def __init__(self, connections: ConnectionPerThread, hashtag: Callable[[], str], call: Callable[[Callable[[], Any]], Any]) -> None:
+        self._connections = connections
+        self._hashtag = hashtag
+        self.call = call
+        self._timers: dict[str, _Timer] = {}
+        self._anonymous: list[_Timer] = []
+        self._lock = threading.Lock()
+
+    def register(self, args: tuple[Any, ...]) -> bool:
+        """``registerTE(seconds, fn, keyName=None)`` with RedisGears' argument checks."""
+        if len(args) < 2:
+            raise GearsScriptError("not enough arguments for time event")
+        seconds, fn = args[0], args[1]
+        key_name = args[2] if len(args) > 2 else None
+        if not isinstance(fn, types.FunctionType):
+            raise GearsScriptError("callback must be a function")
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise GearsScriptError("time argument must be a long")
+        if key_name is None:
+            with self._lock:
+                self._anonymous.append(_Timer(seconds, fn, None, self))
+            return True
+        conn = self._connections.get()
+        if not conn.call("SET", key_name, _MARKER, "NX"):
+            return False
+        conn.call("HSET", TIMER_KEY % (self._hashtag(), key_name), "blob", cloudpickle.dumps(fn), "interval", seconds)
+        with self._lock:
+            self._timers[key_name] = _Timer(seconds, fn, key_name, self)
+        return True
+
+    def load(self) -> None:
+        """Restart the persisted time events of this shard (worker start or promotion)."""
+        conn = self._connections.get()
+        prefix = TIMER_KEY % (self._hashtag(), "")
+        for keys in conn.scan(prefix + "*", 1000):
+            for record_key in keys:
+                name = (record_key.decode() if isinstance(record_key, bytes) else record_key)[len(prefix):]
+                if name in self._timers:
+                    continue
+                fields = conn.call("HGETALL", record_key)
+                data = {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
+                fn = cloudpickle.loads(data[b"blob"])
+                with self._lock:
+                    self._timers[name] = _Timer(int(data[b"interval"]), fn, name, self)
+
+    def key_exists(self, key_name: str) -> bool:
+        return bool(self._connections.get().call("EXISTS", key_name))
+
+    def forget(self, key_name: str) -> None:
+        """The timer's key is gone: drop the timer and its stored record."""
+        with self._lock:
+            self._timers.pop(key_name, None)
+        self._connections.get().call("DEL", TIMER_KEY % (self._hashtag(), key_name))
