@@ -32,6 +32,7 @@ __all__ = [
     "encode",
     "encode_error",
     "encode_command",
+    "encode_per_key",
 ]
 
 
@@ -113,6 +114,14 @@ def encode_error(err: BaseException) -> bytes:
     else:
         text = "ERR " + _one_line(f"{type(err).__name__}: {err}")
     return b"-" + text.encode("utf-8", "replace") + _CRLF
+
+
+def encode_per_key(command: bytes, keys: Iterable[bytes], tail: tuple[bytes, ...] = ()) -> bytes:
+    """``command key *tail`` for every key, as one pipelined payload (a fast path of
+    :func:`encode_command` for the readers)."""
+    head = b"*%d\r\n$%d\r\n%s\r\n" % (2 + len(tail), len(command), command)
+    end = b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in tail)
+    return b"".join(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, end) for key in keys)
 
 
 def encode_command(args: Iterable[Any]) -> bytes:

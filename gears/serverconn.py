@@ -81,6 +81,10 @@ class ServerConnection:
         self._sock.sendall(encode_command(args))
         return self._read_reply()
 
+    def send_payload(self, payload: bytes) -> None:
+        """Send already encoded commands; read their replies with :meth:`read`."""
+        self._sock.sendall(payload)
+
     def send(self, *args: Any) -> None:
         """Send a command now; read its reply later with :meth:`read` (replies come in order)."""
         self._sock.sendall(encode_command(args))
