@@ -436,7 +436,7 @@ def test_hooks_stack_only_over_sync_hooks(cluster1, session):
     client = cluster1.client()
     tag = unique()
     pyexecute(client, f"GB('CommandReader').map(lambda x: call_next(*x[1:])).register(hook='append', keyprefix='ap{tag}', mode='async_local')", "ID", session)
-    errors = pyexecute(client, f"GB('CommandReader').register(hook='append', mode='sync')")
+    errors = pyexecute(client, "GB('CommandReader').register(hook='append', mode='sync')")
     assert isinstance(errors, list) and "Can not override a none sync registration" in str(errors[0])
     with pytest.raises(redis.ResponseError, match="already created on this session"):
         pyexecute(client, "GB('CommandReader').register(hook='get', mode='sync')\nGB('CommandReader').register(hook='get', mode='sync')")
@@ -521,7 +521,7 @@ def test_time_events(cluster1):
     assert pyexecute(client, script) == [["(True, False)"], []]
     wait_for(lambda: int(client.get(f"ticks{tag}") or 0) >= 2, timeout=10)
     assert client.exists(f"timer{tag}") == 1
-    assert pyexecute(client, f"GB().run('__gears:*')") == [[], []]  # the engine's keys stay hidden
+    assert pyexecute(client, "GB().run('__gears:*')") == [[], []]  # the engine's keys stay hidden
     client.delete(f"timer{tag}")
     time.sleep(1.2)  # one interval: the timer sees its key gone and stops
     stopped_at = int(client.get(f"ticks{tag}"))
