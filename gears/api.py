@@ -129,11 +129,7 @@ def get_command() -> Any:
 
 def createFuture() -> asyncio.Future[Any]:
     """An asyncio future bound to the Gears loop."""
-    return asyncio.run_coroutine_threadsafe(_new_future(), futures.gears_loop()).result()
-
-
-async def _new_future() -> asyncio.Future[Any]:
-    return asyncio.get_running_loop().create_future()
+    return futures.loop_future()
 
 
 def setFutureResults(future: asyncio.Future[Any], result: Any) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "gears_future",
     "call_step",
     "gears_loop",
+    "loop_future",
     "is_async_allowed",
     "set_async_allowed",
     "ASYNC_STEP_KINDS",
@@ -64,6 +65,18 @@ def gears_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop = loop
         return _loop
+
+
+def loop_future() -> "asyncio.Future[Any]":
+    """A new future of the Gears loop, from any thread (the loop's own included)."""
+    loop = gears_loop()
+    if threading.current_thread().name == GEARS_LOOP_THREAD:
+        return loop.create_future()
+    return asyncio.run_coroutine_threadsafe(_new_future(), loop).result()
+
+
+async def _new_future() -> "asyncio.Future[Any]":
+    return asyncio.get_running_loop().create_future()
 
 
 class _FutureState:

@@ -38,6 +38,9 @@ class Host(Protocol):
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         """Queue a command for the local server node; no reply (see ``execute_deferred``)."""
 
+    def ai_service(self) -> Any:
+        """The shard's model-serving service (``redisAI`` functions)."""
+
     def register_time_event(self, args: tuple[Any, ...]) -> bool:
         """``registerTE(seconds, fn, keyName=None)``."""
 

@@ -27,6 +27,7 @@ from cluster.messaging import PeerLink
 from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
 
 from . import requirements
+from . import ai as _ai  # noqa: F401 - registers the AI.* commands
 from .commands import handlers_for
 from .config import GearsConfig
 from .coordinator import Coordinator
@@ -108,6 +109,8 @@ class GearsNode:
             execution_threads=int(self.config["ExecutionThreads"]),
         )
         self.command_table: CommandTable | None = None
+        #: ``AI.CONFIG`` values of this node.
+        self.ai_config: dict[str, Any] = {"MODEL_CHUNK_SIZE": 511 * 1024 * 1024, "BACKENDSPATH": ""}
         self.interceptor = RegistrationInterceptor(self)
         self.frontdoor = FrontDoor(
             listen=listen,

@@ -144,6 +144,9 @@ class LocalHost(Host):
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         self.execute(args)
 
+    def ai_service(self) -> Any:
+        raise GearsScriptError("redisAI needs a gears node")
+
     def register_time_event(self, args: tuple[Any, ...]) -> bool:
         raise GearsScriptError("time events need a gears node")
 

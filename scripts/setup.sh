@@ -4,7 +4,7 @@
 # Usage: bash scripts/setup.sh [EXTRAS]   (EXTRAS default: test)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-test}"
+extras="${1:-test,ai}"
 python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv

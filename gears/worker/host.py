@@ -17,7 +17,7 @@ import hiredis
 from readers.base import make_reader
 
 from ..builder import GearsBuilder, Plan
-from ..futures import GEARS_LOOP_THREAD, gears_loop
+from ..futures import GEARS_LOOP_THREAD, gears_loop, loop_future
 from ..records import GearsScriptError
 from ..registration import Registration, validate
 from ..serverconn import map_reply
@@ -190,6 +190,9 @@ class WorkerHost:
             raise GearsScriptError(str(reply))
         return map_reply(reply)
 
+    def ai_service(self) -> Any:
+        return self._process.ai
+
     def register_time_event(self, args: tuple[Any, ...]) -> bool:
         return self._process.timers.register(args)
 
@@ -238,10 +241,7 @@ def _on_gears_loop() -> bool:
 def _awaitable_result(execution: Any) -> "asyncio.Future[Any]":
     """A future on the Gears loop that resolves to ``[results, errors]``."""
     loop = gears_loop()
-    if _on_gears_loop():
-        future: asyncio.Future[Any] = loop.create_future()
-    else:
-        future = asyncio.run_coroutine_threadsafe(_make_future(), loop).result()
+    future = loop_future()
 
     def resolve() -> None:
         if not future.done():
@@ -252,7 +252,3 @@ def _awaitable_result(execution: Any) -> "asyncio.Future[Any]":
 
     execution.add_done_callback(on_done)
     return future
-
-
-async def _make_future() -> "asyncio.Future[Any]":
-    return asyncio.get_running_loop().create_future()

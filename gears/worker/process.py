@@ -76,8 +76,10 @@ class WorkerProcess:
         self.registry = Registry(self, server, password)
         self.timers = TimeEvents(self.server, lambda: self.shard_map.hashtag, self._call_in_session)
         self._timers_loaded = False
+        self._ai: Any = None
         install_host(WorkerHost(self))
         redisgears_module()  # shipped functions may reference it by name
+        sys.modules["redisAI"] = _lazy_redisai()
 
     # --------------------------------------------------------------- messages
     def handle_message(self, kind: str, *args: Any) -> None:
@@ -109,6 +111,9 @@ class WorkerProcess:
             if self.shard_map.my_role == "master" and not self._timers_loaded:
                 self._timers_loaded = True
                 threading.Thread(target=self.timers.load, name="load-timers", daemon=True).start()
+        elif kind == "ai_forget":
+            if self._ai is not None:
+                self._ai.forget(args[0])
         elif kind == "paths":
             sys.path[:0] = [path for path in args[0] if path not in sys.path]
         else:
@@ -135,6 +140,8 @@ class WorkerProcess:
             return registry.barrier()
         if kind == "pause":
             return registry.pause(*args)
+        if kind.startswith("ai_"):
+            return self._ai_call(kind, args)
         if kind == "command_event":
             return registry.command_event(*args)
         if kind == "hook":
@@ -175,6 +182,29 @@ class WorkerProcess:
             plan, reader, mode = state.run
             outcome["execution_id"] = self.start_execution(plan, reader, mode, session).id
         return outcome
+
+    @property
+    def ai(self) -> Any:
+        """The shard's model-serving service (created on first use: it imports numpy and the backends)."""
+        if self._ai is None:
+            from ..ai.service import AIService
+
+            self._ai = AIService(self.server.get, int(self.config.get("extra", {}).get("THREADS_PER_QUEUE", 1)))
+        return self._ai
+
+    def _ai_call(self, kind: str, args: tuple[Any, ...]) -> Any:
+        service = self.ai
+        if kind == "ai_check_model":
+            return service.check_model(*args)
+        if kind == "ai_check_script":
+            return service.check_script(*args)
+        if kind == "ai_model_execute":
+            return service.model_execute(*args)
+        if kind == "ai_script_execute":
+            return service.script_execute(*args)
+        if kind == "ai_info":
+            return service.info(*args)
+        raise ValueError(f"unknown request {kind!r}")
 
     @staticmethod
     def _call_in_session(fn: Any) -> Any:
@@ -293,6 +323,21 @@ class WorkerProcess:
         results = execution.reply_results() if execution.is_initiator else []
         stats = {"total_ms": execution.total_ms, "read_ms": execution.read_ms, "results": len(execution.results)}
         self.channel.send("finished", execution.id, execution.status, results, execution.errors, stats)
+
+
+def _lazy_redisai() -> Any:
+    """``redisAI`` as a module that loads the model-serving layer on first use."""
+    import types
+
+    module = types.ModuleType("redisAI")
+
+    def load(name: str) -> Any:
+        from ..ai.redisai import install
+
+        return getattr(install(), name)
+
+    module.__getattr__ = load  # type: ignore[method-assign]
+    return module
 
 
 class _QuietExchange:

@@ -1,0 +1,469 @@
+"""The ``AI.*`` commands: parsing and validation in the gears node, runs in the worker.
+
+Argument rules, error texts and reply shapes follow RedisAI (redisai-spec §1). Every key
+a command names must hash to one slot (``CROSSSLOT`` otherwise) owned by this shard
+(``MOVED`` to the owner's front door otherwise). Tensors are written by the node itself;
+anything that needs a backend is handed to the shard's worker
+(:class:`~gears.ai.service.AIService`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cluster.hashtags import key_slot
+
+from ..commands import command
+from ..errors import ArityError, CommandError
+from ..resp import OK, Status
+from .backends import BACKENDS, check_device
+from .storage import CHUNK_SIZE, MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields, new_version, split_chunks
+from .tensors import MAGIC, decode_key_value, encode_key_value, parse_tensorget, parse_tensorset, tensorget_reply
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..node import GearsNode
+
+__all__ = ["WRONGTYPE"]
+
+WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+
+# SET a tensor unless the key holds something that is not a tensor (one atomic step).
+_TENSORSET = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and (t ~= 'string' or redis.call('GETRANGE', KEYS[1], 0, string.len(ARGV[2]) - 1) ~= ARGV[2]) then
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
+return redis.call('SET', KEYS[1], ARGV[1])
+"""
+
+
+def _text(arg: bytes) -> str:
+    return arg.decode("utf-8", "surrogateescape")
+
+
+def _int(arg: bytes, error: str, minimum: int | None = None) -> int:
+    try:
+        value = int(arg)
+    except ValueError:
+        raise CommandError(error) from None
+    if minimum is not None and value < minimum:
+        raise CommandError(error)
+    return value
+
+
+def _local(node: "GearsNode", keys: list[bytes]) -> None:
+    """All keys in one slot, owned here (CROSSSLOT / MOVED otherwise)."""
+    if not keys:
+        return
+    if len({key_slot(k) for k in keys}) > 1:
+        raise CommandError("CROSSSLOT Keys in request don't hash to the same slot")
+    node.check_key_is_local(keys[0])
+
+
+async def _ai_fields(node: "GearsNode", key: bytes, kind: str, missing: str) -> dict[bytes, bytes]:
+    """The marker and meta of a model/script key (errors for missing or other types)."""
+    key_type = (await node.server.type(key)).decode()
+    if key_type == "none":
+        raise CommandError(missing)
+    if key_type != "hash":
+        raise CommandError(WRONGTYPE)
+    marker, meta = await node.server.hmget(key, MARKER_FIELD, "meta")
+    if marker is None or marker.decode() != kind or meta is None:
+        raise CommandError(WRONGTYPE)
+    return {b"meta": meta}
+
+
+async def _check_writable(node: "GearsNode", key: bytes, kind: str) -> str | None:
+    """``None`` if the key is free, the old meta if it holds the same kind; else WRONGTYPE."""
+    key_type = (await node.server.type(key)).decode()
+    if key_type == "none":
+        return None
+    if key_type != "hash":
+        raise CommandError(WRONGTYPE)
+    marker, meta = await node.server.hmget(key, MARKER_FIELD, "meta")
+    if marker is None or marker.decode() != kind:
+        raise CommandError(WRONGTYPE)
+    return meta.decode() if meta is not None else None
+
+
+# ----------------------------------------------------------------------- tensors
+@command("AI.TENSORSET")
+async def tensorset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.TENSORSET key type shape... [BLOB data | VALUES v...]``."""
+    key, tensor = parse_tensorset(args)
+    _local(node, [key])
+    await node.server.eval(_TENSORSET, 1, key, encode_key_value(tensor), MAGIC)
+    return OK
+
+
+@command("AI.TENSORGET")
+async def tensorget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.TENSORGET key [META] [BLOB | VALUES]``."""
+    key, fmt = parse_tensorget(args)
+    _local(node, [key])
+    data = await node.server.get(key)
+    if data is None:
+        raise CommandError("ERR tensor key is empty or in a different shard")
+    return tensorget_reply(decode_key_value(data), fmt)
+
+
+# ------------------------------------------------------------------------ models
+def _parse_modelstore(args: list[bytes], deprecated: bool) -> tuple[bytes, ModelMeta, list[bytes]]:
+    name = _text(args[0]).upper()
+    if len(args) < (4 if deprecated else 6):
+        raise ArityError(name)
+    key = args[1]
+    backend = _text(args[2]).upper()
+    if backend not in BACKENDS:
+        raise CommandError("ERR unsupported backend")
+    meta = ModelMeta(backend=backend, device=check_device(_text(args[3])))
+    i = 4
+    word = lambda: _text(args[i]).upper() if i < len(args) else ""  # noqa: E731
+    if word() == "TAG":
+        meta.tag = _text(args[i + 1]) if i + 1 < len(args) else ""
+        i += 2
+    if word() == "BATCHSIZE":
+        meta.batchsize = _int(args[i + 1], "ERR Invalid argument for BATCHSIZE", 0) if i + 1 < len(args) else 0
+        i += 2
+    if word() == "MINBATCHSIZE":
+        if meta.batchsize == 0:
+            raise CommandError("ERR MINBATCHSIZE specified without BATCHSIZE")
+        meta.minbatchsize = _int(args[i + 1], "ERR Invalid argument for MINBATCHSIZE", 0) if i + 1 < len(args) else 0
+        i += 2
+    if word() == "MINBATCHTIMEOUT":
+        if meta.minbatchsize == 0:
+            raise CommandError("ERR MINBATCHTIMEOUT specified without MINBATCHSIZE")
+        meta.minbatchtimeout = _int(args[i + 1], "ERR Invalid argument for MINBATCHTIMEOUT", 0) if i + 1 < len(args) else 0
+        i += 2
+    if word() == "INPUTS":
+        if backend != "TF":
+            raise CommandError("ERR INPUTS argument should not be specified for this backend")
+        meta.inputs, i = _names(args, i, "input", deprecated)
+        if word() != "OUTPUTS":
+            raise CommandError("ERR OUTPUTS not specified for TF")
+        meta.outputs, i = _names(args, i, "output", deprecated)
+    elif backend == "TF":
+        raise CommandError("ERR INPUTS not specified for TF")
+    if word() != "BLOB":
+        raise CommandError("ERR Invalid argument, expected BLOB")
+    if i + 1 >= len(args):
+        raise CommandError("ERR Insufficient arguments, missing model BLOB")
+    return key, meta, args[i + 1 :]
+
+
+def _names(args: list[bytes], i: int, what: str, deprecated: bool) -> tuple[list[str], int]:
+    """A counted (or, for the deprecated MODELSET, uncounted) list after INPUTS/OUTPUTS."""
+    if deprecated:
+        end = i + 1
+        stop = b"OUTPUTS" if what == "input" else b"BLOB"
+        while end < len(args) and args[end].upper() != stop:
+            end += 1
+        return [_text(a) for a in args[i + 1 : end]], end
+    count = _int(args[i + 1], f"ERR Invalid argument for {what}_count", 1) if i + 1 < len(args) else 0
+    if count == 0:
+        raise CommandError(f"ERR Invalid argument for {what}_count")
+    names = args[i + 2 : i + 2 + count]
+    if len(names) != count:
+        raise CommandError(f"ERR number of model {what}s does not match the number of given arguments")
+    return [_text(a) for a in names], i + 2 + count
+
+
+async def _store_model(node: "GearsNode", args: list[bytes], deprecated: bool) -> Any:
+    key, meta, parts = _parse_modelstore(args, deprecated)
+    _local(node, [key])
+    old = await _check_writable(node, key, "model")
+    chunks = split_chunks(parts, CHUNK_SIZE)
+    meta.version, meta.chunks, meta.size = new_version(), len(chunks), sum(len(c) for c in chunks)
+    fields = chunk_fields(meta.version, meta.chunks)
+    for field_name, chunk in zip(fields, chunks):
+        await node.server.hset(key, field_name, chunk)
+    try:
+        inputs, outputs = await node.worker.call("ai_check_model", _text(key), meta.to_json())
+    except Exception:
+        await node.server.hdel(key, *fields)
+        raise
+    if meta.backend != "TF":
+        meta.inputs, meta.outputs = inputs, outputs
+    await node.server.hset(key, mapping={MARKER_FIELD: "model", "meta": meta.to_json()})
+    if old is not None:
+        previous = ModelMeta.from_json(old)
+        stale = chunk_fields(previous.version, previous.chunks)
+        if stale:
+            await node.server.hdel(key, *stale)
+    return OK
+
+
+@command("AI.MODELSTORE")
+async def modelstore(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.MODELSTORE key backend device [TAG t] [BATCHSIZE n [MINBATCHSIZE m [MINBATCHTIMEOUT t]]] [INPUTS ..] [OUTPUTS ..] BLOB b...``."""
+    return await _store_model(node, args, deprecated=False)
+
+
+@command("AI.MODELSET")
+async def modelset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated ``AI.MODELSET`` (INPUTS/OUTPUTS without counts)."""
+    return await _store_model(node, args, deprecated=True)
+
+
+@command("AI.MODELGET")
+async def modelget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.MODELGET key [META] [BLOB]``."""
+    if not 2 <= len(args) <= 4:
+        raise ArityError("AI.MODELGET")
+    key = args[1]
+    _local(node, [key])
+    meta = ModelMeta.from_json((await _ai_fields(node, key, "model", "ERR model key is empty"))[b"meta"])
+    options = {_text(a).upper() for a in args[2:]}
+    info = [
+        "backend", meta.backend, "device", meta.device, "tag", meta.tag, "batchsize", meta.batchsize,
+        "minbatchsize", meta.minbatchsize, "inputs", meta.inputs, "outputs", meta.outputs,
+        "minbatchtimeout", meta.minbatchtimeout,
+    ]
+    want_meta, want_blob = "META" in options, "BLOB" in options
+    if want_meta and not want_blob:
+        return info
+    chunks = await node.server.hmget(key, *chunk_fields(meta.version, meta.chunks))
+    blob: Any = b"".join(c or b"" for c in chunks)
+    if len(blob) >= 512 * 1024 * 1024:
+        blob = list(chunks)
+    if want_blob and not want_meta:
+        return blob
+    return [*info, "blob", blob]
+
+
+@command("AI.MODELDEL")
+async def modeldel(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.MODELDEL key``."""
+    if len(args) != 2:
+        raise ArityError("AI.MODELDEL")
+    _local(node, [args[1]])
+    await _ai_fields(node, args[1], "model", "ERR model key is empty")
+    await node.server.delete(args[1])
+    node.worker.send("ai_forget", _text(args[1]))
+    return OK
+
+
+def _counted(args: list[bytes], i: int, scope: str, what: str, count_error: str, size_error: str) -> tuple[list[str], int]:
+    if i >= len(args) or args[i].upper() != scope.encode():
+        raise CommandError(f"ERR {scope} not specified")
+    try:
+        count = int(args[i + 1])
+    except (IndexError, ValueError):
+        raise CommandError(f"ERR Invalid argument for {what}_count") from None
+    if count <= 0:
+        raise CommandError(count_error)
+    names = args[i + 2 : i + 2 + count]
+    if len(names) != count:
+        raise CommandError(size_error)
+    return [_text(a) for a in names], i + 2 + count
+
+
+def _timeout(args: list[bytes], i: int) -> int | None:
+    if i >= len(args):
+        return None
+    if args[i].upper() != b"TIMEOUT":
+        raise CommandError(f"Invalid argument: {_text(args[i])}")
+    if i + 1 >= len(args):
+        raise CommandError("ERR No value provided for TIMEOUT")
+    return _int(args[i + 1], "ERR Invalid value for TIMEOUT", 1)
+
+
+@command("AI.MODELEXECUTE")
+async def modelexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.MODELEXECUTE key INPUTS n in... OUTPUTS n out... [TIMEOUT t]``."""
+    if len(args) < 8:
+        raise ArityError("AI.MODELEXECUTE")
+    key = args[1]
+    inputs, i = _counted(
+        args, 2, "INPUTS", "input", "ERR Input count must be a positive integer",
+        "ERR number of input keys to AI.MODELEXECUTE command does not match the number of given arguments",
+    )
+    outputs, i = _counted(
+        args, i, "OUTPUTS", "output", "ERR Output count must be a positive integer",
+        "ERR number of output keys to AI.MODELEXECUTE command does not match the number of given arguments",
+    )
+    timeout = _timeout(args, i)
+    return await _execute_model(node, key, inputs, outputs, timeout)
+
+
+@command("AI.MODELRUN")
+async def modelrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated ``AI.MODELRUN key [TIMEOUT t] INPUTS in... OUTPUTS out...``."""
+    if len(args) < 6:
+        raise ArityError("AI.MODELRUN")
+    key, i, timeout = args[1], 2, None
+    if args[i].upper() == b"TIMEOUT":
+        timeout = _int(args[i + 1], "ERR Invalid value for TIMEOUT", 1)
+        i += 2
+    if args[i].upper() != b"INPUTS":
+        raise CommandError("ERR INPUTS not specified")
+    try:
+        split = next(j for j in range(i + 1, len(args)) if args[j].upper() == b"OUTPUTS")
+    except StopIteration:
+        raise CommandError("ERR OUTPUTS not specified") from None
+    inputs = [_text(a) for a in args[i + 1 : split]]
+    outputs = [_text(a) for a in args[split + 1 :]]
+    return await _execute_model(node, key, inputs, outputs, timeout)
+
+
+async def _execute_model(node: "GearsNode", key: bytes, inputs: list[str], outputs: list[str], timeout: int | None) -> Any:
+    _local(node, [key, *(i.encode() for i in inputs), *(o.encode() for o in outputs)])
+    meta = ModelMeta.from_json((await _ai_fields(node, key, "model", "ERR model key is empty"))[b"meta"])
+    if meta.inputs and len(inputs) != len(meta.inputs):
+        raise CommandError("Number of keys given as INPUTS here does not match model definition")
+    if meta.outputs and len(outputs) != len(meta.outputs):
+        raise CommandError("Number of keys given as OUTPUTS here does not match model definition")
+    reply = await node.worker.call("ai_model_execute", _text(key), inputs, outputs, timeout)
+    return Status(reply)
+
+
+# ----------------------------------------------------------------------- scripts
+async def _store_script(node: "GearsNode", args: list[bytes], deprecated: bool) -> Any:
+    name = _text(args[0]).upper()
+    if len(args) < (5 if deprecated else 8):
+        raise ArityError(name)
+    key = args[1]
+    _local(node, [key])
+    meta = ScriptMeta(device=_text(args[2]).upper())
+    i = 3
+    if args[i].upper() == b"TAG":
+        meta.tag = _text(args[i + 1])
+        i += 2
+    if not deprecated:
+        if i >= len(args) or args[i].upper() != b"ENTRY_POINTS":
+            raise CommandError("ERR Insufficient arguments, missing script entry points")
+        count = _int(args[i + 1], "ERR Non numeric entry points number provided to AI.SCRIPTSTORE command")
+        meta.entry_points = [_text(a) for a in args[i + 2 : i + 2 + count]]
+        i += 2 + count
+    if i >= len(args) or args[i].upper() != b"SOURCE" or i + 1 >= len(args):
+        raise CommandError("ERR Insufficient arguments, missing script SOURCE")
+    source = _text(args[i + 1])
+    await _check_writable(node, key, "script")
+    meta.version = new_version()
+    await node.worker.call("ai_check_script", _text(key), meta.to_json(), source)
+    await node.server.hset(key, mapping={MARKER_FIELD: "script", "meta": meta.to_json(), "source": source})
+    return OK
+
+
+@command("AI.SCRIPTSTORE")
+async def scriptstore(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.SCRIPTSTORE key device [TAG t] ENTRY_POINTS n ep... SOURCE src``."""
+    return await _store_script(node, args, deprecated=False)
+
+
+@command("AI.SCRIPTSET")
+async def scriptset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated ``AI.SCRIPTSET key device [TAG t] SOURCE src``."""
+    return await _store_script(node, args, deprecated=True)
+
+
+@command("AI.SCRIPTGET")
+async def scriptget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.SCRIPTGET key [META] [SOURCE]``."""
+    if not 2 <= len(args) <= 4:
+        raise ArityError("AI.SCRIPTGET")
+    key = args[1]
+    _local(node, [key])
+    meta = ScriptMeta.from_json((await _ai_fields(node, key, "script", "ERR script key is empty"))[b"meta"])
+    source = (await node.server.hget(key, "source") or b"").decode()
+    options = {_text(a).upper() for a in args[2:]}
+    info = ["device", meta.device, "tag", meta.tag, "Entry Points", meta.entry_points]
+    if "SOURCE" in options and "META" not in options:
+        return source
+    if "META" in options and "SOURCE" not in options:
+        return info
+    return [*info, "source", source]
+
+
+@command("AI.SCRIPTDEL")
+async def scriptdel(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.SCRIPTDEL key``."""
+    if len(args) != 2:
+        raise ArityError("AI.SCRIPTDEL")
+    _local(node, [args[1]])
+    await _ai_fields(node, args[1], "script", "ERR script key is empty")
+    await node.server.delete(args[1])
+    node.worker.send("ai_forget", _text(args[1]))
+    return OK
+
+
+@command("AI.SCRIPTEXECUTE")
+async def scriptexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.SCRIPTEXECUTE key fn [KEYS n k..] [INPUTS n i..] [ARGS n a..] [OUTPUTS n o..] [TIMEOUT t]``."""
+    if len(args) < 6:
+        raise ArityError("AI.SCRIPTEXECUTE")
+    key, function = args[1], _text(args[2])
+    if args[3].upper() not in (b"KEYS", b"INPUTS"):
+        raise CommandError("ERR KEYS or INPUTS scope must be provided first for AI.SCRIPTEXECUTE command")
+    scopes: dict[str, list[str]] = {}
+    i, timeout = 3, None
+    while i < len(args):
+        scope = _text(args[i]).upper()
+        if scope == "TIMEOUT":
+            timeout = _timeout(args, i)
+            break
+        if scope not in ("KEYS", "INPUTS", "ARGS", "OUTPUTS"):
+            raise CommandError(f"ERR Invalid AI.SCRIPTEXECUTE command. Unexpected argument: {_text(args[i])}")
+        if scope in scopes:
+            raise CommandError(f"ERR Already Encountered {scope} scope in AI.SCRIPTEXECUTE command")
+        try:
+            count = int(args[i + 1])
+        except (IndexError, ValueError):
+            raise CommandError(f"ERR Invalid or negative value found in number of {scope}") from None
+        if count <= 0 and scope == "KEYS":
+            raise CommandError("ERR Invalid or negative value found in number of KEYS")
+        values = args[i + 2 : i + 2 + count]
+        if len(values) != count:
+            raise CommandError(f"ERR number of {scope.lower()} to AI.SCRIPTEXECUTE command does not match the number of given arguments")
+        scopes[scope] = [_text(v) for v in values]
+        i += 2 + count
+    keys, inputs, outputs = scopes.get("KEYS", []), scopes.get("INPUTS", []), scopes.get("OUTPUTS", [])
+    _local(node, [key, *(k.encode() for k in keys + inputs + outputs)])
+    await _ai_fields(node, key, "script", "ERR script key is empty")
+    reply = await node.worker.call("ai_script_execute", _text(key), function, keys, inputs, scopes.get("ARGS", []), outputs, timeout)
+    return Status(reply)
+
+
+# ---------------------------------------------------------------- info & config
+@command("AI.INFO")
+async def info(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.INFO key [RESETSTAT]``: this shard's run statistics of a model or script."""
+    if not 2 <= len(args) <= 3:
+        raise ArityError("AI.INFO")
+    _local(node, [args[1]])
+    reset = len(args) == 3 and args[2].upper() == b"RESETSTAT"
+    reply = await node.worker.call("ai_info", _text(args[1]), reset)
+    return OK if reply == "OK" else reply
+
+
+@command("AI.CONFIG")
+async def config(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.CONFIG MODEL_CHUNK_SIZE n | GET MODEL_CHUNK_SIZE | BACKENDSPATH p | LOADBACKEND b p``."""
+    if len(args) < 2:
+        raise ArityError("AI.CONFIG")
+    sub = _text(args[1]).upper()
+    settings = node.ai_config
+    if sub == "GET":
+        if len(args) < 3:
+            raise ArityError("AI.CONFIG")
+        return settings.get(_text(args[2]).upper())
+    if sub == "MODEL_CHUNK_SIZE":
+        if len(args) < 3:
+            raise CommandError("ERR MODEL_CHUNK_SIZE: missing chunk size")
+        settings["MODEL_CHUNK_SIZE"] = _int(args[2], "ERR MODEL_CHUNK_SIZE: invalid chunk size", 1)
+        return OK
+    if sub == "BACKENDSPATH":
+        if len(args) < 3:
+            raise CommandError("ERR BACKENDSPATH: missing path argument")
+        settings["BACKENDSPATH"] = _text(args[2])
+        return OK
+    if sub == "LOADBACKEND":
+        if len(args) < 4:
+            raise ArityError("AI.CONFIG")
+        backend = _text(args[2]).upper()
+        if backend not in BACKENDS:
+            raise CommandError("ERR unsupported backend")
+        if backend in ("TF", "TFLITE"):
+            raise CommandError("ERR error loading backend")
+        return OK  # TORCH and ONNX are Python packages: nothing to load from a path
+    raise CommandError("ERR unsupported subcommand")

@@ -1,0 +1,285 @@
+"""The ``redisAI`` module of gears functions (``import redisAI``), as RedisGears 1.2 had it.
+
+Argument orders follow the original C code (redisai-spec §4): ``modelRunnerAddInput(runner,
+name, tensor)``, ``DAG.Input(name, tensor)``. ``modelRunnerRunAsync`` / ``scriptRunnerRunAsync``
+return an awaitable for ``async def`` steps; they go through the shard's run queue, so they
+are batched with ``AI.MODELEXECUTE`` requests from clients and count in ``AI.INFO``. The sync
+``modelRunnerRun`` runs in the calling thread (no queue, no batching, no statistics).
+
+Errors are raised as ``gears.error`` with RedisAI's text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import types
+from typing import Any, Iterable
+
+from ..errors import GearsError
+from ..futures import gears_loop, loop_future
+from ..records import GearsScriptError
+from .runner import RunRequest
+from .storage import ModelMeta, ScriptMeta
+from .tensors import Tensor, create_from_blob, create_from_values, data_as_blob, decode_key_value, encode_key_value, to_flat_list
+
+__all__ = ["install", "PyGraphRunner", "PyTorchScriptRunner"]
+
+
+def _service() -> Any:
+    from ..host import current_host
+
+    return current_host().ai_service()
+
+
+def _conn() -> Any:
+    return _service()._connection()
+
+
+def _raise(exc: Exception) -> None:
+    raise GearsScriptError(str(exc)) from None
+
+
+def createTensorFromValues(dtype: str, shape: Iterable[int], values: Iterable[float]) -> Tensor:
+    """A tensor from Python floats (converted to ``dtype``)."""
+    try:
+        return create_from_values(dtype, list(shape), list(values))
+    except GearsError as exc:
+        _raise(exc)
+        raise  # pragma: no cover
+
+
+def createTensorFromBlob(dtype: str, shape: Iterable[int], blob: Any) -> Tensor:
+    """A tensor from raw little-endian bytes (any buffer)."""
+    try:
+        return create_from_blob(dtype, list(shape), blob)
+    except GearsError as exc:
+        _raise(exc)
+        raise  # pragma: no cover
+
+
+def setTensorInKey(key: str, tensor: Tensor) -> None:
+    """Store a tensor in a key of this shard."""
+    msetTensorsInKeyspace({key: tensor})
+
+
+def msetTensorsInKeyspace(tensors: dict[str, Tensor]) -> None:
+    """Store several tensors (all keys are checked before any is written)."""
+    conn = _conn()
+    keys = list(tensors)
+    current = conn.pipeline([("GET", k) for k in keys]) if keys else []
+    for key, value in zip(keys, current):
+        if isinstance(value, Exception):
+            raise GearsScriptError("ERR Key is already set with non tensor values.")
+        if value is not None:
+            try:
+                decode_key_value(value)
+            except GearsError:
+                raise GearsScriptError("ERR Key is already set with non tensor values.") from None
+    replies = conn.pipeline([("SET", k, encode_key_value(t)) for k, t in tensors.items()])
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise GearsScriptError(str(reply))
+
+
+def getTensorFromKey(key: str) -> Tensor:
+    """The tensor stored in a key of this shard."""
+    return mgetTensorsFromKeyspace([key])[0]
+
+
+def mgetTensorsFromKeyspace(keys: Iterable[str]) -> list[Tensor]:
+    """The tensors stored in keys of this shard (one round trip)."""
+    names = list(keys)
+    out = []
+    for value in _conn().pipeline([("GET", k) for k in names]) if names else []:
+        if isinstance(value, Exception):
+            raise GearsScriptError(str(value))
+        if value is None:
+            raise GearsScriptError("ERR tensor key is empty")
+        try:
+            out.append(decode_key_value(value))
+        except GearsError:
+            raise GearsScriptError("ERR key is not a tensor") from None
+    return out
+
+
+def tensorToFlatList(tensor: Tensor) -> list[Any]:
+    """The values, row-major (floats or ints)."""
+    try:
+        return to_flat_list(tensor)
+    except GearsError as exc:
+        _raise(exc)
+        raise  # pragma: no cover
+
+
+def tensorGetDataAsBlob(tensor: Tensor) -> bytearray:
+    """The raw data."""
+    return data_as_blob(tensor)
+
+
+def tensorGetDims(tensor: Tensor) -> tuple[int, ...]:
+    """The shape."""
+    return tuple(tensor.shape)
+
+
+class PyGraphRunner:
+    """A pending model run built with ``createModelRunner``."""
+
+    def __init__(self, key: str) -> None:
+        raw = _conn().call("HGET", key, "meta")
+        if raw is None:
+            raise GearsScriptError("given key do not contain RedisAI model")
+        self.key = key
+        self.meta = ModelMeta.from_json(raw)
+        self.inputs: list[Tensor] = []
+        self.outputs = 0
+        self.used = False
+
+    def _request(self) -> RunRequest:
+        if self.used:
+            raise GearsScriptError("PyGraphRunner is invalid")
+        self.used = True
+        return _service().model_request(self.key, self.meta, self.inputs, None)
+
+
+class PyTorchScriptRunner:
+    """A pending script call built with ``createScriptRunner``."""
+
+    def __init__(self, key: str, function: str) -> None:
+        raw = _conn().call("HGET", key, "meta")
+        if raw is None:
+            raise GearsScriptError("given key do not contain RedisAI script")
+        self.key, self.function = key, function
+        self.meta = ScriptMeta.from_json(raw)
+        self.inputs: list[Tensor] = []
+        self.used = False
+
+    def _request(self) -> RunRequest:
+        if self.used:
+            raise GearsScriptError("PyTorchScriptRunner is invalid")
+        self.used = True
+        service = _service()
+        script = service.script(self.key, self.meta)
+        function = self.function
+        return RunRequest(
+            target=script,
+            fn=lambda arrays: script.call(function, arrays, [], []),
+            inputs=[t.to_numpy() for t in self.inputs],
+            stats=service.runner.stats.get(self.key),
+        )
+
+
+def createModelRunner(key: str) -> PyGraphRunner:
+    """A runner for the model stored at ``key``."""
+    return PyGraphRunner(key)
+
+
+def modelRunnerAddInput(runner: PyGraphRunner, name: str, tensor: Tensor) -> int:
+    """Add an input (matched by position; ``name`` is kept for compatibility)."""
+    runner.inputs.append(tensor)
+    return 1
+
+
+def modelRunnerAddOutput(runner: PyGraphRunner, name: str) -> int:
+    """Declare an output (by position)."""
+    runner.outputs += 1
+    return 1
+
+
+def _results(request: RunRequest) -> list[Tensor]:
+    if request.timed_out:
+        raise GearsScriptError("TIMEDOUT")
+    if request.error is not None:
+        raise GearsScriptError(request.error)
+    return [Tensor.from_numpy(a) for a in request.outputs or []]
+
+
+def _run_sync(runner: Any) -> list[Tensor]:
+    request = runner._request()
+    try:
+        request.outputs = request.fn(request.inputs)
+    except Exception as exc:  # noqa: BLE001 - the backend's error is the caller's error
+        raise GearsScriptError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+    return _results(request)
+
+
+def _run_async(runner: Any, device: str) -> "asyncio.Future[list[Tensor]]":
+    request = runner._request()
+    loop = gears_loop()
+    future: asyncio.Future[list[Tensor]] = loop_future()
+
+    def resolve(done: RunRequest) -> None:
+        def deliver() -> None:
+            if future.done():
+                return
+            try:
+                future.set_result(_results(done))
+            except GearsScriptError as exc:
+                future.set_exception(exc)
+
+        loop.call_soon_threadsafe(deliver)
+
+    request.callbacks.append(resolve)
+    _service().runner.submit(device, request)
+    return future
+
+
+def modelRunnerRun(runner: PyGraphRunner) -> list[Tensor]:
+    """Run now, in the calling thread (no queue, no batching, no statistics)."""
+    return _run_sync(runner)
+
+
+def modelRunnerRunAsync(runner: PyGraphRunner) -> "asyncio.Future[list[Tensor]]":
+    """Queue the run on the model's device; ``await`` it for the output tensors."""
+    return _run_async(runner, runner.meta.device)
+
+
+def createScriptRunner(key: str, function: str) -> PyTorchScriptRunner:
+    """A runner for ``function`` of the script stored at ``key``."""
+    return PyTorchScriptRunner(key, function)
+
+
+def scriptRunnerAddInput(runner: PyTorchScriptRunner, tensor: Tensor) -> None:
+    """Add one tensor to the function's ``List[Tensor]`` argument."""
+    runner.inputs.append(tensor)
+
+
+def scriptRunnerAddInputList(runner: PyTorchScriptRunner, tensors: Iterable[Tensor]) -> None:
+    """Add several tensors."""
+    runner.inputs.extend(tensors)
+
+
+def scriptRunnerAddOutput(runner: PyTorchScriptRunner) -> int:
+    """Declare an output (by position)."""
+    return 1
+
+
+def scriptRunnerRun(runner: PyTorchScriptRunner) -> list[Tensor]:
+    """Call the function now, in the calling thread."""
+    return _run_sync(runner)
+
+
+def scriptRunnerRunAsync(runner: PyTorchScriptRunner) -> "asyncio.Future[list[Tensor]]":
+    """Queue the call on the script's device; ``await`` it for the output tensors."""
+    return _run_async(runner, runner.meta.device)
+
+
+_API = (
+    "createTensorFromValues", "createTensorFromBlob", "setTensorInKey", "msetTensorsInKeyspace", "getTensorFromKey",
+    "mgetTensorsFromKeyspace", "tensorToFlatList", "tensorGetDataAsBlob", "tensorGetDims", "createModelRunner",
+    "modelRunnerAddInput", "modelRunnerAddOutput", "modelRunnerRun", "modelRunnerRunAsync", "createScriptRunner",
+    "scriptRunnerAddInput", "scriptRunnerAddInputList", "scriptRunnerAddOutput", "scriptRunnerRun", "scriptRunnerRunAsync",
+)
+
+
+def install() -> types.ModuleType:
+    """Make ``import redisAI`` give this module's API (in a worker process)."""
+    module = types.ModuleType("redisAI", __doc__)
+    namespace = globals()
+    for name in _API:
+        setattr(module, name, namespace[name])
+    module.PyTensor = Tensor  # type: ignore[attr-defined]
+    module.PyGraphRunner = PyGraphRunner  # type: ignore[attr-defined]
+    module.PyTorchScriptRunner = PyTorchScriptRunner  # type: ignore[attr-defined]
+    sys.modules["redisAI"] = module
+    return module

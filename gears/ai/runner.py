@@ -1,0 +1,230 @@
+"""Run queues: one per device, each with its own threads, and dynamic batching.
+
+Every model or script run (``AI.MODELEXECUTE``, ``AI.SCRIPTEXECUTE``, DAG ops, and
+``redisAI.modelRunnerRunAsync`` from gears functions) is a :class:`RunRequest` on its
+device's :class:`DeviceQueue`. Backends release the GIL while they compute, so runs
+proceed beside the rest of the worker.
+
+Batching follows RedisAI's rules (redisai-spec §3.3): a request for a model with
+``BATCHSIZE > 0`` is joined by queued requests for the *same model object* whose inputs
+match except in dim 0, until the batch reaches ``BATCHSIZE`` (it may overshoot); with
+``MINBATCHSIZE`` the batch waits for that many samples until ``MINBATCHTIMEOUT`` ms after
+the head request was queued. Inputs are concatenated on dim 0, run once, and the outputs
+are split back per request. ``TIMEOUT`` is a queue-wait deadline checked when a request
+is taken: ``TIMEDOUT`` (a running op is never interrupted).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..errors import GearsError
+
+__all__ = ["RunRequest", "RunStats", "DeviceQueue", "Runner", "TIMEDOUT"]
+
+log = logging.getLogger(__name__)
+
+TIMEDOUT = "TIMEDOUT"
+_POLL = 0.001
+
+
+@dataclass
+class RunStats:
+    """``AI.INFO`` counters of one model or script key on this shard."""
+
+    kind: str
+    backend: str
+    device: str
+    tag: str
+    version: str = ""
+    duration_us: int = 0
+    samples: int = 0
+    calls: int = 0
+    errors: int = 0
+
+    def reset(self) -> None:
+        self.duration_us = self.samples = self.calls = self.errors = 0
+
+    def reply(self, key: str) -> list[Any]:
+        return [
+            "key", key, "type", self.kind, "backend", self.backend, "device", self.device, "tag", self.tag,
+            "duration", self.duration_us, "samples", self.samples if self.kind == "MODEL" else -1,
+            "calls", self.calls, "errors", self.errors,
+        ]
+
+
+@dataclass
+class RunRequest:
+    """One run: ``fn(inputs) -> outputs`` on numpy arrays, batchable with its ``target``'s peers."""
+
+    target: Any
+    fn: Callable[[list[Any]], list[Any]]
+    inputs: list[Any]
+    stats: RunStats | None = None
+    batchsize: int = 0
+    minbatchsize: int = 0
+    minbatchtimeout: int = 0
+    timeout_ms: int | None = None
+    enqueued: float = field(default_factory=time.monotonic)
+    outputs: list[Any] | None = None
+    error: str | None = None
+    timed_out: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    callbacks: list[Callable[["RunRequest"], None]] = field(default_factory=list)
+
+    def finish(self) -> None:
+        self.done.set()
+        for callback in self.callbacks:
+            try:
+                callback(self)
+            except Exception:  # noqa: BLE001 - a waiter's failure must not stop the queue
+                log.exception("run callback failed")
+
+    def dim0(self) -> int:
+        """The batch dimension of the inputs (0 when they disagree or are scalars)."""
+        sizes = {a.shape[0] if a.ndim else 0 for a in self.inputs}
+        return sizes.pop() if len(sizes) == 1 else 0
+
+    def matches(self, other: "RunRequest") -> bool:
+        return (
+            other.target is self.target
+            and len(other.inputs) == len(self.inputs)
+            and all(a.ndim == b.ndim and a.shape[1:] == b.shape[1:] for a, b in zip(self.inputs, other.inputs))
+        )
+
+
+class DeviceQueue:
+    """A FIFO of run requests served by ``threads`` threads."""
+
+    def __init__(self, device: str, threads: int) -> None:
+        self.device = device
+        self._queue: deque[RunRequest] = deque()
+        self._cond = threading.Condition()
+        for n in range(threads):
+            threading.Thread(target=self._serve, name=f"ai-{device}-{n}", daemon=True).start()
+
+    def submit(self, request: RunRequest) -> None:
+        with self._cond:
+            self._queue.append(request)
+            self._cond.notify()
+
+    def _take(self) -> list[RunRequest] | None:
+        """Under the lock: the next batch to run, or ``None`` to wait a little."""
+        head = self._queue.popleft()
+        if head.timeout_ms is not None and (time.monotonic() - head.enqueued) * 1000 > head.timeout_ms:
+            head.timed_out = True
+            return [head]
+        if head.batchsize <= 0:
+            return [head]
+        size = head.dim0()
+        if size == 0 or size >= head.batchsize:
+            return [head]
+        batch, total = [head], size
+        for item in list(self._queue):
+            if total >= head.batchsize or self._expired(head):
+                break
+            if head.matches(item):
+                self._queue.remove(item)
+                batch.append(item)
+                total += item.dim0()
+        if head.minbatchsize > 0 and total < head.minbatchsize and not self._expired(head):
+            self._queue.extend(batch)  # not enough yet: back to the tail, look again shortly
+            return None
+        return batch
+
+    @staticmethod
+    def _expired(head: RunRequest) -> bool:
+        return (
+            head.minbatchsize > 0
+            and head.minbatchtimeout > 0
+            and (time.monotonic() - head.enqueued) * 1000 > head.minbatchtimeout
+        )
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch = self._take()
+            if batch is None:
+                time.sleep(_POLL)
+                continue
+            if batch[0].timed_out:
+                batch[0].finish()
+                continue
+            _run_batch(batch)
+
+
+def _run_batch(batch: list[RunRequest]) -> None:
+    head = batch[0]
+    started = time.perf_counter()
+    try:
+        if len(batch) == 1:
+            outputs_per = [head.fn(head.inputs)]
+        else:
+            joined = [np.concatenate([r.inputs[i] for r in batch], axis=0) for i in range(len(head.inputs))]
+            outputs = head.fn(joined)
+            sizes = [r.dim0() for r in batch]
+            total = sum(sizes)
+            if any(o.ndim == 0 or o.shape[0] != total for o in outputs):
+                raise GearsError("ERR Model did not generate the expected batch size")
+            offsets = np.cumsum([0, *sizes])
+            outputs_per = [[o[offsets[i] : offsets[i + 1]] for o in outputs] for i in range(len(batch))]
+        error = None
+    except GearsError as exc:
+        outputs_per, error = [], str(exc)
+    except Exception as exc:  # noqa: BLE001 - a backend error is the reply of every member
+        lines = str(exc).strip().splitlines()
+        outputs_per, error = [], (lines[0] if lines else type(exc).__name__)
+    duration_us = int((time.perf_counter() - started) * 1_000_000)
+    for i, request in enumerate(batch):
+        stats = request.stats
+        if error is None:
+            request.outputs = outputs_per[i]
+            if stats is not None:
+                stats.calls += 1
+                stats.duration_us += duration_us
+                first = request.outputs[0] if request.outputs else None
+                stats.samples += int(first.shape[0]) if first is not None and first.ndim else 0
+        else:
+            request.error = error
+            if stats is not None:
+                stats.calls += 1
+                stats.errors += 1
+        request.finish()
+
+
+class Runner:
+    """The run queues of one worker, created per device on first use."""
+
+    def __init__(self, threads_per_queue: int = 1) -> None:
+        self.threads_per_queue = threads_per_queue
+        self._queues: dict[str, DeviceQueue] = {}
+        self._lock = threading.Lock()
+        self.stats: dict[str, RunStats] = {}
+
+    def queue(self, device: str) -> DeviceQueue:
+        name = device.upper()
+        with self._lock:
+            queue = self._queues.get(name)
+            if queue is None:
+                queue = self._queues[name] = DeviceQueue(name, self.threads_per_queue)
+            return queue
+
+    def submit(self, device: str, request: RunRequest) -> RunRequest:
+        """Queue a request; wait on ``request.done`` or add a callback."""
+        self.queue(device).submit(request)
+        return request
+
+    def run(self, device: str, request: RunRequest) -> RunRequest:
+        """Queue a request and wait for it."""
+        self.submit(device, request)
+        request.done.wait()
+        return request

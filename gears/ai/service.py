@@ -1,0 +1,178 @@
+"""The model-serving side of a worker: loaded models and scripts, runs, statistics.
+
+The gears node parses and validates ``AI.*`` commands; what needs a backend comes here
+(one worker per shard, so models run where their keys live). Input tensors are read
+from the local server node at command time (one pipelined round trip with the model's
+metadata), runs go through the :class:`~gears.ai.runner.Runner`, and outputs are
+written back in one pipeline. Loaded models are cached per key and version: a re-stored
+model is a new version (and a new batching identity), and its statistics restart.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+import hiredis
+
+from ..errors import CommandError, GearsError
+from .backends import LoadedModel, LoadedScript, load_model, load_script
+from .runner import TIMEDOUT, Runner, RunRequest, RunStats
+from .storage import ModelMeta, ScriptMeta, chunk_fields
+from .tensors import Tensor, decode_key_value, encode_key_value
+
+__all__ = ["AIService", "MISSING_TENSOR"]
+
+MISSING_TENSOR = "ERR tensor key is empty or in a different shard"
+
+
+class AIService:
+    """Models, scripts and run queues of one shard."""
+
+    def __init__(self, connection: Callable[[], Any], threads_per_queue: int = 1) -> None:
+        """``connection()`` is this thread's :class:`~gears.serverconn.ServerConnection`."""
+        self._connection = connection
+        self.runner = Runner(threads_per_queue)
+        self._models: dict[str, tuple[str, LoadedModel, ModelMeta]] = {}
+        self._scripts: dict[str, tuple[str, LoadedScript, ScriptMeta]] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ loading
+    def check_model(self, key: str, meta_json: str) -> tuple[list[str], list[str]]:
+        """Load a freshly stored version (its chunks are in the keyspace, its meta not yet);
+        returns the input and output names the backend reports."""
+        meta = ModelMeta.from_json(meta_json)
+        model = self._load(key, meta)
+        return model.inputs, model.outputs
+
+    def _load(self, key: str, meta: ModelMeta) -> LoadedModel:
+        conn = self._connection()
+        fields = chunk_fields(meta.version, meta.chunks)
+        chunks = conn.call("HMGET", key, *fields) if fields else []
+        if any(c is None for c in chunks):
+            raise CommandError("ERR model key is empty")
+        model = load_model(meta.backend, meta.device, b"".join(chunks))
+        with self._lock:
+            self._models[key] = (meta.version, model, meta)
+            stats = self.runner.stats.get(key)
+            if stats is None or stats.kind != "MODEL" or stats.version != meta.version:
+                self.runner.stats[key] = RunStats("MODEL", meta.backend, meta.device, meta.tag, meta.version)
+        return model
+
+    def model(self, key: str, meta: ModelMeta) -> LoadedModel:
+        """The loaded model for this version of ``key`` (loading it if needed)."""
+        cached = self._models.get(key)
+        if cached is not None and cached[0] == meta.version:
+            return cached[1]
+        return self._load(key, meta)
+
+    def check_script(self, key: str, meta_json: str, source: str) -> None:
+        """Compile a script being stored (errors are the store's reply)."""
+        meta = ScriptMeta.from_json(meta_json)
+        script = load_script(meta.device, source, meta.entry_points)
+        with self._lock:
+            self._scripts[key] = (meta.version, script, meta)
+            self.runner.stats[key] = RunStats("SCRIPT", "TORCH", meta.device, meta.tag, meta.version)
+
+    def script(self, key: str, meta: ScriptMeta) -> LoadedScript:
+        cached = self._scripts.get(key)
+        if cached is not None and cached[0] == meta.version:
+            return cached[1]
+        source = self._connection().call("HGET", key, "source")
+        if source is None:
+            raise CommandError("ERR script key is empty")
+        self.check_script(key, meta.to_json(), source.decode())
+        return self._scripts[key][1]
+
+    # -------------------------------------------------------------- reading
+    def read(self, meta_key: str, tensor_keys: list[str]) -> tuple[bytes | None, list[Tensor]]:
+        """A model/script key's ``meta`` and the input tensors, in one round trip."""
+        replies = self._connection().pipeline([("HGET", meta_key, "meta"), *(("GET", k) for k in tensor_keys)])
+        meta = replies[0]
+        if isinstance(meta, hiredis.ReplyError):
+            raise CommandError(str(meta))
+        tensors = []
+        for reply in replies[1:]:
+            if isinstance(reply, hiredis.ReplyError):
+                raise CommandError(str(reply))
+            if reply is None:
+                raise CommandError(MISSING_TENSOR)
+            tensors.append(decode_key_value(reply))
+        return meta, tensors
+
+    def write(self, keys: list[str], tensors: list[Tensor]) -> None:
+        """Store output tensors (one pipeline)."""
+        replies = self._connection().pipeline([("SET", k, encode_key_value(t)) for k, t in zip(keys, tensors)])
+        errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
+        if errors:
+            raise CommandError(str(errors[0]))
+
+    # ---------------------------------------------------------------- running
+    def model_request(self, key: str, meta: ModelMeta, inputs: list[Tensor], timeout_ms: int | None) -> RunRequest:
+        model = self.model(key, meta)
+        return RunRequest(
+            target=model,
+            fn=model.run,
+            inputs=[t.to_numpy() for t in inputs],
+            stats=self.runner.stats.get(key),
+            batchsize=meta.batchsize,
+            minbatchsize=meta.minbatchsize,
+            minbatchtimeout=meta.minbatchtimeout,
+            timeout_ms=timeout_ms,
+        )
+
+    def model_execute(self, key: str, input_keys: list[str], output_keys: list[str], timeout_ms: int | None) -> Any:
+        """``AI.MODELEXECUTE``: ``OK``, ``TIMEDOUT`` or an error reply."""
+        meta_json, inputs = self.read(key, input_keys)
+        if meta_json is None:
+            raise CommandError("ERR model key is empty")
+        meta = ModelMeta.from_json(meta_json)
+        request = self.runner.run(meta.device, self.model_request(key, meta, inputs, timeout_ms))
+        return self._finish(request, output_keys)
+
+    def script_execute(
+        self, key: str, function: str, keys: list[str], input_keys: list[str], args: list[str], output_keys: list[str], timeout_ms: int | None
+    ) -> Any:
+        """``AI.SCRIPTEXECUTE``: ``OK``, ``TIMEDOUT`` or an error reply."""
+        meta_json, inputs = self.read(key, input_keys)
+        if meta_json is None:
+            raise CommandError("ERR script key is empty")
+        meta = ScriptMeta.from_json(meta_json)
+        script = self.script(key, meta)
+        request = RunRequest(
+            target=script,
+            fn=lambda arrays: script.call(function, arrays, keys, args),
+            inputs=[t.to_numpy() for t in inputs],
+            stats=self.runner.stats.get(key),
+            timeout_ms=timeout_ms,
+        )
+        return self._finish(self.runner.run(meta.device, request), output_keys)
+
+    def _finish(self, request: RunRequest, output_keys: list[str]) -> Any:
+        if request.timed_out:
+            return TIMEDOUT
+        if request.error is not None:
+            raise GearsError(request.error)
+        outputs = request.outputs or []
+        if len(outputs) < len(output_keys):
+            raise GearsError("ERR Model did not generate the expected number of outputs")
+        self.write(output_keys, [Tensor.from_numpy(a, copy=False) for a in outputs[: len(output_keys)]])
+        return "OK"
+
+    # ------------------------------------------------------------------ stats
+    def info(self, key: str, reset: bool) -> Any:
+        """``AI.INFO key [RESETSTAT]`` for this shard."""
+        stats = self.runner.stats.get(key)
+        if stats is None:
+            raise CommandError("ERR cannot find run info for key")
+        if reset:
+            stats.reset()
+            return "OK"
+        return stats.reply(key)
+
+    def forget(self, key: str) -> None:
+        """A model or script key was deleted."""
+        with self._lock:
+            self._models.pop(key, None)
+            self._scripts.pop(key, None)
+            self.runner.stats.pop(key, None)

@@ -1,0 +1,201 @@
+"""AI.* commands on real clusters: tensors, models, scripts, runs, batching, redisAI in functions."""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(params=["cluster1", "cluster3"])
+def gc(request):
+    return request.getfixturevalue(request.param)
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+class Affine(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+class TwoOutputs(torch.nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor):
+        return a + b, a * b
+
+
+def torchscript(module: torch.nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(module), buffer)
+    return buffer.getvalue()
+
+
+def owner(gc, key: str) -> redis.Redis:
+    """A client on the front door of the shard that owns ``key``."""
+    cluster = gc.cluster_client()
+    port = cluster.get_node_from_key(key).port
+    cluster.close()
+    return redis.Redis(port=port)
+
+
+def test_tensorset_tensorget_through_the_front_door(gc):
+    key = f"t{{{tag()}}}"
+    client = owner(gc, key)
+    assert client.execute_command("AI.TENSORSET", key, "FLOAT", 2, 2, "VALUES", 1, 2, 3, 4.5) == b"OK"
+    meta = client.execute_command("AI.TENSORGET", key, "META")
+    assert meta == [b"dtype", b"FLOAT", b"shape", [2, 2]]
+    assert client.execute_command("AI.TENSORGET", key, "VALUES") == [b"1", b"2", b"3", b"4.5"]
+    blob = client.execute_command("AI.TENSORGET", key, "BLOB")
+    assert np.frombuffer(blob, "<f4").tolist() == [1, 2, 3, 4.5]
+    assert client.get(key) is not None  # a tensor is an ordinary string key
+    client.execute_command("AI.TENSORSET", key, "INT64", 3, "BLOB", np.array([1, -2, 3], "<i8").tobytes())
+    assert client.execute_command("AI.TENSORGET", key, "VALUES") == [1, -2, 3]
+    with pytest.raises(redis.ResponseError, match="tensor key is empty or in a different shard"):
+        client.execute_command("AI.TENSORGET", f"missing{{{tag()}}}" if len(gc.ports) == 1 else key + "x")
+    client.set(f"plain{key}", "not a tensor")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        client.execute_command("AI.TENSORGET", f"plain{key}")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        client.execute_command("AI.TENSORSET", f"plain{key}", "FLOAT", 1, "VALUES", 1)
+    with pytest.raises(redis.ResponseError, match="invalid data type"):
+        client.execute_command("AI.TENSORSET", key, "FLOAT32", 1, "VALUES", 1)
+
+
+def test_model_store_get_execute_del(gc):
+    t = tag()
+    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
+    client = owner(gc, model)
+    assert client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "TAG", "v1", "BLOB", torchscript(Affine())) == b"OK"
+    meta = client.execute_command("AI.MODELGET", model, "META")
+    assert meta[:10] == [b"backend", b"TORCH", b"device", b"CPU", b"tag", b"v1", b"batchsize", 0, b"minbatchsize", 0]
+    assert meta[11] == [b"x"] and meta[14:] == [b"minbatchtimeout", 0]
+    data = np.arange(8, dtype=np.float32).reshape(2, 4)
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 2, 4, "BLOB", data.tobytes())
+    assert client.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, x, "OUTPUTS", 1, y) == b"OK"
+    out = np.frombuffer(client.execute_command("AI.TENSORGET", y, "BLOB"), "<f4").reshape(2, 3)
+    expected = Affine()(torch.from_numpy(data)).detach().numpy()
+    assert np.allclose(out, expected)
+    info = client.execute_command("AI.INFO", model)
+    assert info[0::2] == [b"key", b"type", b"backend", b"device", b"tag", b"duration", b"samples", b"calls", b"errors"]
+    assert info[13] == 2 and info[15] == 1 and info[17] == 0
+    assert client.execute_command("AI.INFO", model, "RESETSTAT") == b"OK"
+    assert client.execute_command("AI.INFO", model)[15] == 0
+    with pytest.raises(redis.ResponseError, match="Number of keys given as INPUTS here does not match model definition"):
+        client.execute_command("AI.MODELEXECUTE", model, "INPUTS", 2, x, x, "OUTPUTS", 1, y)
+    with pytest.raises(redis.ResponseError, match="tensor key is empty"):
+        client.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, f"nope{{{t}}}", "OUTPUTS", 1, y)
+    with pytest.raises(redis.ResponseError, match="hash to the same slot"):
+        client.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, "x{other}", "OUTPUTS", 1, y)
+    assert client.execute_command("AI.MODELDEL", model) == b"OK"
+    with pytest.raises(redis.ResponseError, match="model key is empty"):
+        client.execute_command("AI.MODELGET", model)
+
+
+def test_model_errors(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    blob = torchscript(Affine())
+    with pytest.raises(redis.ResponseError, match="unsupported backend"):
+        client.execute_command("AI.MODELSTORE", "m", "PYTORCH", "CPU", "BLOB", blob)
+    with pytest.raises(redis.ResponseError, match="Invalid DEVICE"):
+        client.execute_command("AI.MODELSTORE", "m", "TORCH", "TPU", "BLOB", blob)
+    with pytest.raises(redis.ResponseError, match="not available in Gears Fabric"):
+        client.execute_command("AI.MODELSTORE", "m", "TF", "CPU", "INPUTS", 1, "a", "OUTPUTS", 1, "b", "BLOB", b"x")
+    if not torch.cuda.is_available():
+        with pytest.raises(redis.ResponseError, match="no CUDA device"):
+            client.execute_command("AI.MODELSTORE", "m", "TORCH", "GPU", "BLOB", blob)
+    with pytest.raises(redis.ResponseError, match="could not load the TORCH model"):
+        client.execute_command("AI.MODELSTORE", "m", "TORCH", "CPU", "BLOB", b"garbage")
+    with pytest.raises(redis.ResponseError, match="MINBATCHSIZE specified without BATCHSIZE"):
+        client.execute_command("AI.MODELSTORE", "m", "TORCH", "CPU", "MINBATCHSIZE", 2, "BLOB", blob)
+    with pytest.raises(redis.ResponseError, match="expected BLOB"):
+        client.execute_command("AI.MODELSTORE", "m", "TORCH", "CPU", "TAG", "t", "NOPE", blob)
+    assert client.exists("m") == 0  # nothing half-stored
+
+
+def test_two_outputs_and_scripts(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "two{q}", "TORCH", "CPU", "BLOB", torchscript(TwoOutputs()))
+    client.execute_command("AI.TENSORSET", "a{q}", "FLOAT", 2, "VALUES", 1, 2)
+    client.execute_command("AI.TENSORSET", "b{q}", "FLOAT", 2, "VALUES", 3, 4)
+    assert client.execute_command("AI.MODELEXECUTE", "two{q}", "INPUTS", 2, "a{q}", "b{q}", "OUTPUTS", 2, "s{q}", "p{q}") == b"OK"
+    assert client.execute_command("AI.TENSORGET", "s{q}", "VALUES") == [b"4", b"6"]
+    assert client.execute_command("AI.TENSORGET", "p{q}", "VALUES") == [b"3", b"8"]
+    source = "def addmul(tensors: List[Tensor], keys: List[str], args: List[str]):\n    return tensors[0] + tensors[1] * float(args[0])\n"
+    assert client.execute_command("AI.SCRIPTSTORE", "scr{q}", "CPU", "ENTRY_POINTS", 1, "addmul", "SOURCE", source) == b"OK"
+    assert client.execute_command("AI.SCRIPTGET", "scr{q}", "META") == [b"device", b"CPU", b"tag", b"", b"Entry Points", [b"addmul"]]
+    reply = client.execute_command("AI.SCRIPTEXECUTE", "scr{q}", "addmul", "INPUTS", 2, "a{q}", "b{q}", "ARGS", 1, "10", "OUTPUTS", 1, "r{q}")
+    assert reply == b"OK" and client.execute_command("AI.TENSORGET", "r{q}", "VALUES") == [b"31", b"42"]
+    with pytest.raises(redis.ResponseError, match="Function does not exist: nope"):
+        client.execute_command("AI.SCRIPTEXECUTE", "scr{q}", "nope", "INPUTS", 1, "a{q}", "OUTPUTS", 1, "r{q}")
+    with pytest.raises(redis.ResponseError, match="Wrong number of inputs in function bad"):
+        client.execute_command("AI.SCRIPTSTORE", "scr2{q}", "CPU", "ENTRY_POINTS", 1, "bad", "SOURCE", "def bad(a: Tensor):\n    return a\n")
+    assert client.execute_command("AI.INFO", "scr{q}")[3] == b"SCRIPT"
+    assert client.execute_command("AI.SCRIPTDEL", "scr{q}") == b"OK"
+
+
+def test_batching_gives_each_client_its_own_slice(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "bm{q}", "TORCH", "CPU", "BATCHSIZE", 8, "MINBATCHSIZE", 8, "MINBATCHTIMEOUT", 2000, "BLOB", torchscript(Affine()))
+    inputs = {i: np.full((1, 4), i, dtype=np.float32) for i in range(8)}
+    for i, data in inputs.items():
+        client.execute_command("AI.TENSORSET", f"bx{i}{{q}}", "FLOAT", 1, 4, "BLOB", data.tobytes())
+    replies: dict[int, bytes] = {}
+
+    def call(i: int) -> None:
+        own = redis.Redis(port=cluster1.ports[0])
+        replies[i] = own.execute_command("AI.MODELEXECUTE", "bm{q}", "INPUTS", 1, f"bx{i}{{q}}", "OUTPUTS", 1, f"by{i}{{q}}")
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert replies == {i: b"OK" for i in inputs}
+    weight = Affine().weight.detach().numpy()
+    for i, data in inputs.items():
+        got = np.frombuffer(client.execute_command("AI.TENSORGET", f"by{i}{{q}}", "BLOB"), "<f4").reshape(1, 3)
+        assert np.allclose(got, data @ weight)
+    info = client.execute_command("AI.INFO", "bm{q}")
+    assert info[15] == 8 and info[13] == 8  # calls and samples: one per client
+
+
+def test_timeout_is_a_queue_deadline(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "tm{q}", "TORCH", "CPU", "BATCHSIZE", 100, "MINBATCHSIZE", 100, "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", "tx{q}", "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    assert client.execute_command("AI.MODELEXECUTE", "tm{q}", "INPUTS", 1, "tx{q}", "OUTPUTS", 1, "ty{q}", "TIMEOUT", 100) == b"TIMEDOUT"
+
+
+def test_redisai_module_in_gears_functions(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "fm{06S}", "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    script = """
+import redisAI
+async def infer(x):
+    tensor = redisAI.createTensorFromValues('FLOAT', [1, 4], [1.0, 2.0, 3.0, 4.0])
+    runner = redisAI.createModelRunner('fm{06S}')
+    redisAI.modelRunnerAddInput(runner, 'x', tensor)
+    redisAI.modelRunnerAddOutput(runner, 'y')
+    out = await redisAI.modelRunnerRunAsync(runner)
+    redisAI.setTensorInKey('fy{06S}', out[0])
+    return [round(v, 4) for v in redisAI.tensorToFlatList(out[0])] + list(redisAI.tensorGetDims(out[0]))
+GB('ShardsIDReader').map(infer).run()
+"""
+    results, errors = client.execute_command("RG.PYEXECUTE", script)
+    assert errors == []
+    expected = (torch.tensor([[1.0, 2.0, 3.0, 4.0]]) @ Affine().weight).detach().numpy().round(4).ravel().tolist()
+    assert results == [str(expected + [1, 3]).encode()]
+    assert client.execute_command("AI.TENSORGET", "fy{06S}", "META")[3] == [1, 3]
+    assert client.execute_command("AI.INFO", "fm{06S}")[15] == 1  # the async run went through the queue
