@@ -199,3 +199,34 @@ GB('ShardsIDReader').map(infer).run()
     assert results == [str(expected + [1, 3]).encode()]
     assert client.execute_command("AI.TENSORGET", "fy{06S}", "META")[3] == [1, 3]
     assert client.execute_command("AI.INFO", "fm{06S}")[15] == 1  # the async run went through the queue
+
+
+def test_dag_execute(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "dm{d}", "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", "dx{d}", "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    reply = client.execute_command(
+        "AI.DAGEXECUTE", "LOAD", 1, "dx{d}", "PERSIST", 1, "dy{d}", "|>",
+        "AI.TENSORSET", "tmp", "FLOAT", 1, 4, "VALUES", 0, 0, 0, 1, "|>",
+        "AI.MODELEXECUTE", "dm{d}", "INPUTS", 1, "dx{d}", "OUTPUTS", 1, "dy{d}", "|>",
+        "AI.MODELEXECUTE", "dm{d}", "INPUTS", 1, "tmp", "OUTPUTS", 1, "other", "|>",
+        "AI.TENSORGET", "other", "VALUES", "|>", "AI.TENSORGET", "never", "META",
+    )
+    assert reply[:3] == [b"OK", b"OK", b"OK"] and reply[4] == b"NA"
+    assert [round(float(v), 4) for v in reply[3]] == [0.9, 1.0, 1.1]
+    assert client.execute_command("AI.TENSORGET", "dy{d}", "META")[3] == [1, 3]
+    assert client.exists("tmp") == 0 and client.exists("other") == 0  # DAG-local names stay local
+    with pytest.raises(redis.ResponseError, match="INPUT key cannot be found in DAG"):
+        client.execute_command("AI.DAGEXECUTE", "LOAD", 1, "dx{d}", "|>", "AI.MODELEXECUTE", "dm{d}", "INPUTS", 1, "nope", "OUTPUTS", 1, "o")
+    with pytest.raises(redis.ResponseError, match="PERSIST key cannot be found in DAG"):
+        client.execute_command("AI.DAGEXECUTE", "PERSIST", 1, "zz{d}", "|>", "AI.TENSORGET", "x")
+    with pytest.raises(redis.ResponseError, match="must contain at least one out of ROUTING, LOAD, PERSIST"):
+        client.execute_command("AI.DAGEXECUTE", "TIMEOUT", 100, "|>", "AI.TENSORGET", "x", "META")
+    with pytest.raises(redis.ResponseError, match="PERSIST cannot be specified in a read-only DAG"):
+        client.execute_command("AI.DAGEXECUTE_RO", "PERSIST", 1, "dy{d}", "|>", "AI.TENSORGET", "x", "META")
+    failing = client.execute_command(
+        "AI.DAGEXECUTE", "ROUTING", "{d}", "|>", "AI.TENSORSET", "bad", "FLOAT", 1, 2, "VALUES", 1, 2, "|>",
+        "AI.MODELEXECUTE", "dm{d}", "INPUTS", 1, "bad", "OUTPUTS", 1, "o", "|>",
+        "AI.MODELEXECUTE", "dm{d}", "INPUTS", 1, "bad", "OUTPUTS", 1, "o2",
+    )
+    assert failing[0] == b"OK" and isinstance(failing[1], redis.ResponseError) and failing[2] == b"NA"

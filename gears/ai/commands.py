@@ -268,9 +268,8 @@ def _timeout(args: list[bytes], i: int) -> int | None:
     return _int(args[i + 1], "ERR Invalid value for TIMEOUT", 1)
 
 
-@command("AI.MODELEXECUTE")
-async def modelexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """``AI.MODELEXECUTE key INPUTS n in... OUTPUTS n out... [TIMEOUT t]``."""
+def parse_modelexecute(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, list[str], list[str], int | None]:
+    """``AI.MODELEXECUTE key INPUTS n in... OUTPUTS n out... [TIMEOUT t]`` → its parts."""
     if len(args) < 8:
         raise ArityError("AI.MODELEXECUTE")
     key = args[1]
@@ -282,17 +281,26 @@ async def modelexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
         args, i, "OUTPUTS", "output", "ERR Output count must be a positive integer",
         "ERR number of output keys to AI.MODELEXECUTE command does not match the number of given arguments",
     )
-    timeout = _timeout(args, i)
+    if in_dag and i < len(args) and args[i].upper() == b"TIMEOUT":
+        raise CommandError("ERR TIMEOUT not allowed within a DAG command")
+    return key, inputs, outputs, _timeout(args, i)
+
+
+@command("AI.MODELEXECUTE")
+async def modelexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.MODELEXECUTE key INPUTS n in... OUTPUTS n out... [TIMEOUT t]``."""
+    key, inputs, outputs, timeout = parse_modelexecute(args)
     return await _execute_model(node, key, inputs, outputs, timeout)
 
 
-@command("AI.MODELRUN")
-async def modelrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """Deprecated ``AI.MODELRUN key [TIMEOUT t] INPUTS in... OUTPUTS out...``."""
-    if len(args) < 6:
+def parse_modelrun(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, list[str], list[str], int | None]:
+    """Deprecated ``AI.MODELRUN key [TIMEOUT t] INPUTS in... OUTPUTS out...`` → its parts."""
+    if len(args) < (4 if in_dag else 6):
         raise ArityError("AI.MODELRUN")
     key, i, timeout = args[1], 2, None
     if args[i].upper() == b"TIMEOUT":
+        if in_dag:
+            raise CommandError("ERR TIMEOUT not allowed within a DAG command")
         timeout = _int(args[i + 1], "ERR Invalid value for TIMEOUT", 1)
         i += 2
     if args[i].upper() != b"INPUTS":
@@ -301,8 +309,13 @@ async def modelrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
         split = next(j for j in range(i + 1, len(args)) if args[j].upper() == b"OUTPUTS")
     except StopIteration:
         raise CommandError("ERR OUTPUTS not specified") from None
-    inputs = [_text(a) for a in args[i + 1 : split]]
-    outputs = [_text(a) for a in args[split + 1 :]]
+    return key, [_text(a) for a in args[i + 1 : split]], [_text(a) for a in args[split + 1 :]], timeout
+
+
+@command("AI.MODELRUN")
+async def modelrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated ``AI.MODELRUN key [TIMEOUT t] INPUTS in... OUTPUTS out...``."""
+    key, inputs, outputs, timeout = parse_modelrun(args)
     return await _execute_model(node, key, inputs, outputs, timeout)
 
 
@@ -387,19 +400,20 @@ async def scriptdel(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return OK
 
 
-@command("AI.SCRIPTEXECUTE")
-async def scriptexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """``AI.SCRIPTEXECUTE key fn [KEYS n k..] [INPUTS n i..] [ARGS n a..] [OUTPUTS n o..] [TIMEOUT t]``."""
-    if len(args) < 6:
+def parse_scriptexecute(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, str, dict[str, list[str]], int | None]:
+    """``AI.SCRIPTEXECUTE key fn [KEYS ..] [INPUTS ..] [ARGS ..] [OUTPUTS ..] [TIMEOUT t]`` → its parts."""
+    if len(args) < (3 if in_dag else 6):
         raise ArityError("AI.SCRIPTEXECUTE")
     key, function = args[1], _text(args[2])
-    if args[3].upper() not in (b"KEYS", b"INPUTS"):
+    if not in_dag and args[3].upper() not in (b"KEYS", b"INPUTS"):
         raise CommandError("ERR KEYS or INPUTS scope must be provided first for AI.SCRIPTEXECUTE command")
     scopes: dict[str, list[str]] = {}
     i, timeout = 3, None
     while i < len(args):
         scope = _text(args[i]).upper()
         if scope == "TIMEOUT":
+            if in_dag:
+                raise CommandError("ERR TIMEOUT not allowed within a DAG command")
             timeout = _timeout(args, i)
             break
         if scope not in ("KEYS", "INPUTS", "ARGS", "OUTPUTS"):
@@ -417,11 +431,51 @@ async def scriptexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
             raise CommandError(f"ERR number of {scope.lower()} to AI.SCRIPTEXECUTE command does not match the number of given arguments")
         scopes[scope] = [_text(v) for v in values]
         i += 2 + count
+    return key, function, scopes, timeout
+
+
+@command("AI.SCRIPTEXECUTE")
+async def scriptexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.SCRIPTEXECUTE key fn [KEYS n k..] [INPUTS n i..] [ARGS n a..] [OUTPUTS n o..] [TIMEOUT t]``."""
+    key, function, scopes, timeout = parse_scriptexecute(args)
     keys, inputs, outputs = scopes.get("KEYS", []), scopes.get("INPUTS", []), scopes.get("OUTPUTS", [])
     _local(node, [key, *(k.encode() for k in keys + inputs + outputs)])
     await _ai_fields(node, key, "script", "ERR script key is empty")
     reply = await node.worker.call("ai_script_execute", _text(key), function, keys, inputs, scopes.get("ARGS", []), outputs, timeout)
     return Status(reply)
+
+
+# ------------------------------------------------------------------------- DAGs
+async def _dag(node: "GearsNode", args: list[bytes]) -> Any:
+    from .dag import parse_dag
+
+    plan = parse_dag(args)
+    _local(node, plan.keys())
+    return await node.worker.call("ai_dag", plan)
+
+
+@command("AI.DAGEXECUTE")
+async def dagexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.DAGEXECUTE [LOAD n k..] [PERSIST n k..] [ROUTING tag] [TIMEOUT t] |> op |> op ...``."""
+    return await _dag(node, args)
+
+
+@command("AI.DAGEXECUTE_RO")
+async def dagexecute_ro(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Read-only DAG: no PERSIST, no SCRIPTEXECUTE."""
+    return await _dag(node, args)
+
+
+@command("AI.DAGRUN")
+async def dagrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated DAG with AI.MODELRUN ops."""
+    return await _dag(node, args)
+
+
+@command("AI.DAGRUN_RO")
+async def dagrun_ro(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated read-only DAG."""
+    return await _dag(node, args)
 
 
 # ---------------------------------------------------------------- info & config

@@ -87,18 +87,25 @@ class AIService:
     # -------------------------------------------------------------- reading
     def read(self, meta_key: str, tensor_keys: list[str]) -> tuple[bytes | None, list[Tensor]]:
         """A model/script key's ``meta`` and the input tensors, in one round trip."""
-        replies = self._connection().pipeline([("HGET", meta_key, "meta"), *(("GET", k) for k in tensor_keys)])
-        meta = replies[0]
-        if isinstance(meta, hiredis.ReplyError):
-            raise CommandError(str(meta))
+        metas, tensors = self.fetch([meta_key], tensor_keys)
+        return metas[0], tensors
+
+    def fetch(self, meta_keys: list[str], tensor_keys: list[str]) -> tuple[list[bytes | None], list[Tensor]]:
+        """The ``meta`` of model/script keys and the tensors of tensor keys, in one round trip."""
+        commands = [*(("HGET", k, "meta") for k in meta_keys), *(("GET", k) for k in tensor_keys)]
+        replies = self._connection().pipeline(commands) if commands else []
+        metas = replies[: len(meta_keys)]
+        for meta in metas:
+            if isinstance(meta, hiredis.ReplyError):
+                raise CommandError(str(meta))
         tensors = []
-        for reply in replies[1:]:
+        for reply in replies[len(meta_keys) :]:
             if isinstance(reply, hiredis.ReplyError):
                 raise CommandError(str(reply))
             if reply is None:
                 raise CommandError(MISSING_TENSOR)
             tensors.append(decode_key_value(reply))
-        return meta, tensors
+        return metas, tensors
 
     def write(self, keys: list[str], tensors: list[Tensor]) -> None:
         """Store output tensors (one pipeline)."""
@@ -138,15 +145,20 @@ class AIService:
         if meta_json is None:
             raise CommandError("ERR script key is empty")
         meta = ScriptMeta.from_json(meta_json)
+        request = self.script_request(key, meta, function, keys, args, inputs, timeout_ms)
+        return self._finish(self.runner.run(meta.device, request), output_keys)
+
+    def script_request(
+        self, key: str, meta: ScriptMeta, function: str, keys: list[str], args: list[str], inputs: list[Tensor], timeout_ms: int | None
+    ) -> RunRequest:
         script = self.script(key, meta)
-        request = RunRequest(
+        return RunRequest(
             target=script,
             fn=lambda arrays: script.call(function, arrays, keys, args),
             inputs=[t.to_numpy() for t in inputs],
             stats=self.runner.stats.get(key),
             timeout_ms=timeout_ms,
         )
-        return self._finish(self.runner.run(meta.device, request), output_keys)
 
     def _finish(self, request: RunRequest, output_keys: list[str]) -> Any:
         if request.timed_out:

@@ -204,6 +204,10 @@ class WorkerProcess:
             return service.script_execute(*args)
         if kind == "ai_info":
             return service.info(*args)
+        if kind == "ai_dag":
+            from ..ai.dag import run_dag
+
+            return run_dag(service, *args)
         raise ValueError(f"unknown request {kind!r}")
 
     @staticmethod
