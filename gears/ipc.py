@@ -17,6 +17,7 @@ import pickle
 import socket
 import struct
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 __all__ = ["ThreadChannel", "AsyncChannel", "ChannelClosed", "RemoteError"]
@@ -24,6 +25,8 @@ __all__ = ["ThreadChannel", "AsyncChannel", "ChannelClosed", "RemoteError"]
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
+#: Requests from the node served at once by a worker (a blocked request holds one thread).
+CALL_THREADS = 256
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
@@ -56,6 +59,8 @@ class ThreadChannel:
         self._ids = itertools.count(1)
         self._pending: dict[int, list[Any]] = {}
         self._pending_lock = threading.Lock()
+        # Requests may block (a script, a model run): each gets a pool thread.
+        self._calls = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="call")
 
     def send(self, kind: str, *args: Any) -> None:
         """Send a one-way message."""
@@ -83,7 +88,7 @@ class ThreadChannel:
         """Read frames until the socket closes.
 
         One-way messages go to ``handle_message(kind, *args)``; requests go to
-        ``handle_call(kind, *args)`` on a new thread (they may block) and are answered.
+        ``handle_call(kind, *args)`` on a pool thread (they may block) and are answered.
         """
         buffer = bytearray()
         while True:
@@ -110,9 +115,7 @@ class ThreadChannel:
                 slot[0].set()
         elif kind == "call":
             _, call_id, name, args = message
-            threading.Thread(
-                target=self._serve_call, args=(call_id, name, args, handle_call), name=f"call-{name}", daemon=True
-            ).start()
+            self._calls.submit(self._serve_call, call_id, name, args, handle_call)
         else:
             handle_message(kind, *message[1:])
 

@@ -2,6 +2,7 @@
 
     python scripts/bench.py batch [--keys 200000] [--json]
     python scripts/bench.py triggers [--events 20000] [--json]
+    python scripts/bench.py ai [--clients 32] [--json]
 
 Each suite starts its own local cluster (in a temporary folder, on its own ports),
 measures the framework and the baseline, checks that both computed the same thing,
@@ -379,7 +380,117 @@ def _stream_loss(state: launcher.ClusterState, entries: int) -> int:
     return entries - processed
 
 
-SUITES: dict[str, Callable[[argparse.Namespace], list[Case]]] = {"batch": suite_batch, "triggers": suite_triggers}
+# --------------------------------------------------------------------------- ai suite
+def _store_encoder(client: redis.Redis, key: str, blob: bytes, batchsize: int) -> None:
+    options = ["BATCHSIZE", batchsize] if batchsize else []
+    client.execute_command("AI.MODELSTORE", key, "TORCH", "CPU", *options, "BLOB", blob)
+
+
+def _timed_calls(fn: Callable[[], Any], count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)
+
+
+def _concurrent_load(port: int, clients: int, model: str, seconds: float) -> tuple[float, list[float]]:
+    """``clients`` threads, each its own connection and inputs, running MODELEXECUTE for ``seconds``."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def client_loop(n: int) -> None:
+        conn = redis.Redis(port=port)
+        mine = []
+        while time.perf_counter() < stop:
+            start = time.perf_counter()
+            reply = conn.execute_command("AI.MODELEXECUTE", model, "INPUTS", 2, f"ids{n}{{06S}}", f"mask{n}{{06S}}", "OUTPUTS", 1, f"out{n}{{06S}}")
+            if reply != b"OK":
+                raise RuntimeError(f"MODELEXECUTE replied {reply!r}")
+            mine.append((time.perf_counter() - start) * 1000)
+        with lock:
+            latencies.extend(mine)
+        conn.close()
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, sorted(latencies)
+
+
+def suite_ai(args: argparse.Namespace) -> list[Case]:
+    """A 6-layer BERT encoder (seq 64): MODELEXECUTE overhead vs in-process, and batching under 32 clients."""
+    import io
+
+    import numpy as np
+    import torch
+
+    from pipelines.bert import encoder_torchscript, example_inputs
+
+    blob = encoder_torchscript(64)
+    local = torch.jit.load(io.BytesIO(blob))
+    ids, mask = example_inputs(1, 64)
+
+    def in_process() -> list[float]:
+        with torch.inference_mode():
+            local(ids, mask)
+            return _timed_calls(lambda: local(ids, mask), args.calls)
+
+    with tempfile.TemporaryDirectory(prefix="gears-bench-") as folder:
+        state = launcher.up(masters=3, base_port=args.base_port, dir=folder, config={"appendonly": "no"})
+        try:
+            cluster = state.cluster_client()
+            port = cluster.get_node_from_key("enc{06S}").port
+            cluster.close()
+            client = redis.Redis(port=port)
+            _store_encoder(client, "enc{06S}", blob, 0)
+            _store_encoder(client, "encb{06S}", blob, 16)
+            for n in range(args.clients):
+                client.execute_command("AI.TENSORSET", f"ids{n}{{06S}}", "INT64", 1, 64, "BLOB", ids.numpy().astype("<i8").tobytes())
+                client.execute_command("AI.TENSORSET", f"mask{n}{{06S}}", "INT64", 1, 64, "BLOB", mask.numpy().astype("<i8").tobytes())
+            run = lambda: client.execute_command(  # noqa: E731
+                "AI.MODELEXECUTE", "enc{06S}", "INPUTS", 2, "ids0{06S}", "mask0{06S}", "OUTPUTS", 1, "out0{06S}"
+            )
+            run()
+            client.execute_command("AI.INFO", "enc{06S}", "RESETSTAT")
+            # Same conditions for both: the cluster is up and idle; in-process before and after.
+            before = in_process()
+            served = _timed_calls(run, args.calls)
+            inproc = sorted(before + in_process())
+            got = np.frombuffer(client.execute_command("AI.TENSORGET", "out0{06S}", "BLOB"), "<f4")
+            with torch.inference_mode():
+                expected = local(ids, mask).numpy().ravel()
+            if not np.allclose(got, expected, atol=1e-4):
+                raise RuntimeError("the served model's output differs from the in-process output")
+            info = client.execute_command("AI.INFO", "enc{06S}")
+            stats_match = info[15] == args.calls and info[17] == 0
+            plain_rate, plain_lat = _concurrent_load(port, args.clients, "enc{06S}", args.seconds)
+            batched_rate, batched_lat = _concurrent_load(port, args.clients, "encb{06S}", args.seconds)
+            client.close()
+        finally:
+            launcher.down(folder)
+    p50 = lambda v: v[len(v) // 2]  # noqa: E731
+    p95 = lambda v: v[min(len(v) - 1, int(len(v) * 0.95))]  # noqa: E731
+    return [
+        Case("overhead_p50_ms", f"ms (served p50 {p50(served):.2f} - in-process p50 {p50(inproc):.2f})",
+             p50(served) - p50(inproc), None, False, "<= 1 ms"),
+        Case("batching_throughput", f"requests/s, {args.clients} clients, BATCHSIZE 16 vs 0", batched_rate, plain_rate, True, ">= 1.5x"),
+        Case("batching_p95", f"ms p95, {args.clients} clients, BATCHSIZE 16 vs 0", p95(batched_lat), p95(plain_lat), False, "<= 1.2x"),
+        Case("info_calls_match", f"AI.INFO calls == {args.calls} requests (1 = yes)", float(stats_match), None, True, "1"),
+    ]
+
+
+SUITES: dict[str, Callable[[argparse.Namespace], list[Case]]] = {
+    "batch": suite_batch,
+    "triggers": suite_triggers,
+    "ai": suite_ai,
+}
 
 
 def main() -> int:
@@ -388,6 +499,9 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=200_000, help="batch: number of hashes")
     parser.add_argument("--events", type=int, default=20_000, help="triggers: events per measurement")
     parser.add_argument("--stream-entries", type=int, default=2_000, help="triggers: stream entries across the kill")
+    parser.add_argument("--calls", type=int, default=200, help="ai: sequential calls for the overhead")
+    parser.add_argument("--clients", type=int, default=32, help="ai: concurrent clients for batching")
+    parser.add_argument("--seconds", type=float, default=15.0, help="ai: seconds per batching measurement")
     parser.add_argument("--base-port", type=int, default=BASE_PORT)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()

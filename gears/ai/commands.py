@@ -321,11 +321,7 @@ async def modelrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 
 async def _execute_model(node: "GearsNode", key: bytes, inputs: list[str], outputs: list[str], timeout: int | None) -> Any:
     _local(node, [key, *(i.encode() for i in inputs), *(o.encode() for o in outputs)])
-    meta = ModelMeta.from_json((await _ai_fields(node, key, "model", "ERR model key is empty"))[b"meta"])
-    if meta.inputs and len(inputs) != len(meta.inputs):
-        raise CommandError("Number of keys given as INPUTS here does not match model definition")
-    if meta.outputs and len(outputs) != len(meta.outputs):
-        raise CommandError("Number of keys given as OUTPUTS here does not match model definition")
+    # The worker reads the model's meta with the inputs (one round trip) and checks them.
     reply = await node.worker.call("ai_model_execute", _text(key), inputs, outputs, timeout)
     return Status(reply)
 

@@ -18,7 +18,7 @@ import hiredis
 from ..errors import CommandError, GearsError
 from .backends import LoadedModel, LoadedScript, load_model, load_script
 from .runner import TIMEDOUT, Runner, RunRequest, RunStats
-from .storage import ModelMeta, ScriptMeta, chunk_fields
+from .storage import MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields
 from .tensors import Tensor, decode_key_value, encode_key_value
 
 __all__ = ["AIService", "MISSING_TENSOR"]
@@ -51,7 +51,8 @@ class AIService:
         chunks = conn.call("HMGET", key, *fields) if fields else []
         if any(c is None for c in chunks):
             raise CommandError("ERR model key is empty")
-        model = load_model(meta.backend, meta.device, b"".join(chunks))
+        blob = b"".join(chunks)
+        model = self.runner.call(meta.device, lambda: load_model(meta.backend, meta.device, blob))
         with self._lock:
             self._models[key] = (meta.version, model, meta)
             stats = self.runner.stats.get(key)
@@ -69,7 +70,7 @@ class AIService:
     def check_script(self, key: str, meta_json: str, source: str) -> None:
         """Compile a script being stored (errors are the store's reply)."""
         meta = ScriptMeta.from_json(meta_json)
-        script = load_script(meta.device, source, meta.entry_points)
+        script = self.runner.call(meta.device, lambda: load_script(meta.device, source, meta.entry_points))
         with self._lock:
             self._scripts[key] = (meta.version, script, meta)
             self.runner.stats[key] = RunStats("SCRIPT", "TORCH", meta.device, meta.tag, meta.version)
@@ -130,12 +131,30 @@ class AIService:
 
     def model_execute(self, key: str, input_keys: list[str], output_keys: list[str], timeout_ms: int | None) -> Any:
         """``AI.MODELEXECUTE``: ``OK``, ``TIMEDOUT`` or an error reply."""
+        meta = self._model_meta(key)
+        if meta.inputs and len(input_keys) != len(meta.inputs):
+            raise CommandError("Number of keys given as INPUTS here does not match model definition")
+        if meta.outputs and len(output_keys) != len(meta.outputs):
+            raise CommandError("Number of keys given as OUTPUTS here does not match model definition")
         meta_json, inputs = self.read(key, input_keys)
         if meta_json is None:
             raise CommandError("ERR model key is empty")
-        meta = ModelMeta.from_json(meta_json)
-        request = self.runner.run(meta.device, self.model_request(key, meta, inputs, timeout_ms))
+        request = self.runner.run(meta.device, self.model_request(key, ModelMeta.from_json(meta_json), inputs, timeout_ms))
         return self._finish(request, output_keys)
+
+    def _model_meta(self, key: str) -> ModelMeta:
+        """The meta of the cached model, or read from the key (which must hold a model)."""
+        cached = self._models.get(key)
+        if cached is not None:
+            return cached[2]
+        marker, meta = self._connection().call("HMGET", key, MARKER_FIELD, "meta")
+        if marker is None and meta is None:
+            if self._connection().call("EXISTS", key):
+                raise CommandError("WRONGTYPE Operation against a key holding the wrong kind of value")
+            raise CommandError("ERR model key is empty")
+        if marker != b"model" or meta is None:
+            raise CommandError("WRONGTYPE Operation against a key holding the wrong kind of value")
+        return ModelMeta.from_json(meta)
 
     def script_execute(
         self, key: str, function: str, keys: list[str], input_keys: list[str], args: list[str], output_keys: list[str], timeout_ms: int | None
