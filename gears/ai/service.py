@@ -53,6 +53,8 @@ class AIService:
             raise CommandError("ERR model key is empty")
         blob = b"".join(chunks)
         model = self.runner.call(meta.device, lambda: load_model(meta.backend, meta.device, blob))
+        if meta.backend != "TF":
+            meta.inputs, meta.outputs = model.inputs, model.outputs  # what the model itself declares
         with self._lock:
             self._models[key] = (meta.version, model, meta)
             stats = self.runner.stats.get(key)
