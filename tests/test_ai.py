@@ -230,3 +230,28 @@ def test_dag_execute(cluster1):
         "AI.MODELEXECUTE", "dm{d}", "INPUTS", 1, "bad", "OUTPUTS", 1, "o2",
     )
     assert failing[0] == b"OK" and isinstance(failing[1], redis.ResponseError) and failing[2] == b"NA"
+
+
+def test_a_model_larger_than_512mb_is_stored_in_chunks(cluster1, tmp_path):
+    """Random weights, built locally: bigger than proto-max-bulk-len, sent as two BLOB chunks."""
+    big = torch.nn.Linear(12000, 11500, bias=False)  # 552 MB of float32 weights
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(big), buffer)
+    blob = buffer.getvalue()
+    del buffer
+    assert len(blob) > 512 * 1024 * 1024
+    half = len(blob) // 2
+    client = redis.Redis(port=cluster1.ports[0], socket_timeout=300)
+    assert client.execute_command("AI.MODELSTORE", "big{b}", "TORCH", "CPU", "BLOB", blob[:half], blob[half:]) == b"OK"
+    meta = client.execute_command("AI.MODELGET", "big{b}", "META")
+    assert meta[1] == b"TORCH"
+    fields = client.hlen("big{b}")
+    assert fields > 3  # marker, meta and several chunk fields
+    x = np.ones((1, 12000), dtype=np.float32)
+    client.execute_command("AI.TENSORSET", "bigx{b}", "FLOAT", 1, 12000, "BLOB", x.tobytes())
+    assert client.execute_command("AI.MODELEXECUTE", "big{b}", "INPUTS", 1, "bigx{b}", "OUTPUTS", 1, "bigy{b}") == b"OK"
+    got = np.frombuffer(client.execute_command("AI.TENSORGET", "bigy{b}", "BLOB"), "<f4")
+    with torch.inference_mode():
+        expected = big(torch.from_numpy(x)).numpy().ravel()
+    assert np.allclose(got, expected, atol=1e-3)
+    assert client.execute_command("AI.MODELDEL", "big{b}") == b"OK"
