@@ -255,3 +255,30 @@ def test_a_model_larger_than_512mb_is_stored_in_chunks(cluster1, tmp_path):
         expected = big(torch.from_numpy(x)).numpy().ravel()
     assert np.allclose(got, expected, atol=1e-3)
     assert client.execute_command("AI.MODELDEL", "big{b}") == b"OK"
+
+
+def test_scriptrun_and_dag_runner_in_functions(cluster1):
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.SCRIPTSET", "old{06S}", "CPU", "SOURCE", "def add(a, b):\n    return a + b\n")
+    client.execute_command("AI.TENSORSET", "p{06S}", "FLOAT", 2, "VALUES", 1, 2)
+    client.execute_command("AI.TENSORSET", "q{06S}", "FLOAT", 2, "VALUES", 10, 20)
+    assert client.execute_command("AI.SCRIPTRUN", "old{06S}", "add", "INPUTS", "p{06S}", "q{06S}", "OUTPUTS", "r{06S}") == b"OK"
+    assert client.execute_command("AI.TENSORGET", "r{06S}", "VALUES") == [b"11", b"22"]
+    client.execute_command("AI.MODELSTORE", "dagm{06S}", "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    script = """
+import redisAI
+async def run(x):
+    t = redisAI.createTensorFromValues('FLOAT', [1, 4], [1.0, 0.0, 0.0, 0.0])
+    dag = redisAI.createDAGRunner()
+    dag.Input('in', t)
+    dag.ModelRun(name='dagm{06S}', inputs=['in'], outputs=['out'])
+    dag.TensorGet('out')
+    dag.OpsFromString('|> AI.MODELEXECUTE dagm{06S} INPUTS 1 in OUTPUTS 1 again |> AI.TENSORGET again')
+    first, second = await dag.Run()
+    return redisAI.tensorToFlatList(first) == redisAI.tensorToFlatList(second), [round(v, 4) for v in redisAI.tensorToFlatList(first)]
+GB('ShardsIDReader').map(run).run()
+"""
+    results, errors = client.execute_command("RG.PYEXECUTE", script)
+    assert errors == [] and results == [b"(True, [0.0, 0.1, 0.2])"]
+    bad = "import redisAI\nasync def run(x):\n    dag = redisAI.createDAGRunner()\n    dag.ModelRun(name='nope{06S}', inputs=['a'], outputs=['b'])\n    return 1\nGB('ShardsIDReader').map(run).run()"
+    assert b"model key is empty" in client.execute_command("RG.PYEXECUTE", bad)[1][0]

@@ -134,7 +134,10 @@ class LoadedScript:
         self._unit = unit
         self.entry_points = entry_points
 
-    def call(self, function: str, arrays: list[Any], keys: list[str], args: list[str]) -> list[Any]:
+    def call(self, function: str, arrays: list[Any], keys: list[str], args: list[str], variadic: int = -1) -> list[Any]:
+        """Call an entry point ``f(tensors, keys, args)``; a function with another signature
+        (scripts stored with the deprecated ``AI.SCRIPTSET``) gets the tensors positionally,
+        the ones from ``variadic`` on (``$`` in ``AI.SCRIPTRUN``) as one list."""
         import torch
 
         try:
@@ -143,7 +146,13 @@ class LoadedScript:
             raise CommandError(f"Function does not exist: {function}") from None
         target = _torch_device(self.device)
         with torch.inference_mode():
-            result = fn([torch.from_numpy(a).to(target) for a in arrays], keys, args)
+            tensors = [torch.from_numpy(a).to(target) for a in arrays]
+            if [str(a.type) for a in fn.schema.arguments] == ["List[Tensor]", "List[str]", "List[str]"]:
+                result = fn(tensors, keys, args)
+            elif variadic >= 0:
+                result = fn(*tensors[:variadic], tensors[variadic:])
+            else:
+                result = fn(*tensors)
         if isinstance(result, torch.Tensor):
             result = (result,)
         return [t.detach().to("cpu").contiguous().numpy() for t in result]

@@ -441,6 +441,51 @@ async def scriptexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return Status(reply)
 
 
+def parse_scriptrun(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, str, list[str], int, list[str], int | None]:
+    """Deprecated ``AI.SCRIPTRUN key fn [TIMEOUT t] INPUTS in... [$ in...] OUTPUTS out...``.
+
+    Returns the key, function, inputs, where the ``$`` list starts (-1: none), outputs, timeout."""
+    if len(args) < (4 if in_dag else 6):
+        raise ArityError("AI.SCRIPTRUN")
+    key, function, i, timeout = args[1], _text(args[2]), 3, None
+    if i < len(args) and args[i].upper() == b"TIMEOUT":
+        if in_dag:
+            raise CommandError("ERR TIMEOUT not allowed within a DAG command")
+        timeout = _int(args[i + 1], "ERR Invalid value for TIMEOUT", 1)
+        i += 2
+    inputs: list[str] = []
+    outputs: list[str] = []
+    variadic = -1
+    section = None
+    for arg in args[i:]:
+        word = arg.upper()
+        if word == b"INPUTS":
+            if section is not None:
+                raise CommandError("ERR Already encountered an INPUTS section in SCRIPTRUN")
+            section = inputs
+        elif word == b"OUTPUTS":
+            section = outputs
+        elif arg == b"$":
+            if section is not inputs:
+                raise CommandError("ERR Encountered a variable size list of tensors outside of input section")
+            variadic = len(inputs)
+        elif section is None:
+            raise CommandError("ERR Unrecongnized parameter to SCRIPTRUN")
+        else:
+            section.append(_text(arg))
+    return key, function, inputs, variadic, outputs, timeout
+
+
+@command("AI.SCRIPTRUN")
+async def scriptrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Deprecated ``AI.SCRIPTRUN key fn [TIMEOUT t] INPUTS in... [$ in...] OUTPUTS out...``."""
+    key, function, inputs, variadic, outputs, timeout = parse_scriptrun(args)
+    _local(node, [key, *(k.encode() for k in inputs + outputs)])
+    await _ai_fields(node, key, "script", "ERR script key is empty")
+    reply = await node.worker.call("ai_script_execute", _text(key), function, [], inputs, [], outputs, timeout, variadic)
+    return Status(reply)
+
+
 # ------------------------------------------------------------------------- DAGs
 async def _dag(node: "GearsNode", args: list[bytes]) -> Any:
     from .dag import parse_dag

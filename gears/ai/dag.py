@@ -43,6 +43,7 @@ class DagOp:
     outputs: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
+    variadic: int = -1
 
 
 @dataclass
@@ -54,6 +55,8 @@ class DagPlan:
     routing: str | None
     timeout: int | None
     ops: list[DagOp]
+    #: In-memory inputs (``DAG.Input`` in gears functions), like LOADed tensors.
+    inputs: dict[str, Tensor] = field(default_factory=dict)
 
     def keys(self) -> list[bytes]:
         """Every key the DAG touches (for the slot check): LOAD, PERSIST, ROUTING, models, scripts."""
@@ -94,8 +97,6 @@ def _count_list(header: list[bytes], i: int, what: str) -> tuple[list[str], int]
 
 def parse_dag(args: list[bytes]) -> DagPlan:
     """Parse ``AI.DAGEXECUTE[_RO]`` / ``AI.DAGRUN[_RO]`` completely (no I/O)."""
-    from .commands import parse_modelexecute, parse_modelrun, parse_scriptexecute
-
     command = _text(args[0]).upper()
     deprecated = command.startswith("AI.DAGRUN")
     readonly = command.endswith("_RO")
@@ -141,6 +142,15 @@ def parse_dag(args: list[bytes]) -> DagPlan:
         )
     if not raw_ops or all(not op for op in raw_ops):
         raise CommandError("ERR DAG is empty")
+    ops = parse_ops(raw_ops, deprecated=deprecated, readonly=readonly)
+    check_names(ops, loads, persists)
+    return DagPlan(loads, persists, routing, timeout, ops)
+
+
+def parse_ops(raw_ops: list[list[bytes]], *, deprecated: bool = False, readonly: bool = False) -> list[DagOp]:
+    """The ops of a DAG, each given as its own argument list."""
+    from .commands import parse_modelexecute, parse_modelrun, parse_scriptexecute, parse_scriptrun
+
     ops: list[DagOp] = []
     for op_args in raw_ops:
         name = _text(op_args[0]).upper() if op_args else ""
@@ -168,8 +178,18 @@ def parse_dag(args: list[bytes]) -> DagPlan:
                 "script", key=_text(key), function=function, inputs=scopes.get("INPUTS", []),
                 outputs=scopes.get("OUTPUTS", []), keys=scopes.get("KEYS", []), args=scopes.get("ARGS", []),
             ))
+        elif name == "AI.SCRIPTRUN":
+            if not deprecated:
+                raise CommandError("Unsupported command within DAG")
+            key, function, inputs, variadic, outputs, _ = parse_scriptrun(op_args, in_dag=True)
+            ops.append(DagOp("script", key=_text(key), function=function, inputs=inputs, outputs=outputs, variadic=variadic))
         else:
             raise CommandError("Unsupported command within DAG")
+    return ops
+
+
+def check_names(ops: list[DagOp], loads: list[str], persists: list[str]) -> None:
+    """Every input is a LOADed tensor or an earlier op's output; every PERSIST is produced."""
     available = set(loads)
     for op in ops:  # names bind to the latest producer: a LOAD or an earlier op
         if any(name not in available for name in op.inputs):
@@ -179,21 +199,23 @@ def parse_dag(args: list[bytes]) -> DagPlan:
             available.add(op.name)
     if any(not _produced(ops, name) for name in persists):
         raise CommandError("ERR PERSIST key cannot be found in DAG")
-    return DagPlan(loads, persists, routing, timeout, ops)
 
 
 def _produced(ops: list[DagOp], name: str) -> bool:
     return any(name in op.outputs or (op.kind == "tensorset" and op.name == name) for op in ops)
 
 
-def run_dag(service: "AIService", plan: DagPlan) -> Any:
-    """Execute a parsed DAG on this shard; the reply of the command."""
+def run_dag(service: "AIService", plan: DagPlan, *, as_tensors: bool = False) -> Any:
+    """Execute a parsed DAG on this shard; the reply of the command.
+
+    With ``as_tensors`` (the ``redisAI`` DAG runner) the result is the list of tensors the
+    TensorGet ops name, and the first failing op raises its error."""
     import time
 
     meta_keys = sorted({op.key for op in plan.ops if op.key})
     metas_raw, loaded = service.fetch(meta_keys, plan.loads)
     metas = dict(zip(meta_keys, metas_raw))
-    table: dict[str, Tensor] = dict(zip(plan.loads, loaded))
+    table: dict[str, Tensor] = {**plan.inputs, **dict(zip(plan.loads, loaded))}
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout / 1000
     replies: list[Any] = []
     failed = False
@@ -203,7 +225,12 @@ def run_dag(service: "AIService", plan: DagPlan) -> Any:
             replies.append(Status("OK"))
         elif op.kind == "tensorget":
             tensor = table.get(op.name)
-            replies.append(Status("NA") if tensor is None else tensorget_reply(tensor, op.fmt))
+            if as_tensors:
+                if tensor is None:
+                    raise GearsError("ERR tensor key is empty")
+                replies.append(tensor)
+            else:
+                replies.append(Status("NA") if tensor is None else tensorget_reply(tensor, op.fmt))
         elif failed:
             replies.append(Status("NA"))
         else:
@@ -213,6 +240,8 @@ def run_dag(service: "AIService", plan: DagPlan) -> Any:
             if request.timed_out:
                 return Status(TIMEDOUT)
             if request.error is not None:
+                if as_tensors:
+                    raise GearsError(request.error)
                 replies.append(ErrorValue(request.error))
                 failed = True
                 continue
@@ -229,6 +258,8 @@ def run_dag(service: "AIService", plan: DagPlan) -> Any:
             service.write(plan.persists, [table[name] for name in plan.persists])
         except GearsError as exc:
             replies.append(ErrorValue(str(exc)))
+    if as_tensors:
+        return [reply for reply in replies if isinstance(reply, Tensor)]
     return replies
 
 
@@ -241,4 +272,5 @@ def _op_request(service: "AIService", op: DagOp, meta_raw: Any, inputs: list[Ten
     if meta_raw is None:
         raise CommandError("ERR script key is empty")
     script_meta = ScriptMeta.from_json(meta_raw)
-    return service.script_request(op.key, script_meta, op.function, op.keys, op.args, inputs, timeout), script_meta.device
+    request = service.script_request(op.key, script_meta, op.function, op.keys, op.args, inputs, timeout, op.variadic)
+    return request, script_meta.device

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import types
 from typing import Any, Iterable
 
@@ -23,7 +24,7 @@ from .runner import RunRequest
 from .storage import ModelMeta, ScriptMeta
 from .tensors import Tensor, create_from_blob, create_from_values, data_as_blob, decode_key_value, encode_key_value, to_flat_list
 
-__all__ = ["install", "PyGraphRunner", "PyTorchScriptRunner"]
+__all__ = ["install", "PyGraphRunner", "PyTorchScriptRunner", "PyDAGRunner"]
 
 
 def _service() -> Any:
@@ -264,11 +265,127 @@ def scriptRunnerRunAsync(runner: PyTorchScriptRunner) -> "asyncio.Future[list[Te
     return _run_async(runner, runner.meta.device)
 
 
+class PyDAGRunner:
+    """A DAG built in a gears function (``createDAGRunner()``); every method but ``Run`` chains."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[str, Tensor] = {}
+        self._ops: list[Any] = []
+        self._used = False
+
+    def Input(self, name: str, tensor: Tensor) -> "PyDAGRunner":
+        """An in-memory input tensor (like LOAD); a duplicate name is ignored."""
+        self._inputs.setdefault(name, tensor)
+        return self
+
+    def TensorSet(self, name: str, tensor: Tensor) -> "PyDAGRunner":
+        """An ``AI.TENSORSET`` op."""
+        from .dag import DagOp
+
+        self._ops.append(DagOp("tensorset", name=name, tensor=tensor))
+        return self
+
+    def TensorGet(self, name: str) -> "PyDAGRunner":
+        """An ``AI.TENSORGET`` op; each adds one tensor to ``Run()``'s result."""
+        from .dag import DagOp
+
+        self._ops.append(DagOp("tensorget", name=name))
+        return self
+
+    def ModelRun(self, name: str | None = None, inputs: list[str] | None = None, outputs: list[str] | None = None) -> "PyDAGRunner":
+        """A model op (keyword arguments only, as in RedisGears)."""
+        from .dag import DagOp
+
+        if name is None:
+            raise GearsScriptError("Model key name was not given")
+        if inputs is None:
+            raise GearsScriptError("Must specify model inputs")
+        if outputs is None:
+            raise GearsScriptError("Must specify model outputs")
+        raw = _conn().call("HGET", name, "meta")
+        if raw is None:
+            raise GearsScriptError("ERR model key is empty")
+        meta = ModelMeta.from_json(raw)
+        if meta.inputs and len(inputs) != len(meta.inputs):
+            raise GearsScriptError("Number of keys given as INPUTS does not match model definition")
+        if meta.outputs and len(outputs) != len(meta.outputs):
+            raise GearsScriptError("Number of keys given as OUTPUTS does not match model definition")
+        self._ops.append(DagOp("model", key=name, inputs=list(inputs), outputs=list(outputs)))
+        return self
+
+    def ScriptRun(
+        self, name: str | None = None, func: str | None = None, inputs: list[str] | None = None, outputs: list[str] | None = None
+    ) -> "PyDAGRunner":
+        """A script op (keyword arguments only)."""
+        from .dag import DagOp
+
+        if name is None or func is None:
+            raise GearsScriptError("Script key name and function must be given")
+        self._ops.append(DagOp("script", key=name, function=func, inputs=list(inputs or []), outputs=list(outputs or [])))
+        return self
+
+    def OpsFromString(self, text: str) -> "PyDAGRunner":
+        """Ops in ``AI.DAGEXECUTE`` syntax: ``"|> AI.MODELEXECUTE m{1} INPUTS 1 a OUTPUTS 1 b |> AI.TENSORGET b"``."""
+        from .dag import parse_ops
+
+        tokens = text.split()
+        if not tokens or tokens[0] != "|>":
+            raise GearsScriptError("ops string must start with |>")
+        raw: list[list[bytes]] = []
+        for token in tokens:
+            if token == "|>":
+                raw.append([])
+            else:
+                raw[-1].append(token.encode())
+        try:
+            self._ops.extend(parse_ops(raw))
+        except GearsError as exc:
+            _raise(exc)
+        return self
+
+    def Run(self) -> "asyncio.Future[list[Tensor]]":
+        """Run the DAG; ``await`` it for the TensorGet tensors (or the first op's error)."""
+        from .dag import DagPlan, check_names, run_dag
+
+        if self._used:
+            raise GearsScriptError("PyDAGRunner is invalid")
+        self._used = True
+        try:
+            check_names(self._ops, list(self._inputs), [])
+        except GearsError as exc:
+            _raise(exc)
+        plan = DagPlan([], [], None, None, self._ops, dict(self._inputs))
+        service = _service()
+        loop = gears_loop()
+        future: asyncio.Future[list[Tensor]] = loop_future()
+
+        def work() -> None:
+            try:
+                result, error = run_dag(service, plan, as_tensors=True), None
+            except GearsError as exc:
+                result, error = None, GearsScriptError(str(exc))
+
+            def deliver() -> None:
+                if not future.done():
+                    future.set_exception(error) if error is not None else future.set_result(result)
+
+            loop.call_soon_threadsafe(deliver)
+
+        threading.Thread(target=work, name="dag-runner", daemon=True).start()
+        return future
+
+
+def createDAGRunner() -> PyDAGRunner:
+    """A new DAG runner."""
+    return PyDAGRunner()
+
+
 _API = (
     "createTensorFromValues", "createTensorFromBlob", "setTensorInKey", "msetTensorsInKeyspace", "getTensorFromKey",
     "mgetTensorsFromKeyspace", "tensorToFlatList", "tensorGetDataAsBlob", "tensorGetDims", "createModelRunner",
     "modelRunnerAddInput", "modelRunnerAddOutput", "modelRunnerRun", "modelRunnerRunAsync", "createScriptRunner",
     "scriptRunnerAddInput", "scriptRunnerAddInputList", "scriptRunnerAddOutput", "scriptRunnerRun", "scriptRunnerRunAsync",
+    "createDAGRunner",
 )
 
 
@@ -281,5 +398,6 @@ def install() -> types.ModuleType:
     module.PyTensor = Tensor  # type: ignore[attr-defined]
     module.PyGraphRunner = PyGraphRunner  # type: ignore[attr-defined]
     module.PyTorchScriptRunner = PyTorchScriptRunner  # type: ignore[attr-defined]
+    module.PyDAGRunner = PyDAGRunner  # type: ignore[attr-defined]
     sys.modules["redisAI"] = module
     return module

@@ -159,23 +159,39 @@ class AIService:
         return ModelMeta.from_json(meta)
 
     def script_execute(
-        self, key: str, function: str, keys: list[str], input_keys: list[str], args: list[str], output_keys: list[str], timeout_ms: int | None
+        self,
+        key: str,
+        function: str,
+        keys: list[str],
+        input_keys: list[str],
+        args: list[str],
+        output_keys: list[str],
+        timeout_ms: int | None,
+        variadic: int = -1,
     ) -> Any:
-        """``AI.SCRIPTEXECUTE``: ``OK``, ``TIMEDOUT`` or an error reply."""
+        """``AI.SCRIPTEXECUTE`` / ``AI.SCRIPTRUN``: ``OK``, ``TIMEDOUT`` or an error reply."""
         meta_json, inputs = self.read(key, input_keys)
         if meta_json is None:
             raise CommandError("ERR script key is empty")
         meta = ScriptMeta.from_json(meta_json)
-        request = self.script_request(key, meta, function, keys, args, inputs, timeout_ms)
+        request = self.script_request(key, meta, function, keys, args, inputs, timeout_ms, variadic)
         return self._finish(self.runner.run(meta.device, request), output_keys)
 
     def script_request(
-        self, key: str, meta: ScriptMeta, function: str, keys: list[str], args: list[str], inputs: list[Tensor], timeout_ms: int | None
+        self,
+        key: str,
+        meta: ScriptMeta,
+        function: str,
+        keys: list[str],
+        args: list[str],
+        inputs: list[Tensor],
+        timeout_ms: int | None,
+        variadic: int = -1,
     ) -> RunRequest:
         script = self.script(key, meta)
         return RunRequest(
             target=script,
-            fn=lambda arrays: script.call(function, arrays, keys, args),
+            fn=lambda arrays: script.call(function, arrays, keys, args, variadic),
             inputs=[t.to_numpy() for t in inputs],
             stats=self.runner.stats.get(key),
             timeout_ms=timeout_ms,
