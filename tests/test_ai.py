@@ -12,6 +12,8 @@ import redis
 
 torch = pytest.importorskip("torch")
 
+from ai_models import Affine, torchscript  # noqa: E402
+
 
 @pytest.fixture(params=["cluster1", "cluster3"])
 def gc(request):
@@ -22,24 +24,9 @@ def tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
-class Affine(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight
-
-
 class TwoOutputs(torch.nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor):
         return a + b, a * b
-
-
-def torchscript(module: torch.nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.jit.save(torch.jit.script(module), buffer)
-    return buffer.getvalue()
 
 
 def owner(gc, key: str) -> redis.Redis:

@@ -19,6 +19,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from ai_models import Affine, torchscript  # noqa: E402
+
 VENV = Path(os.environ.get("GEARS_REDISAI_VENV", "/tmp/redisai-py-venv"))
 
 CLIENT_SCRIPT = textwrap.dedent(
@@ -52,15 +54,6 @@ CLIENT_SCRIPT = textwrap.dedent(
     print(json.dumps(out, default=str))
     """
 )
-
-
-class Affine(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight
 
 
 @pytest.fixture(scope="module")

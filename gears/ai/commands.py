@@ -231,16 +231,20 @@ async def modelget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return [*info, "blob", blob]
 
 
-@command("AI.MODELDEL")
-async def modeldel(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """``AI.MODELDEL key``."""
+async def _delete(node: "GearsNode", args: list[bytes], kind: str) -> Any:
     if len(args) != 2:
-        raise ArityError("AI.MODELDEL")
+        raise ArityError(_text(args[0]))
     _local(node, [args[1]])
-    await _ai_fields(node, args[1], "model", "ERR model key is empty")
+    await _ai_fields(node, args[1], kind, f"ERR {kind} key is empty")
     await node.server.delete(args[1])
     node.worker.send("ai_forget", _text(args[1]))
     return OK
+
+
+@command("AI.MODELDEL")
+async def modeldel(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``AI.MODELDEL key``."""
+    return await _delete(node, args, "model")
 
 
 def _counted(args: list[bytes], i: int, scope: str, what: str, count_error: str, size_error: str) -> tuple[list[str], int]:
@@ -387,13 +391,7 @@ async def scriptget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 @command("AI.SCRIPTDEL")
 async def scriptdel(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.SCRIPTDEL key``."""
-    if len(args) != 2:
-        raise ArityError("AI.SCRIPTDEL")
-    _local(node, [args[1]])
-    await _ai_fields(node, args[1], "script", "ERR script key is empty")
-    await node.server.delete(args[1])
-    node.worker.send("ai_forget", _text(args[1]))
-    return OK
+    return await _delete(node, args, "script")
 
 
 def parse_scriptexecute(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, str, dict[str, list[str]], int | None]:
