@@ -19,7 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ai_models import Affine, torchscript  # noqa: E402
+from ai_models import Affine  # noqa: E402
 
 VENV = Path(os.environ.get("GEARS_REDISAI_VENV", "/tmp/redisai-py-venv"))
 
