@@ -8,12 +8,14 @@ Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
 (the state file: topology, binary, config, pids), ``node-<server port>/`` per server
 node (``nodes.conf``, AOF/RDB, ``server.log``) and ``gears-<front door port>.log``
 per gears node. Running :func:`up` again on that folder restarts whatever is not
-running, keeping data and topology.
+running, keeping data and topology. With ``graph_port`` (``--with-graph``) a FalkorDB
+graph server runs beside the cluster, its files in ``graph/`` (see :mod:`cluster.graph`).
 
 Python API (used by the CLI, the test fixtures and benchmarks)::
 
     state = up(masters=3, dir="/tmp/c")     # -> ClusterState; .client(), .ports ...
-    status("/tmp/c")                        # -> {"state": "ok", "nodes": [...]}
+    up(dir="/tmp/c", graph_port=9001)       # ... plus the graph server on 127.0.0.1:9001
+    status("/tmp/c")                        # -> {"state": "ok", "nodes": [...], "graph": {...}}
     down("/tmp/c")
 """
 
@@ -37,6 +39,7 @@ from typing import Any
 import redis
 
 from cluster.formation import cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
+from cluster.graph import graph_status, start_graph, stop_graph
 from cluster.hashtags import SLOTS, hashtag_for_slot
 from cluster.servers import (
     HOST,
@@ -84,6 +87,7 @@ STATE_FILE = "cluster.json"
 SERVER_PORT_OFFSET = 10000
 BUS_PORT_OFFSET = 10000  # the servers' default: bus port = server port + 10000
 STATE_VERSION = 1
+GRAPH_DIR = "graph"  # the graph server's folder inside the cluster folder
 
 #: Directives every server node gets; ``--config K=V`` overrides any of them.
 #: ``KEAm``: keyspace + keyevent notifications for every event class incl. keymiss.
@@ -160,7 +164,8 @@ class ClusterState:
 
     ``ports`` are the front-door ports (reserved by the port contract even when the
     cluster runs without gears nodes), ``server_ports`` the server nodes' ports, both
-    in node order (masters first).
+    in node order (masters first). ``graph_port``/``graph_pid`` describe the graph
+    server (None: the cluster has none).
     """
 
     dir: str
@@ -174,6 +179,13 @@ class ClusterState:
     gears: bool = True
     created: bool = False
     version: int = STATE_VERSION
+    graph_port: int | None = None
+    graph_pid: int | None = None
+
+    @property
+    def graph_dir(self) -> str:
+        """The graph server's folder (``<dir>/graph``)."""
+        return str(Path(self.dir) / GRAPH_DIR)
 
     @property
     def ports(self) -> list[int]:
@@ -414,6 +426,17 @@ def _start_servers(state: ClusterState, nodes: list[NodeInfo], started: list[Pro
     _wait_servers(nodes, timeout)
 
 
+def _start_graph(state: ClusterState, started: list[ProcessRef], timeout: float) -> None:
+    """Start the graph server if the cluster has one and it is not running."""
+    if state.graph_port is None:
+        return
+    server = start_graph(state.graph_dir, state.graph_port, timeout=timeout)
+    if server.started:
+        started.append(server.ref())
+    state.graph_pid = server.pid
+    _save(state)
+
+
 def _abort(state: ClusterState | None, started: list[ProcessRef]) -> None:
     """Stop what this call started (gears nodes first) and record it."""
     gears_refs = [ref for ref in started if ref.group]
@@ -429,6 +452,8 @@ def _abort(state: ClusterState | None, started: list[ProcessRef]) -> None:
                 node.pid = None
             if node.gears_pid in pids:
                 node.gears_pid = None
+        if state.graph_pid in pids:
+            state.graph_pid = None
         with contextlib.suppress(OSError):
             _save(state)
 
@@ -453,7 +478,8 @@ def _create(state: ClusterState, gears: bool, timeout: float) -> None:
                     f"{folder} holds files but {Path(state.dir) / STATE_FILE} is missing; "
                     "restore it or remove the folder"
                 )
-        check_ports_free(ports_needed(state.masters, state.replicas, state.base_port, gears))
+        extra = [] if state.graph_port is None else [state.graph_port]
+        check_ports_free(ports_needed(state.masters, state.replicas, state.base_port, gears) + extra)
         touched = True
         _start_servers(state, state.nodes, started, timeout)
         _form_cluster(state, timeout)
@@ -464,6 +490,7 @@ def _create(state: ClusterState, gears: bool, timeout: float) -> None:
         if gears:
             _start_gears(state, state.nodes, started, timeout)
             _wait_front_doors_mapped(state, timeout)
+        _start_graph(state, started, timeout)
         _save(state)
     except BaseException:
         _abort(state if touched else None, started)
@@ -491,6 +518,7 @@ def _restart(state: ClusterState, gears: bool, timeout: float) -> None:
             _wait_gears(state.nodes, timeout)
             log.debug("gears nodes answer PING")
             _wait_front_doors_mapped(state, timeout)
+        _start_graph(state, started, timeout)
         _save(state)
     except BaseException:
         _abort(state, started)
@@ -499,7 +527,7 @@ def _restart(state: ClusterState, gears: bool, timeout: float) -> None:
 
 def _conflicts(
     saved: ClusterState, masters: int | None, replicas: int | None, base_port: int | None,
-    server: str | None, config: Mapping[str, str] | None,
+    server: str | None, config: Mapping[str, str] | None, graph_port: int | None = None,
 ) -> None:
     where = saved.dir
     hint = f"(run `gears cluster down --dir {where}` and remove the folder to start afresh)"
@@ -507,8 +535,9 @@ def _conflicts(
         ("--masters", masters, saved.masters),
         ("--replicas", replicas, saved.replicas),
         ("--base-port", base_port, saved.base_port),
+        ("--graph-port", graph_port, saved.graph_port),
     ):
-        if given is not None and given != have:
+        if given is not None and have is not None and given != have:
             raise LauncherError(f"the cluster in {where} has {name} {have}, not {given} {hint}")
     if server is not None and resolve_server_binary(server) != saved.binary:
         raise LauncherError(f"the cluster in {where} runs {saved.binary}, not --server {server} {hint}")
@@ -529,6 +558,7 @@ def up(
     *,
     gears: bool = True,
     timeout: float = 120.0,
+    graph_port: int | None = None,
 ) -> ClusterState:
     """Start (or restart) the local cluster in ``dir`` and return its state.
 
@@ -537,7 +567,9 @@ def up(
     (default), ``redis`` or a path), each with ``config`` server directives on top
     of :data:`DEFAULT_SERVER_CONFIG`. Returns once ``cluster_state:ok`` holds on
     every server node and, with ``gears``, every gears node answers PING and names
-    only front doors in ``CLUSTER SLOTS``.
+    only front doors in ``CLUSTER SLOTS``. ``graph_port`` adds a FalkorDB graph server
+    on that port (:mod:`cluster.graph`, data in ``<dir>/graph``), ready once it answers
+    ``GRAPH.QUERY``; a cluster that has one gets it restarted when it is not running.
 
     A folder holding a cluster gets whatever is not running restarted (``None``
     options mean "as saved"); options that differ from the saved ones raise
@@ -547,7 +579,7 @@ def up(
     path = Path(dir).resolve()
     config = {str(k): str(v) for k, v in (config or {}).items()}
     try:
-        return _up(path, masters, replicas, base_port, server, config, gears, timeout)
+        return _up(path, masters, replicas, base_port, server, config, gears, timeout, graph_port)
     except redis.RedisError as exc:
         raise LauncherError(f"cluster set-up failed: {exc}") from exc
     except OSError as exc:
@@ -558,14 +590,17 @@ def up(
 
 def _up(
     path: Path, masters: int | None, replicas: int | None, base_port: int | None, server: str | None,
-    config: dict[str, str], gears: bool, timeout: float,
+    config: dict[str, str], gears: bool, timeout: float, graph_port: int | None = None,
 ) -> ClusterState:
     started_at = time.monotonic()
     with _locked(path):
         saved = load_state(path)
         if saved is not None and saved.created:
-            _conflicts(saved, masters, replicas, base_port, server, config)
+            _conflicts(saved, masters, replicas, base_port, server, config, graph_port)
             saved.gears = gears or saved.gears
+            if graph_port is not None:
+                _check_graph_port(saved, graph_port)
+                saved.graph_port = graph_port
             _restart(saved, gears, timeout)
             log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
             return saved
@@ -579,11 +614,21 @@ def _up(
             DEFAULT_BASE_PORT if base_port is None else base_port,
             server_name, binary, config, gears,
         )
+        if graph_port is not None:
+            _check_graph_port(state, graph_port)
+            state.graph_port = graph_port
         if saved is not None:
             _discard_partial(saved)
         _create(state, gears, timeout)
         log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
         return state
+
+
+def _check_graph_port(state: ClusterState, graph_port: int) -> None:
+    if not 0 < graph_port < 65536:
+        raise LauncherError(f"--graph-port {graph_port} is out of range")
+    if graph_port in ports_needed(state.masters, state.replicas, state.base_port, True):
+        raise LauncherError(f"--graph-port {graph_port} is one of the cluster's own ports")
 
 
 def start_servers_only(
@@ -605,7 +650,7 @@ def start_servers_only(
 
 
 def down(dir: str | os.PathLike[str] = DEFAULT_DIR) -> int:
-    """Stop every process of the cluster in ``dir``: gears nodes, then servers.
+    """Stop every process of the cluster in ``dir``: gears nodes, servers, the graph server.
 
     Processes are found by the pids in ``cluster.json`` (and checked to still be
     ours). Data stays. Returns how many processes were running (0: nothing was,
@@ -620,9 +665,12 @@ def down(dir: str | os.PathLike[str] = DEFAULT_DIR) -> int:
             return 0
         stopped = stop_processes([n.gears_ref() for n in state.nodes], timeout=_GEARS_STOP_TIMEOUT)
         stopped += stop_processes([n.server_ref() for n in state.nodes], timeout=_SERVER_STOP_TIMEOUT)
+        if state.graph_port is not None:
+            stopped += stop_graph(state.graph_dir)
         for node in state.nodes:
             node.pid = None
             node.gears_pid = None
+        state.graph_pid = None
         _save(state)
     log.info("stopped %d processes in %s", stopped, path)
     return stopped
@@ -636,8 +684,9 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
     running server (the saved topology when none runs); ``pid``/``gears_pid`` are
     None for a process that is not running. ``state`` is the servers'
     ``cluster_state`` (``"ok"``, ``"fail"``), ``"degraded"`` when they say ok but a
-    node of the cluster is not running, ``"down"`` when no server runs and
-    ``"absent"`` when ``dir`` holds no cluster.
+    node of the cluster (or its graph server) is not running, ``"down"`` when no
+    server runs and ``"absent"`` when ``dir`` holds no cluster. A cluster with a graph
+    server adds ``"graph": {"address": "127.0.0.1:<port>", "pid": int | None}``.
     """
     try:
         return _status(dir)
@@ -651,6 +700,7 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
         return {"state": "absent", "nodes": []}
     running = {node.port: node.server_running() for node in state.nodes}
     gears_running = {node.port: node.gears_running() for node in state.nodes}
+    graph = graph_status(state.graph_dir) if state.graph_port is not None else None
 
     infos = {node.port: cluster_info(node.port) for node in state.nodes if running[node.port]}
     answering = [port for port, info in infos.items() if info is not None]
@@ -667,7 +717,10 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
         bad = next((s for s in states if s != "ok"), None)
         if bad is not None:
             overall = bad
-        elif not all(running.values()) or (state.gears and not all(gears_running.values())):
+        elif (
+            not all(running.values()) or (state.gears and not all(gears_running.values()))
+            or (graph is not None and graph["state"] != "running")
+        ):
             overall = "degraded"
         else:
             overall = "ok"
@@ -692,4 +745,7 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
             "pid": node.pid if running[node.port] else None,
             "gears_pid": node.gears_pid if gears_running[node.port] else None,
         })
-    return {"state": overall, "nodes": nodes}
+    report: dict[str, Any] = {"state": overall, "nodes": nodes}
+    if graph is not None:
+        report["graph"] = {"address": f"{HOST}:{state.graph_port}", "pid": graph.get("pid")}
+    return report

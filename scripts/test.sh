@@ -3,5 +3,5 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k frontdoor -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test,ai
+bash scripts/setup.sh test,ai,nlp
 exec .venv/bin/python -m pytest -q "$@"

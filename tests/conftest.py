@@ -25,6 +25,7 @@ import contextlib
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +34,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Requirement sets are visible to every script on a host (as in RedisGears), so the tests
+# install theirs into a folder of their own instead of the user's ~/.cache one; the gears
+# nodes the fixtures start inherit this environment.
+os.environ.setdefault("GEARS_REQUIREMENTS_DIR", tempfile.mkdtemp(prefix="gears-test-requirements-"))
 
 from cluster import launcher  # noqa: E402
 from cluster.servers import port_in_use, port_listening  # noqa: E402
