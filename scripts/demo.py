@@ -1,76 +1,113 @@
-"""The main job: a local cluster, a generated corpus, a word count across the shards.
+"""The main job: the NLP reference pipeline end to end on a local cluster.
 
-    python scripts/demo.py [--masters 3] [--base-port 30001] [--dir .gears/cluster] [--stop]
+    python scripts/demo.py [--articles 50] [--base-port 30001] [--graph-port 9001] [--dir .gears/cluster] [--stop]
 
-Brings the cluster up (or restarts what is not running), writes each generated article's
-text to ``paragraphs:<paper_id>``, runs a RedisGears word count through the front door
-with ``RG.PYEXECUTE``, and prints the top words. The cluster keeps running afterwards
-(``gears cluster down`` stops it) unless ``--stop`` is given.
+Brings a 3-shard cluster and FalkorDB up (or restarts what is not running), registers
+the NLP pipeline, writes a corpus the project generates itself (CORD-19 schema) and
+ingests it, waits until every stage has drained, then prints a summary (articles,
+sentences, edges, top concepts) and one ``/search`` answer of the search API. The
+cluster keeps running afterwards (``gears cluster down`` stops it) unless ``--stop``.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
+import json
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster import launcher  # noqa: E402
-from pipelines.corpus import generate_articles  # noqa: E402
+from pipelines.cli import pipeline_status, register_script  # noqa: E402
+from pipelines.corpus import write_corpus  # noqa: E402
+from pipelines.ingest import ingest  # noqa: E402
+from pipelines.nlp_pipeline import SESSION_ID  # noqa: E402
 
-WORD_COUNT = """
-import re
-GB('KeysReader') \\
-    .flatmap(lambda r: re.findall(r'[a-z0-9]+', r['value'].lower())) \\
-    .filter(lambda w: len(w) > 3) \\
-    .countby() \\
-    .run('paragraphs:*')
-"""
+QUERY = "How does the spike protein relate to inflammation in the airway?"
+
+
+def _drained(cluster, graph, previous: dict | None) -> dict | None:
+    status = pipeline_status(cluster, graph)
+    steady = previous is not None and status == previous
+    done = status["sentences"] > 0 and status["matched_sentences"] == status["sentences"] and status["edges_pending"] == 0
+    return status if (done and steady) else None
+
+
+def _search(cluster, graph) -> dict:
+    import httpx
+    import uvicorn
+
+    from pipelines.api import create_app
+    from pipelines.graph import GraphWriter
+    from pipelines.nlp.concepts import default_dictionary
+
+    app = create_app(cluster, GraphWriter(*graph), default_dictionary())
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        return httpx.post(f"http://127.0.0.1:{port}/search", json={"search": QUERY, "limit": 10}, timeout=30).json()
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--masters", type=int, default=3)
     parser.add_argument("--base-port", type=int, default=30001)
+    parser.add_argument("--graph-port", type=int, default=9001)
     parser.add_argument("--dir", default=".gears/cluster")
-    parser.add_argument("--articles", type=int, default=200)
+    parser.add_argument("--articles", type=int, default=50)
     parser.add_argument("--stop", action="store_true", help="stop the cluster at the end")
     args = parser.parse_args()
 
-    state = launcher.load_state(args.dir)
-    if state is None:
-        state = launcher.up(masters=args.masters, base_port=args.base_port, dir=args.dir)
+    if launcher.load_state(args.dir) is None:
+        state = launcher.up(masters=3, base_port=args.base_port, dir=args.dir, graph_port=args.graph_port)
     else:
-        state = launcher.up(dir=args.dir)
-    print(f"cluster up: front doors {', '.join(str(p) for p in state.ports)}")
-
-    cluster = state.cluster_client(decode_responses=True)
-    pipe = cluster.pipeline(transaction=False)
-    for article in generate_articles(args.articles):
-        pipe.set(f"paragraphs:{article['paper_id']}", "\n".join(p["text"] for p in article["body_text"]))
-    pipe.execute()
-    cluster.close()
-    print(f"loaded {args.articles} generated articles into paragraphs:*")
+        state = launcher.up(dir=args.dir, graph_port=args.graph_port)
+    graph = ("127.0.0.1", args.graph_port)
+    print(f"cluster up: front doors {', '.join(map(str, state.ports))}, FalkorDB on {graph[1]}")
 
     client = state.client(decode_responses=True)
-    start = time.perf_counter()
-    results, errors = client.execute_command("RG.PYEXECUTE", WORD_COUNT)
-    elapsed = time.perf_counter() - start
-    counts = sorted((ast.literal_eval(item) for item in results), key=lambda kv: (-kv["value"], kv["key"]))
-    print(f"word count over {len(state.ports)} shards: {len(counts)} distinct words in {elapsed * 1000:.0f} ms")
-    for entry in counts[:10]:
-        print(f"  {entry['key']:<14} {entry['value']}")
-    if errors:
-        print(f"errors: {errors[:3]}")
+    reply = client.execute_command("RG.PYEXECUTE", register_script(graph, None), "ID", SESSION_ID, "UPGRADE")
+    print(f"nlp pipeline registered: {reply}")
+
+    cluster = state.cluster_client()
+    with tempfile.TemporaryDirectory(prefix="gears-corpus-") as folder:
+        files = write_corpus(folder, args.articles)
+        started = time.perf_counter()
+        counts = ingest(cluster, files)
+    print(f"ingested {counts['new']} new articles ({counts['skipped']} already there)")
+    previous = None
+    while True:
+        status = _drained(cluster, graph, previous)
+        if status is not None:
+            break
+        previous = pipeline_status(cluster, graph)
+        time.sleep(0.5)
+    elapsed = time.perf_counter() - started
+    print(f"pipeline drained in {elapsed:.1f} s: " + ", ".join(f"{k} {v}" for k, v in status.items()))
+
+    answer = _search(cluster, graph)
+    top = sorted(answer["nodes"], key=lambda n: -n["rank"])[:5]
+    print("top concepts around the query: " + ", ".join(f"{n['name']} ({n['rank']})" for n in top))
+    print(f"/search {json.dumps({'search': QUERY})} ->")
+    print(json.dumps({"nodes": answer["nodes"][:5], "links": answer["links"][:5], "years": answer["years"]}, indent=1))
+    cluster.close()
     if args.stop:
         launcher.down(args.dir)
         print("cluster stopped")
     else:
-        print(f"the cluster keeps running; stop it with: .venv/bin/gears cluster down --dir {args.dir}")
-    return 1 if errors else 0
+        print(f"the cluster keeps running; try: .venv/bin/gears api --port 8080 --cluster 127.0.0.1:{state.ports[0]} --graph 127.0.0.1:{graph[1]}")
+        print(f"stop it with: .venv/bin/gears cluster down --dir {args.dir}")
+    return 0
 
 
 if __name__ == "__main__":
