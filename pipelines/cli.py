@@ -16,7 +16,7 @@ from typing import Any
 __all__ = ["add_parsers", "pipeline_status", "register_script"]
 
 STATUS_SCRIPTS = {
-    "sentences": "GB('KeysReader').map(lambda r: len(r['value'] or {})).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run('sentence:*')",
+    "sentences": "GB('KeysReader').map(lambda r: execute('HLEN', r['key'])).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run('sentence:*', readValue=False)",
     "matched_sentences": "GB('ShardsIDReader').map(lambda x: execute('SCARD', 'processed:sentences{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
     "edges_pending": "GB('ShardsIDReader').map(lambda x: execute('XLEN', 'edges_matched_{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
 }
