@@ -4,7 +4,9 @@ A step callback may return a coroutine (``async def``) or a :class:`GearsFuture`
 (created with ``gearsFuture()`` inside the callback). The execution thread then waits
 for it, as RedisGears does: records of one shard go through a step one after another.
 Coroutines run on one process-wide asyncio loop thread (the "Gears loop"), so
-``await asyncio.sleep(...)`` in one execution does not hold others.
+``await asyncio.sleep(...)`` in one execution does not hold others. While it waits, the
+execution gives its slot (``ExecutionThreads``) back, as a suspended RedisGears execution
+does: many executions can wait on model runs at once (and so be batched together).
 
 :func:`call_step` is the single place where user callbacks are invoked by steps.
 """
@@ -27,6 +29,7 @@ __all__ = [
     "loop_future",
     "is_async_allowed",
     "set_async_allowed",
+    "set_execution_slot",
     "ASYNC_STEP_KINDS",
     "COROUTINE_WRAPPERS",
 ]
@@ -53,6 +56,7 @@ class _StepContext(threading.local):
     step_kind: str | None = None
     future: "GearsFuture | None" = None
     async_allowed: bool = True
+    slot: threading.Semaphore | None = None
 
 
 _tls = _StepContext()
@@ -155,6 +159,28 @@ def set_async_allowed(allowed: bool) -> None:
     _tls.async_allowed = allowed
 
 
+def set_execution_slot(slot: threading.Semaphore | None) -> threading.Semaphore | None:
+    """Set the slot the current thread's execution holds (released while it waits on
+    async); returns the one set before."""
+    previous, _tls.slot = _tls.slot, slot
+    return previous
+
+
+class _SlotReleased:
+    """Give the execution's slot back for the duration of an async wait."""
+
+    __slots__ = ("slot",)
+
+    def __enter__(self) -> None:
+        self.slot = _tls.slot
+        if self.slot is not None:
+            self.slot.release()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.slot is not None:
+            self.slot.acquire()
+
+
 def call_step(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Call a step callback; wait for a returned coroutine or future.
 
@@ -194,7 +220,8 @@ def _retry_atomic(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
 
 
 def _wait_future(state: _FutureState) -> Any:
-    state.event.wait()
+    with _SlotReleased():
+        state.event.wait()
     if state.error is not None:
         raise FlatError(state.error)
     return state.value
@@ -212,7 +239,8 @@ def _wait_coroutine(kind: str, coro: types.CoroutineType) -> Any:
         coro = wrap(coro)
     concurrent = asyncio.run_coroutine_threadsafe(coro, gears_loop())
     try:
-        return concurrent.result()
+        with _SlotReleased():
+            return concurrent.result()
     except FlatError:
         raise
     except BaseException as exc:  # noqa: BLE001 - any coroutine error is recorded as its text

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 @pytest.fixture(params=["cluster1", "cluster3"])
@@ -553,3 +556,40 @@ def test_override_reply_from_an_async_step(cluster1, session):
     )
     pyexecute(cluster1.client(), script, "ID", session)
     assert cluster1.client().get(f"ar{tag}:x") == f"async:ar{tag}:x"
+
+
+def test_waiting_async_steps_give_their_execution_slot_back(cluster1, session):
+    """Six read-throughs wait together although ExecutionThreads is 3: each waits until all
+    six are waiting (an execution holding its slot while it waits would block the others)."""
+    tag = unique()
+    script = (
+        "import asyncio, sys, types\n"
+        f"state = sys.modules.setdefault('waiting_{tag}', types.SimpleNamespace(n=0))\n"
+        "async def together(r):\n"
+        "    state.n += 1\n"
+        "    for _ in range(500):\n"
+        "        if state.n >= 6:\n"
+        "            break\n"
+        "        await asyncio.sleep(0.01)\n"
+        "    else:\n"
+        "        raise Exception('only %d waiting' % state.n)\n"
+        "    override_reply('together')\n"
+        f"GB().map(together).register('w{tag}:*', mode='async_local', eventTypes=['keymiss'], commands=['get'])"
+    )
+    pyexecute(cluster1.client(), script, "ID", session)
+    replies: list[object] = []
+
+    def get(i: int) -> None:
+        # redis-py 8 re-sends a command after a 5 s socket timeout: neither may hide a stall here
+        client = cluster1.client(socket_timeout=60, retry=Retry(NoBackoff(), 0))
+        try:
+            replies.append(client.get(f"w{tag}:{i}"))
+        except redis.ResponseError as exc:
+            replies.append(str(exc))
+
+    threads = [threading.Thread(target=get, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == ["together"] * 6

@@ -28,7 +28,7 @@ from cluster.topology import ShardMap
 from readers.base import Reader
 
 from ..builder import Plan
-from ..futures import set_async_allowed
+from ..futures import set_async_allowed, set_execution_slot
 from ..operations import error_text, run_steps
 from ..records import ErrorRecord, ForceStopped, to_reply
 from ..serverconn import ServerConnection
@@ -187,6 +187,7 @@ class LocalExecution:
             self.status = "running"
             self.started_at = time.perf_counter()
             set_async_allowed(True)
+            outer_slot = set_execution_slot(self._slots)
             try:
                 for record in run_steps(self.plan.steps, self._read(), self):
                     if record.__class__ is ErrorRecord:
@@ -200,6 +201,7 @@ class LocalExecution:
                 log.exception("execution %s failed", self.id)
                 self.errors.append(f"internal error: {type(exc).__name__}: {exc}")
             self.total_ms = (time.perf_counter() - self.started_at) * 1000
+            set_execution_slot(outer_slot)
             self.status = "done"
         finally:
             thread_context.session, thread_context.execution = outer
