@@ -4,23 +4,40 @@
   in the text and the graph around them: ``{"nodes", "links", "years"}``.
 * ``GET /edge/{source}/{target}``: the sentences that support an edge, best-supported
   first, with their article's id, title and year.
+* ``POST /qasearch`` ``{"search": question, "limit": int?, "links": int?}``: BERT answers
+  from the sentences that support the graph links of the question's concepts:
+  ``{"results": [{"answer", "sentence", "sentencekey", "title", "year", "score", "error"}],
+  "links": [...], "model": {...}}``. Each answer is a ``GET bertqa{<tag>}_<sentence>_<question>``
+  answered on the sentence's shard (:mod:`pipelines.qa_pipeline`); they are sent together.
+  ``model`` describes the QA model (its ``notice`` says when it is the untrained demo).
 
 The OpenAPI document is at ``/openapi.json`` (``/docs`` renders it). Bad input gets a
 4xx with a message, never a 500: validation errors are 422, bodies over
-``MAX_BODY_BYTES`` are 413, unknown concept ids are 404, and an unreachable graph is 503.
+``MAX_BODY_BYTES`` are 413, unknown concept ids are 404, and an unreachable graph, or no
+QA model on the shards, is 503.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import json
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
-__all__ = ["create_app", "MAX_BODY_BYTES"]
+__all__ = ["create_app", "MAX_BODY_BYTES", "QA_TIMEOUT_S"]
 
 MAX_BODY_BYTES = 64 * 1024
+#: How long one answer may take (a bert-large forward under load can take seconds); the
+#: GET is not retried, since a retry would run the model again.
+QA_TIMEOUT_S = 60.0
+#: How long the QA model's description is reused before it is read again.
+MODEL_INFO_TTL_S = 10.0
 
 
 class SearchRequest(BaseModel):
@@ -65,6 +82,30 @@ class EdgeResponse(BaseModel):
     results: list[Sentence]
 
 
+class QaSearchRequest(BaseModel):
+    """A question; answers come from up to ``limit`` sentences of the ``links`` best links."""
+
+    search: str = Field(min_length=1, max_length=2_000)
+    limit: int = Field(default=5, ge=1, le=50)
+    links: int = Field(default=3, ge=1, le=20)
+
+
+class Answer(BaseModel):
+    answer: str | None
+    sentence: str
+    sentencekey: str
+    title: str
+    year: int | None
+    score: float
+    error: str | None = None
+
+
+class QaSearchResponse(BaseModel):
+    results: list[Answer]
+    links: list[Link]
+    model: dict[str, Any] | None
+
+
 def _sentence_parts(key: str) -> tuple[str, str, str]:
     """``sentence:<id>:{tag}:<idx>`` → (hash key, field, article id)."""
     hash_key, _, index = key.rpartition(":")
@@ -72,13 +113,103 @@ def _sentence_parts(key: str) -> tuple[str, str, str]:
     return hash_key, index, article_id
 
 
+def _tag_of(key: str) -> str:
+    """``sentence:<id>:{tag}:<idx>`` → ``tag``."""
+    return key[key.rindex(":{") + 2 : key.rindex("}")]
+
+
+def _year(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
+
+
+def _best_links(links: list[dict[str, Any]], concepts: set[str], count: int) -> list[dict[str, Any]]:
+    """Links between two of the question's concepts first, then by rank."""
+    ranked = sorted(links, key=lambda link: (link["source"] in concepts and link["target"] in concepts, link["rank"]), reverse=True)
+    return ranked[:count]
+
+
+def _model_description(meta: list[Any]) -> dict[str, Any]:
+    """``AI.MODELGET ... META`` → the description ``gears ai load-qa`` put in the tag."""
+    fields = dict(zip(meta[::2], meta[1::2]))
+    try:
+        described = json.loads(fields.get("tag") or "")
+    except ValueError:
+        described = {}
+    if not isinstance(described, dict) or not described:
+        described = {"source": "unknown (not loaded by gears ai load-qa)", "backend": fields.get("backend"), "device": fields.get("device")}
+    described["batchsize"] = fields.get("batchsize")
+    return described
+
+
+class _QaClient:
+    """The API's asyncio cluster client for the read-through GETs (made on first use, in
+    the server's loop)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._client: Any = None
+        self._made = asyncio.Lock()
+        self._model: tuple[float, dict[str, Any] | None] = (0.0, None)
+
+    async def get(self) -> Any:
+        if self._client is not None:
+            return self._client
+        async with self._made:
+            if self._client is not None:
+                return self._client
+            from redis.asyncio.cluster import RedisCluster
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            client = RedisCluster(
+                host=self._address[0], port=self._address[1], decode_responses=True,
+                socket_timeout=QA_TIMEOUT_S, retry=Retry(NoBackoff(), 0),
+            )
+            # Commands sent together to a client that has not initialised yet race
+            # with its discovery and fail ("Connection closed by server"; redis-py 8.1,
+            # against any cluster), which retries would hide by sending the GET twice.
+            await client.initialize()
+            self._client = client
+        return self._client
+
+    async def model(self, tag_of: str) -> dict[str, Any] | None:
+        """The QA model's description (from the shard holding ``tag_of``), reused briefly."""
+        from pipelines.qa import MODEL_KEY
+
+        read_at, described = self._model
+        if described is not None and time.monotonic() - read_at < MODEL_INFO_TTL_S:
+            return described
+        client = await self.get()
+        key = MODEL_KEY % tag_of
+        try:
+            meta = await client.execute_command("AI.MODELGET", key, "META", target_nodes=client.get_node_from_key(key))
+        except Exception:  # noqa: BLE001 - no model (or no shard): reported as model None
+            return None
+        self._model = (time.monotonic(), _model_description(meta))
+        return self._model[1]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
 def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
     """The API over a redis-py ``RedisCluster`` (decoded), a :class:`pipelines.graph.GraphWriter`
     and a concept dictionary."""
     from pipelines.graph import GraphUnavailable
     from pipelines.nlp_pipeline import article_meta_key
+    from pipelines.qa_pipeline import question_key
 
-    app = FastAPI(title="Gears Fabric concept search", version="1.0")
+    node = cluster.get_default_node()
+    qa = _QaClient(node.host, node.port)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await qa.close()
+
+    app = FastAPI(title="Gears Fabric concept search", version="1.0", lifespan=lifespan)
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next: Any) -> Any:
@@ -112,11 +243,49 @@ def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
             hash_key, index, article_id = _sentence_parts(key)
             text = cluster.hget(hash_key, index)
             meta = cluster.hgetall(article_meta_key(article_id))
-            year = meta.get("year")
             results.append({
                 "sentence": text or "", "sentencekey": key, "article_id": article_id,
-                "title": meta.get("title", ""), "year": int(year) if year and year.isdigit() else None, "score": score,
+                "title": meta.get("title", ""), "year": _year(meta.get("year")), "score": score,
             })
         return {"source": source, "target": target, "results": results}
+
+    async def answer(question: str, key: str, score: float) -> dict[str, Any]:
+        """Sentence, article and answer of one sentence key, read together."""
+        client = await qa.get()
+        hash_key, index, article_id = _sentence_parts(key)
+        text, meta, reply = await asyncio.gather(
+            client.hget(hash_key, index), client.hgetall(article_meta_key(article_id)),
+            client.get(question_key(key, question)), return_exceptions=True,
+        )
+        meta = meta if isinstance(meta, dict) else {}
+        result = {
+            "answer": None, "sentence": text if isinstance(text, str) else "", "sentencekey": key,
+            "title": meta.get("title", ""), "year": _year(meta.get("year")), "score": score,
+        }
+        if isinstance(reply, BaseException):
+            result["error"] = str(reply) or type(reply).__name__
+        else:
+            result["answer"] = reply
+        return result
+
+    @app.post("/qasearch", response_model=QaSearchResponse)
+    async def qasearch(query: QaSearchRequest) -> Any:
+        """BERT answers to the question from the sentences behind its concepts' best links."""
+        concepts = {match.concept_id for match in dictionary.find_concepts(query.search)}
+        if not concepts:
+            return {"results": [], "links": [], "model": None}
+        around = await run_in_threadpool(graph.neighbourhood, sorted(concepts), limit=max(100, query.links))
+        links = _best_links(around["links"], concepts, query.links)
+        supporting: dict[str, float] = {}
+        for link in links:
+            for key, score in await run_in_threadpool(graph.edge_sentences, link["source"], link["target"], query.limit):
+                supporting[key] = max(score, supporting.get(key, score))
+        chosen = sorted(supporting.items(), key=lambda item: item[1], reverse=True)[: query.limit]
+        results = await asyncio.gather(*(answer(query.search, key, score) for key, score in chosen))
+        model = await qa.model(_tag_of(chosen[0][0])) if chosen else None
+        errors = [r["error"] for r in results if r.get("error")]
+        if results and len(errors) == len(results) and all("no QA model" in e for e in errors):
+            raise HTTPException(503, errors[0])
+        return {"results": results, "links": links, "model": model}
 
     return app

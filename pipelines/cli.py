@@ -2,7 +2,9 @@
 
     gears ingest cord19 PATH... [--host 127.0.0.1] [--port 30001]
     gears pipeline register nlp [--host --port] [--graph HOST:PORT] [--dictionary FILE]
+    gears pipeline register qa [--host --port] [--max-length 512] [--cache-ttl 0] [--no-backfill]
     gears pipeline status [--host --port] [--graph HOST:PORT] [--json]
+    gears ai load-qa [--model-dir DIR] [--backend TORCH|ONNX] [--device CPU|GPU] [--batch-size 16] [--host --port]
     gears api [--port 8080] [--cluster HOST:PORT] [--graph HOST:PORT]
 """
 
@@ -13,13 +15,7 @@ import json
 import time
 from typing import Any
 
-__all__ = ["add_parsers", "pipeline_status", "register_script"]
-
-STATUS_SCRIPTS = {
-    "sentences": "GB('KeysReader').map(lambda r: execute('HLEN', r['key'])).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run('sentence:*', readValue=False)",
-    "matched_sentences": "GB('ShardsIDReader').map(lambda x: execute('SCARD', 'processed:sentences{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
-    "edges_pending": "GB('ShardsIDReader').map(lambda x: execute('XLEN', 'edges_matched_{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
-}
+__all__ = ["add_parsers"]
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -27,6 +23,12 @@ def _address(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 4:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 4, got {text!r}")
+    return int(text)
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -38,14 +40,6 @@ def _cluster(args: argparse.Namespace) -> Any:
     from redis.cluster import RedisCluster
 
     return RedisCluster(host=args.host, port=args.port, decode_responses=True)
-
-
-def register_script(graph: tuple[str, int], dictionary: str | None) -> str:
-    """The ``RG.PYEXECUTE`` script that registers the NLP pipeline."""
-    return (
-        "from pipelines.nlp_pipeline import register_nlp\n"
-        f"register_nlp({graph[0]!r}, {graph[1]}, {dictionary!r})\n"
-    )
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -67,42 +61,26 @@ def _ingest(args: argparse.Namespace) -> int:
 def _register(args: argparse.Namespace) -> int:
     import redis
 
-    from .nlp_pipeline import SESSION_ID
+    from .deploy import DeployError, deploy_nlp, deploy_qa
 
     client = redis.Redis(host=args.host, port=args.port, decode_responses=True)
-    reply = client.execute_command(
-        "RG.PYEXECUTE", register_script(args.graph, args.dictionary), "ID", SESSION_ID, "UPGRADE"
-    )
-    if reply != "OK":
-        print(f"registration failed on some shards: {reply}")
+    try:
+        if args.name == "nlp":
+            deploy_nlp(client, args.graph, args.dictionary)
+            print("nlp pipeline registered on every shard (session 'nlp')")
+        else:
+            count = deploy_qa(client, args.max_length, args.cache_ttl, backfill=not args.no_backfill)
+            cache = f"answers cached for {args.cache_ttl} s" if args.cache_ttl else "answers not cached"
+            print(f"qa pipeline registered on every shard (session 'qa'; {cache}); {count} sentence hashes tokenised")
+    except DeployError as exc:
+        print(str(exc))
         return 1
-    print("nlp pipeline registered on every shard (session 'nlp')")
     return 0
 
 
-def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, Any]:
-    """Per-stage progress: articles, sentences, matched sentences, pending edges, graph size.
-
-    ``cluster`` is a redis-py ``RedisCluster`` on the front doors (decoded replies)."""
-    from .nlp_pipeline import PROCESSED_ARTICLES
-
-    status: dict[str, Any] = {"articles": int(cluster.scard(PROCESSED_ARTICLES))}
-    client = cluster.get_default_node().redis_connection
-    for name, script in STATUS_SCRIPTS.items():
-        results, errors = client.execute_command("RG.PYEXECUTE", script)
-        if errors:
-            raise RuntimeError(f"{name}: {errors[0]}")
-        status[name] = int(results[0]) if results else 0
-    status["graph_nodes"] = status["graph_edges"] = None
-    if graph is not None:
-        from pipelines.graph import GraphWriter
-
-        counts = GraphWriter(*graph).counts()
-        status["graph_nodes"], status["graph_edges"] = counts["nodes"], counts["edges"]
-    return status
-
-
 def _status(args: argparse.Namespace) -> int:
+    from .deploy import pipeline_status
+
     cluster = _cluster(args)
     status = pipeline_status(cluster, args.graph)
     cluster.close()
@@ -110,7 +88,29 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(status))
     else:
         for name, value in status.items():
-            print(f"{name:<18} {value}")
+            print(f"{name:<20} {value}")
+    return 0
+
+
+def _load_qa(args: argparse.Namespace) -> int:
+    from .deploy import DeployError, load_qa_model
+
+    cluster = _cluster(args)
+    started = time.perf_counter()
+    try:
+        info = load_qa_model(
+            cluster, args.model_dir, args.backend, args.device, args.batch_size, args.min_batch_size, args.min_batch_timeout
+        )
+    except (DeployError, OSError, ValueError) as exc:
+        print(f"load-qa failed: {exc}")
+        return 1
+    finally:
+        cluster.close()
+    described = info.describe()
+    notice = described.pop("notice", None)
+    print(f"bert-qa{{<tag>}} stored on every shard in {time.perf_counter() - started:.1f} s: {json.dumps(described)}")
+    if notice:
+        print(f"NOTE: {notice}")
     return 0
 
 
@@ -142,16 +142,35 @@ def add_parsers(sub: Any) -> None:
     pipeline = sub.add_parser("pipeline", help="the reference pipelines")
     actions = pipeline.add_subparsers(dest="action", required=True)
     register = actions.add_parser("register", help="register a pipeline on every shard")
-    register.add_argument("name", choices=["nlp"])
+    register.add_argument("name", choices=["nlp", "qa"])
     _connection_options(register)
-    register.add_argument("--graph", type=_address, default=("127.0.0.1", 9001), help="FalkorDB HOST:PORT (default 127.0.0.1:9001)")
-    register.add_argument("--dictionary", help="a concept dictionary TSV (default: the bundled one)")
+    register.add_argument("--graph", type=_address, default=("127.0.0.1", 9001), help="nlp: FalkorDB HOST:PORT (default 127.0.0.1:9001)")
+    register.add_argument("--dictionary", help="nlp: a concept dictionary TSV (default: the bundled one)")
+    register.add_argument("--max-length", type=_positive, default=512, help="qa: most tokens of question + context when the model does not say (default 512)")
+    register.add_argument("--cache-ttl", type=int, default=0, help="qa: keep answers under their key this many seconds (default 0: off)")
+    register.add_argument("--no-backfill", action="store_true", help="qa: do not tokenise the sentences that exist already")
     register.set_defaults(func=_register)
     status = actions.add_parser("status", help="per-stage progress")
     _connection_options(status)
     status.add_argument("--graph", type=_address, default=("127.0.0.1", 9001), help="FalkorDB HOST:PORT")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
+
+    ai = sub.add_parser("ai", help="models of the reference pipelines")
+    ai_actions = ai.add_subparsers(dest="action", required=True)
+    load_qa = ai_actions.add_parser(
+        "load-qa", help="export a BERT QA model and store it as bert-qa{<tag>} on every shard",
+        description="Without --model-dir the demo model is stored: a pretrained MiniLM encoder with an "
+        "UNTRAINED question-answering head (answers are not meaningful).",
+    )
+    load_qa.add_argument("--model-dir", help="a local BertForQuestionAnswering checkpoint (save_pretrained output)")
+    load_qa.add_argument("--backend", choices=["TORCH", "ONNX"], type=str.upper, default="TORCH")
+    load_qa.add_argument("--device", default="CPU", help="CPU, GPU or GPU:<n> (default CPU)")
+    load_qa.add_argument("--batch-size", type=int, default=16, help="BATCHSIZE of the model runner (0: no batching; default 16)")
+    load_qa.add_argument("--min-batch-size", type=int, default=0, help="MINBATCHSIZE (default 0)")
+    load_qa.add_argument("--min-batch-timeout", type=int, default=0, help="MINBATCHTIMEOUT in ms (default 0)")
+    _connection_options(load_qa)
+    load_qa.set_defaults(func=_load_qa)
 
     api = sub.add_parser("api", help="serve the search API (FastAPI on uvicorn)")
     api.add_argument("--port", type=int, default=8080)

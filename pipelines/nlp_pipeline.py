@@ -152,29 +152,22 @@ def register_nlp(graph_host: str = "127.0.0.1", graph_port: int = 9001, dictiona
     """Register the three stages (call this inside ``RG.PYEXECUTE``); returns their ids."""
     from gears.builder import GB
 
+    from pipelines.steps import step
+
     path = dictionary or DEFAULT_DICTIONARY
-    warm = functools.partial(_warm_up, path)
+    warm = step(_warm_up, path)
     ids = [
         GB("KeysReader", desc="nlp stage 1: paragraphs -> sentences")
         .filter(_is_english)
         .foreach(_save_sentences)
-        .register("paragraphs:*", mode="async_local", eventTypes=["set"], onRegistered=_as_function(warm)),
+        .register("paragraphs:*", mode="async_local", eventTypes=["set"], onRegistered=warm),
         GB("KeysReader", desc="nlp stage 2: sentences -> concept pairs")
-        .foreach(_as_function(functools.partial(_match_sentences, path)))
-        .register("sentence:*", mode="async_local", eventTypes=["hset"], onRegistered=_as_function(warm)),
+        .foreach(step(_match_sentences, path))
+        .register("sentence:*", mode="async_local", eventTypes=["hset"], onRegistered=warm),
         GB("StreamReader", desc="nlp stage 3: concept pairs -> graph")
         .accumulate(_edges)
-        .foreach(_as_function(functools.partial(_write_graph, graph_host, graph_port)))
+        .foreach(step(_write_graph, graph_host, graph_port))
         .register("edges_matched*", mode="async_local", batch=100, duration=200, onFailedPolicy="retry", onFailedRetryInterval=1),
     ]
     return ids
 
-
-def _as_function(partial: functools.partial) -> Any:
-    """A plain function calling ``partial`` (the Gears API only takes real functions)."""
-
-    def call(*args: Any) -> Any:
-        return partial(*args)
-
-    call.__name__ = getattr(partial.func, "__name__", "step")
-    return call

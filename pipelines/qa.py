@@ -17,12 +17,14 @@ end_logits)``, and stored as ``bert-qa{<tag>}`` on every shard with ``AI.MODELST
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 __all__ = [
     "DEMO_NOTICE",
@@ -73,17 +75,33 @@ def tokenizer(folder: str | None = None) -> Any:
     return BertTokenizerFast.from_pretrained(str(folder or minilm_dir()), local_files_only=True)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence transformers' load report and torch's tracer warnings (what they say about
+    the demo head is what :data:`DEMO_NOTICE` says)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def demo_model(seed: int = 0) -> Any:
     """``BertForQuestionAnswering``: the packaged MiniLM encoder, a seeded untrained QA head."""
     import torch
-    from transformers import BertForQuestionAnswering
 
     from .bert import minilm_dir
 
     torch.manual_seed(seed)
-    model = BertForQuestionAnswering.from_pretrained(str(minilm_dir()), local_files_only=True)
-    model.eval()
-    return model
+    return load_checkpoint(minilm_dir())
 
 
 def load_checkpoint(folder: str | Path) -> Any:
@@ -91,7 +109,8 @@ def load_checkpoint(folder: str | Path) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import BertForQuestionAnswering
 
-    model = BertForQuestionAnswering.from_pretrained(str(folder), local_files_only=True)
+    with _quiet():
+        model = BertForQuestionAnswering.from_pretrained(str(folder), local_files_only=True)
     model.eval()
     return model
 
@@ -110,9 +129,15 @@ def export_model(model: Any, backend: str = "TORCH") -> bytes:
             return out.start_logits, out.end_logits
 
     wrapped = QaHead().eval()
-    example = tuple(torch.ones((2, 16), dtype=torch.int64) for _ in range(3))
+    # two rows, the second padded, so no all-ones-mask shortcut is baked into the trace
+    ids = torch.full((2, 16), 1000, dtype=torch.int64)
+    mask = torch.ones((2, 16), dtype=torch.int64)
+    mask[1, 10:] = 0
+    types = torch.zeros((2, 16), dtype=torch.int64)
+    types[:, 6:] = 1
+    example = (ids, mask, types)
     buffer = io.BytesIO()
-    with torch.inference_mode():
+    with torch.inference_mode(), _quiet():
         if backend.upper() == "TORCH":
             traced = torch.jit.trace(wrapped, example, check_trace=False, strict=False)
             torch.jit.save(traced, buffer)
@@ -135,13 +160,23 @@ def shard_tags(client: Any) -> list[str]:
     return sorted(r.decode() if isinstance(r, bytes) else r for r in results)
 
 
-def store_on_every_shard(cluster: Any, blob: bytes, backend: str, device: str, batchsize: int = 0) -> list[str]:
+def store_on_every_shard(
+    cluster: Any, blob: bytes, backend: str, device: str, *, tag: str = "",
+    batchsize: int = 0, minbatchsize: int = 0, minbatchtimeout: int = 0,
+) -> list[str]:
     """``AI.MODELSTORE bert-qa{<tag>}`` on every shard (the cluster client routes each key)."""
     client = cluster.get_default_node().redis_connection
+    options: list[Any] = ["TAG", tag] if tag else []
+    if batchsize:
+        options += ["BATCHSIZE", batchsize]
+        if minbatchsize:
+            options += ["MINBATCHSIZE", minbatchsize]
+            if minbatchtimeout:
+                options += ["MINBATCHTIMEOUT", minbatchtimeout]
     keys = []
-    for tag in shard_tags(client):
-        key = MODEL_KEY % tag
-        options: list[Any] = ["BATCHSIZE", batchsize] if batchsize else []
-        cluster.execute_command("AI.MODELSTORE", key, backend, device, *options, "BLOB", blob, target_nodes=cluster.get_node_from_key(key))
+    for shard_tag in shard_tags(client):
+        key = MODEL_KEY % shard_tag
+        node = cluster.get_node_from_key(key)
+        cluster.execute_command("AI.MODELSTORE", key, backend, device, *options, "BLOB", blob, target_nodes=node)
         keys.append(key)
     return keys

@@ -567,10 +567,9 @@ def _stage_times(ports: list[int]) -> dict[str, float]:
 
 def suite_nlp(args: argparse.Namespace) -> list[Case]:
     """The whole NLP pipeline into the graph vs one process doing the same steps."""
-    from pipelines.cli import pipeline_status, register_script
+    from pipelines.deploy import deploy_nlp, pipeline_status
     from pipelines.ingest import ingest
     from pipelines.nlp.spelling import warm_up
-    from pipelines.nlp_pipeline import SESSION_ID
 
     graph_port = args.base_port + 98
     with tempfile.TemporaryDirectory(prefix="gears-bench-") as folder:
@@ -585,7 +584,7 @@ def suite_nlp(args: argparse.Namespace) -> list[Case]:
             base_sentences, base_stages = _nlp_baseline(cluster, files, graph)
             base_s = time.perf_counter() - base_start
             client = state.client(decode_responses=True)
-            client.execute_command("RG.PYEXECUTE", register_script(graph, None), "ID", SESSION_ID, "UPGRADE")
+            deploy_nlp(client, graph)
             fw_start = time.perf_counter()
             ingest(cluster, files)
             while True:

@@ -22,10 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster import launcher  # noqa: E402
-from pipelines.cli import pipeline_status, register_script  # noqa: E402
+from pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
 from pipelines.ingest import ingest  # noqa: E402
-from pipelines.nlp_pipeline import SESSION_ID  # noqa: E402
 
 QUERY = "How does the spike protein relate to inflammation in the airway?"
 
@@ -76,8 +75,8 @@ def main() -> int:
     print(f"cluster up: front doors {', '.join(map(str, state.ports))}, FalkorDB on {graph[1]}")
 
     client = state.client(decode_responses=True)
-    reply = client.execute_command("RG.PYEXECUTE", register_script(graph, None), "ID", SESSION_ID, "UPGRADE")
-    print(f"nlp pipeline registered: {reply}")
+    deploy_nlp(client, graph)
+    print("nlp pipeline registered")
 
     cluster = state.cluster_client()
     with tempfile.TemporaryDirectory(prefix="gears-corpus-") as folder:

@@ -26,7 +26,9 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -84,6 +86,33 @@ def free_base_port(preferred: int, masters: int, replicas: int = 0, gears: bool 
         if not any(port_in_use(p) for p in launcher.ports_needed(masters, replicas, candidate, gears)):
             return candidate
     pytest.fail(f"no free ports for a test cluster near {base}", pytrace=False)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout`` s."""
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.time() < deadline, f"{what} not met within {timeout} s"
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def serving(app: object, port: int) -> Iterator[str]:
+    """Serve an ASGI ``app`` with uvicorn on ``port`` in a thread; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout=20, what="the API server started")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def _sigterm_to_exit() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -13,14 +12,15 @@ pytest.importorskip("falkordb")
 pytest.importorskip("symspellpy")
 
 from cluster import launcher  # noqa: E402
-from pipelines.cli import pipeline_status, register_script  # noqa: E402
+from conftest import serving, wait_for  # noqa: E402
+from pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
 from pipelines.ingest import find_articles, ingest, read_article  # noqa: E402
 from pipelines.nlp.concepts import concept_pairs, default_dictionary  # noqa: E402
 from pipelines.nlp.language import is_english  # noqa: E402
 from pipelines.nlp.sentences import split_sentences  # noqa: E402
 from pipelines.nlp.spelling import correct  # noqa: E402
-from pipelines.nlp_pipeline import SESSION_ID, article_meta_key  # noqa: E402
+from pipelines.nlp_pipeline import article_meta_key  # noqa: E402
 
 BASE_PORT = 11601
 GRAPH_PORT = 11699
@@ -64,22 +64,11 @@ def expected(corpus):
     return {"sentences": sentences, "pairs": pairs, "concepts": concepts, "first": first}
 
 
-def wait_for(predicate, timeout: float = 120.0):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < deadline, "the pipeline did not drain in time"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def ingested(nlp_cluster, corpus, expected):
     state, _ = nlp_cluster
     client = redis.Redis(port=state.ports[0], decode_responses=True)
-    reply = client.execute_command("RG.PYEXECUTE", register_script(("127.0.0.1", GRAPH_PORT), None), "ID", SESSION_ID, "UPGRADE")
-    assert reply == "OK"
+    deploy_nlp(client, ("127.0.0.1", GRAPH_PORT))
     cluster = state.cluster_client()
     counts = ingest(cluster, find_articles([corpus[0].parent]))
     assert counts == {"new": ARTICLES, "skipped": 0}
@@ -94,7 +83,7 @@ def ingested(nlp_cluster, corpus, expected):
         )
         return status if done else None
 
-    status = wait_for(drained)
+    status = wait_for(drained, timeout=120, interval=0.2, what="the pipeline drained")
     yield state, cluster, status
     cluster.close()
 
@@ -131,19 +120,13 @@ def test_reingesting_creates_nothing_new(ingested, corpus, expected):
 
 def test_search_and_edge_api(ingested, expected):
     import httpx
-    import uvicorn
 
     from pipelines.api import create_app
     from pipelines.graph import GraphWriter
 
     state, cluster, _ = ingested
     app = create_app(cluster, GraphWriter("127.0.0.1", GRAPH_PORT), default_dictionary())
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=11690, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: server.started, timeout=20)
-        base = "http://127.0.0.1:11690"
+    with serving(app, 11690) as base:
         assert httpx.get(f"{base}/openapi.json").json()["paths"].keys() >= {"/search", "/edge/{source}/{target}"}
         source, target = sorted(expected["pairs"])[0]
         term = {cid: t for t, cid, _ in default_dictionary().entries()}
@@ -161,6 +144,3 @@ def test_search_and_edge_api(ingested, expected):
         assert httpx.post(f"{base}/search", json={"search": "x", "limit": "many"}).status_code == 422
         assert httpx.post(f"{base}/search", content=b"x" * 100_000, headers={"content-type": "application/json"}).status_code == 413
         assert httpx.get(f"{base}/edge/C0/C1").status_code == 404
-    finally:
-        server.should_exit = True
-        thread.join(10)

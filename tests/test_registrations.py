@@ -11,6 +11,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from conftest import wait_for
+
 
 @pytest.fixture(params=["cluster1", "cluster3"])
 def gc(request):
@@ -19,16 +21,6 @@ def gc(request):
 
 def pyexecute(client, script, *options):
     return client.execute_command("RG.PYEXECUTE", script, *options)
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.time() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def unique() -> str:

@@ -1,0 +1,123 @@
+"""Putting the reference pipelines on a running cluster, and asking how far they got.
+
+The ``gears pipeline`` and ``gears ai load-qa`` commands call these; so can a program::
+
+    client = redis.Redis(port=30001, decode_responses=True)    # any front door
+    deploy_nlp(client, graph=("127.0.0.1", 9001))
+    deploy_qa(client)                                          # + tokenises what exists
+    load_qa_model(RedisCluster(port=30001))                    # demo model on every shard
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "DeployError",
+    "deploy_nlp",
+    "deploy_qa",
+    "tokenize_existing",
+    "load_qa_model",
+    "pipeline_status",
+    "STATUS_SCRIPTS",
+]
+
+#: Per-stage counters, each one ``RG.PYEXECUTE`` summed over the shards.
+STATUS_SCRIPTS = {
+    "sentences": "GB('KeysReader').map(lambda r: execute('HLEN', r['key'])).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run('sentence:*', readValue=False)",
+    "matched_sentences": "GB('ShardsIDReader').map(lambda x: execute('SCARD', 'processed:sentences{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
+    "edges_pending": "GB('ShardsIDReader').map(lambda x: execute('XLEN', 'edges_matched_{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
+    "tokenized_sentences": "GB('ShardsIDReader').map(lambda x: execute('SCARD', 'tokenized:sentences{%s}' % hashtag())).aggregate(0, lambda a, r: a + r, lambda a, r: a + r).run()",
+}
+
+
+class DeployError(RuntimeError):
+    """A registration or a model store that failed on some shard (the message says which)."""
+
+
+def _register(client: Any, script: str, session: str) -> None:
+    reply = client.execute_command("RG.PYEXECUTE", script, "ID", session, "UPGRADE")
+    if reply not in ("OK", b"OK"):
+        raise DeployError(f"registration of session {session!r} failed on some shards: {reply}")
+
+
+def deploy_nlp(client: Any, graph: tuple[str, int] = ("127.0.0.1", 9001), dictionary: str | None = None) -> None:
+    """Register the NLP pipeline (session ``nlp``) through a front door ``client``."""
+    from .nlp_pipeline import SESSION_ID
+
+    script = f"from pipelines.nlp_pipeline import register_nlp\nregister_nlp({graph[0]!r}, {graph[1]}, {dictionary!r})\n"
+    _register(client, script, SESSION_ID)
+
+
+def tokenize_existing(client: Any, max_length: int = 512) -> int:
+    """Tokenise every sentence hash already in the cluster (a batch run); returns how many hashes."""
+    script = f"from pipelines.qa_pipeline import tokenizer_flow\ntokenizer_flow({max_length}).count().run('sentence:*')\n"
+    results, errors = client.execute_command("RG.PYEXECUTE", script)
+    if errors:
+        raise DeployError(f"tokenising the existing sentences failed: {errors[0]}")
+    return int(results[0]) if results else 0
+
+
+def deploy_qa(client: Any, max_length: int = 512, cache_ttl: int = 0, backfill: bool = True) -> int:
+    """Register the QA tokeniser and read-through (session ``qa``); with ``backfill``, also
+    tokenise the sentences that exist already. Returns the number of hashes tokenised."""
+    from .qa_pipeline import SESSION_ID
+
+    script = f"from pipelines.qa_pipeline import register_qa\nregister_qa({max_length}, {cache_ttl})\n"
+    _register(client, script, SESSION_ID)
+    return tokenize_existing(client, max_length) if backfill else 0
+
+
+def load_qa_model(
+    cluster: Any,
+    model_dir: str | Path | None = None,
+    backend: str = "TORCH",
+    device: str = "CPU",
+    batchsize: int = 16,
+    minbatchsize: int = 0,
+    minbatchtimeout: int = 0,
+) -> Any:
+    """Export a QA model and store it as ``bert-qa{<tag>}`` on every shard.
+
+    ``model_dir`` is a local ``BertForQuestionAnswering`` checkpoint; without it the
+    demo model (untrained QA head) is built. ``cluster`` is a redis-py ``RedisCluster`` on
+    the front doors. Returns a :class:`pipelines.qa.QaModelInfo`.
+    """
+    from . import qa
+
+    backend = backend.upper()
+    if backend not in ("TORCH", "ONNX"):
+        raise DeployError(f"backend must be TORCH or ONNX, got {backend!r}")
+    model = qa.load_checkpoint(model_dir) if model_dir else qa.demo_model()
+    max_length = int(getattr(model.config, "max_position_embeddings", qa.MAX_LENGTH))
+    info = qa.QaModelInfo(
+        source=str(model_dir) if model_dir else "demo", backend=backend, device=device.upper(),
+        max_length=min(max_length, qa.MAX_LENGTH), demo=model_dir is None,
+    )
+    blob = qa.export_model(model, backend)
+    options = {"batchsize": batchsize, "minbatchsize": minbatchsize, "minbatchtimeout": minbatchtimeout}
+    qa.store_on_every_shard(cluster, blob, backend, device.upper(), tag=json.dumps(info.describe()), **options)
+    return info
+
+
+def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, Any]:
+    """Per-stage progress: articles, sentences, matched sentences, pending edges, tokenised
+    sentences, graph size. ``cluster`` is a redis-py ``RedisCluster`` (decoded replies)."""
+    from .nlp_pipeline import PROCESSED_ARTICLES
+
+    status: dict[str, Any] = {"articles": int(cluster.scard(PROCESSED_ARTICLES))}
+    client = cluster.get_default_node().redis_connection
+    for name, script in STATUS_SCRIPTS.items():
+        results, errors = client.execute_command("RG.PYEXECUTE", script)
+        if errors:
+            raise DeployError(f"{name}: {errors[0]}")
+        status[name] = int(results[0]) if results else 0
+    status["graph_nodes"] = status["graph_edges"] = None
+    if graph is not None:
+        from pipelines.graph import GraphWriter
+
+        counts = GraphWriter(*graph).counts()
+        status["graph_nodes"], status["graph_edges"] = counts["nodes"], counts["edges"]
+    return status
