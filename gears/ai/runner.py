@@ -60,9 +60,13 @@ class RunStats:
         ]
 
 
-@dataclass
+@dataclass(eq=False)
 class RunRequest:
-    """One run: ``fn(inputs) -> outputs`` on numpy arrays, batchable with its ``target``'s peers."""
+    """One run: ``fn(inputs) -> outputs`` on numpy arrays, batchable with its ``target``'s peers.
+
+    Requests compare by identity (``eq=False``): the queue removes the one it batches, and
+    comparing fields would compare numpy inputs.
+    """
 
     target: Any
     fn: Callable[[list[Any]], list[Any]]
