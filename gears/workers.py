@@ -70,6 +70,9 @@ class WorkerHandle:
         env = dict(os.environ)
         env["GEARS_REQUIREMENT_PATHS"] = os.pathsep.join(self._requirement_paths())
         env["GEARS_EXECUTION_THREADS"] = str(self._execution_threads)
+        # Idle model threads sleep instead of spinning: a worker shares the host's cores
+        # with its server node, its front door and the other shards' workers.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -43,7 +43,7 @@ def standalone(tmp_path_factory):
     env = dict(os.environ, GEARS_TEST_MARKER="inherited-by-user-code")
     node = subprocess.Popen(
         [sys.executable, "-m", "gears", "node", "--redis", f"127.0.0.1:{SERVER_PORT}", "--listen", f"127.0.0.1:{FRONT_DOOR}",
-         "--config", "MaxExecutions=7", "myKey=fromStartup"],
+         "--config", "MaxExecutions=7", "myKey=fromStartup", "INTRA_OP_PARALLELISM=1"],
         env=env,
         cwd=folder,
         stdout=subprocess.DEVNULL,
@@ -81,3 +81,19 @@ def test_node_config_and_environment_reach_user_code(standalone):
 def test_bad_node_arguments_fail_clearly():
     done = subprocess.run([sys.executable, "-m", "gears", "node", "--redis", "nohost", "--listen", "127.0.0.1:1"], capture_output=True, text=True)
     assert done.returncode != 0 and "HOST:PORT" in done.stderr
+
+
+def test_model_threads_follow_intra_op_parallelism_and_sleep_when_idle(standalone):
+    """INTRA_OP_PARALLELISM from --config reaches torch in the worker; OMP threads wait passively."""
+    import io
+
+    torch = pytest.importorskip("torch")
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buffer)
+    client = redis.Redis(port=FRONT_DOOR)
+    assert client.execute_command("AI.MODELSTORE", "lin", "TORCH", "CPU", "BLOB", buffer.getvalue()) == b"OK"
+    client.execute_command("AI.TENSORSET", "x", "FLOAT", 1, 2, "VALUES", 1, 2)
+    assert client.execute_command("AI.MODELEXECUTE", "lin", "INPUTS", 1, "x", "OUTPUTS", 1, "y") == b"OK"
+    script = "import os, torch\nGB('ShardsIDReader').map(lambda x: (torch.get_num_threads(), os.environ.get('OMP_WAIT_POLICY'))).run()"
+    [result], errors = standalone.execute_command("RG.PYEXECUTE", script)
+    assert errors == [] and result == str((1, os.environ.get("OMP_WAIT_POLICY", "PASSIVE")))

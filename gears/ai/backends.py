@@ -4,21 +4,52 @@ A backend turns a stored blob into a :class:`LoadedModel` that runs on numpy arr
 ``TF`` and ``TFLITE`` are not available: storing such a model is a clear error.
 Devices are ``CPU`` and ``GPU`` / ``GPU:<n>`` (``CPU:<n>`` is accepted as CPU); asking
 for a GPU on a machine without CUDA is an error at store time.
+
+Thread counts follow RedisAI's ``INTRA_OP_PARALLELISM`` and ``INTER_OP_PARALLELISM`` (0: the
+backend's default), set once per worker with :func:`set_parallelism` before the first load.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import re
 import threading
 from typing import Any
 
 from ..errors import CommandError
 
-__all__ = ["LoadedModel", "LoadedScript", "load_model", "load_script", "check_device", "BACKENDS"]
+__all__ = ["LoadedModel", "LoadedScript", "load_model", "load_script", "check_device", "set_parallelism", "BACKENDS"]
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("TF", "TFLITE", "TORCH", "ONNX")
 _DEVICE = re.compile(r"^(CPU|GPU)(:\d+)?$", re.IGNORECASE)
+#: (intra-op threads, inter-op threads); 0 is the backend's default.
+_parallelism = (0, 0)
+_torch_configured = False
+
+
+def set_parallelism(intra_op: int, inter_op: int) -> None:
+    """Threads inside one op and across independent ops, for models loaded from now on."""
+    global _parallelism
+    _parallelism = (intra_op, inter_op)
+
+
+def _configure_torch(torch: Any) -> None:
+    """Apply the thread counts to torch once, before its first model runs."""
+    global _torch_configured
+    if _torch_configured:
+        return
+    _torch_configured = True
+    intra_op, inter_op = _parallelism
+    if intra_op > 0:
+        torch.set_num_threads(intra_op)
+    if inter_op > 0:
+        try:
+            torch.set_num_interop_threads(inter_op)
+        except RuntimeError as exc:  # torch allows it only before any inter-op work
+            log.warning("INTER_OP_PARALLELISM not applied: %s", exc)
 
 
 def check_device(device: str) -> str:
@@ -82,6 +113,7 @@ def _one_line(exc: BaseException) -> str:
 def _load_torch(device: str, blob: bytes) -> LoadedModel:
     import torch
 
+    _configure_torch(torch)
     target = _torch_device(device)
     try:
         module = torch.jit.load(io.BytesIO(blob), map_location=target)
@@ -113,8 +145,10 @@ def _load_onnx(device: str, blob: bytes) -> LoadedModel:
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             raise CommandError(f"ERR GPU requested ({device}) but onnxruntime has no CUDA provider on this node")
         providers = ["CUDAExecutionProvider"]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = _parallelism
     try:
-        session = onnxruntime.InferenceSession(blob, providers=providers)
+        session = onnxruntime.InferenceSession(blob, options, providers=providers)
     except Exception as exc:  # noqa: BLE001
         raise CommandError(f"ERR could not load the ONNX model: {_one_line(exc)}") from None
     inputs = [i.name for i in session.get_inputs()]
@@ -162,6 +196,7 @@ def load_script(device: str, source: str, entry_points: list[str] | None) -> Loa
     """Compile TorchScript source; check each entry point's signature (SCRIPTSTORE rules)."""
     import torch
 
+    _configure_torch(torch)
     _torch_device(device)
     try:
         unit = torch.jit.CompilationUnit(source)

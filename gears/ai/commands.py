@@ -52,8 +52,9 @@ def _int(arg: bytes, error: str, minimum: int | None = None) -> int:
 
 
 def _local(node: "GearsNode", keys: list[bytes]) -> None:
-    """All keys in one slot, owned here (CROSSSLOT / MOVED otherwise)."""
-    if not keys:
+    """All keys in one slot, owned here (CROSSSLOT / MOVED otherwise; any keys on a
+    server that is not in cluster mode)."""
+    if not keys or not node.view.server_cluster_enabled:
         return
     if len({key_slot(k) for k in keys}) > 1:
         raise CommandError("CROSSSLOT Keys in request don't hash to the same slot")

@@ -187,10 +187,22 @@ class WorkerProcess:
     def ai(self) -> Any:
         """The shard's model-serving service (created on first use: it imports numpy and the backends)."""
         if self._ai is None:
+            from ..ai.backends import set_parallelism
             from ..ai.service import AIService
 
-            self._ai = AIService(self.server.get, int(self.config.get("extra", {}).get("THREADS_PER_QUEUE", 1)))
+            set_parallelism(self._ai_setting("INTRA_OP_PARALLELISM", 0), self._ai_setting("INTER_OP_PARALLELISM", 0))
+            self._ai = AIService(self.server.get, max(1, self._ai_setting("THREADS_PER_QUEUE", 1)))
         return self._ai
+
+    def _ai_setting(self, name: str, default: int) -> int:
+        """A whole-number model-serving setting from the node's ``--config`` (``default`` when unset or invalid)."""
+        text = self.config.get("extra", {}).get(name)
+        if text is None:
+            return default
+        if not str(text).isdigit():
+            log.warning("%s=%r is not a whole number: using %d", name, text, default)
+            return default
+        return int(text)
 
     def _ai_call(self, kind: str, args: tuple[Any, ...]) -> Any:
         service = self.ai
