@@ -21,6 +21,8 @@ __all__ = [
     "tokenize_existing",
     "load_qa_model",
     "pipeline_status",
+    "executions_pending",
+    "drained",
     "STATUS_SCRIPTS",
 ]
 
@@ -102,9 +104,21 @@ def load_qa_model(
     return info
 
 
+def executions_pending(cluster: Any) -> int:
+    """Registration executions triggered and not finished yet, summed over every primary
+    (``numTriggered - numSuccess - numFailures - numAborted`` of ``RG.DUMPREGISTRATIONS``)."""
+    pending = 0
+    for node in cluster.get_primaries():
+        for entry in node.redis_connection.execute_command("RG.DUMPREGISTRATIONS"):
+            data = dict(zip(entry[7][0::2], entry[7][1::2]))
+            pending += int(data["numTriggered"]) - sum(int(data[k]) for k in ("numSuccess", "numFailures", "numAborted"))
+    return pending
+
+
 def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, Any]:
     """Per-stage progress: articles, sentences, matched sentences, pending edges, tokenised
-    sentences, graph size. ``cluster`` is a redis-py ``RedisCluster`` (decoded replies)."""
+    sentences, executions still running, graph size. ``cluster`` is a redis-py
+    ``RedisCluster`` (decoded replies)."""
     from .nlp_pipeline import PROCESSED_ARTICLES
 
     status: dict[str, Any] = {"articles": int(cluster.scard(PROCESSED_ARTICLES))}
@@ -114,6 +128,7 @@ def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, An
         if errors:
             raise DeployError(f"{name}: {errors[0]}")
         status[name] = int(results[0]) if results else 0
+    status["executions_pending"] = executions_pending(cluster)
     status["graph_nodes"] = status["graph_edges"] = None
     if graph is not None:
         from pipelines.graph import GraphWriter
@@ -121,3 +136,15 @@ def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, An
         counts = GraphWriter(*graph).counts()
         status["graph_nodes"], status["graph_edges"] = counts["nodes"], counts["edges"]
     return status
+
+
+def drained(status: dict[str, Any], articles: int) -> bool:
+    """Whether a :func:`pipeline_status` shows all of ``articles`` ingested and every stage
+    (NLP, and QA tokenisation when registered) finished with them."""
+    return (
+        status["articles"] >= articles
+        and status["sentences"] > 0
+        and status["executions_pending"] == 0
+        and status["edges_pending"] == 0
+        and status["matched_sentences"] == status["sentences"]
+    )

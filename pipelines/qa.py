@@ -35,12 +35,17 @@ __all__ = [
     "load_checkpoint",
     "export_model",
     "shard_tags",
+    "blob_chunks",
     "store_on_every_shard",
     "MAX_LENGTH",
 ]
 
 MODEL_KEY = "bert-qa{%s}"
 MAX_LENGTH = 512
+#: A model blob is sent in chunks of this size (a RESP bulk string may not pass 512 MB).
+MODEL_CHUNK_BYTES = 256 * 1024 * 1024
+#: Seconds one model store may take (a 1.3 GB bert-large is sent, copied and written in chunks).
+STORE_TIMEOUT_S = 600.0
 DEMO_NOTICE = (
     "demo QA model: the packaged pretrained MiniLM encoder with an UNTRAINED question-answering head; "
     "answers are not meaningful. Load a SQuAD-fine-tuned checkpoint with `gears ai load-qa --model-dir DIR`."
@@ -160,12 +165,26 @@ def shard_tags(client: Any) -> list[str]:
     return sorted(r.decode() if isinstance(r, bytes) else r for r in results)
 
 
+def blob_chunks(blob: bytes) -> list[memoryview]:
+    """``blob`` as views of at most :data:`MODEL_CHUNK_BYTES` (a bulk string may not pass 512 MB)."""
+    view = memoryview(blob)
+    return [view[i : i + MODEL_CHUNK_BYTES] for i in range(0, len(blob), MODEL_CHUNK_BYTES)] or [view]
+
+
 def store_on_every_shard(
     cluster: Any, blob: bytes, backend: str, device: str, *, tag: str = "",
     batchsize: int = 0, minbatchsize: int = 0, minbatchtimeout: int = 0,
 ) -> list[str]:
-    """``AI.MODELSTORE bert-qa{<tag>}`` on every shard (the cluster client routes each key)."""
-    client = cluster.get_default_node().redis_connection
+    """``AI.MODELSTORE bert-qa{<tag>}`` on every shard, the blob sent as ``BLOB`` chunks.
+
+    Each store goes over its own connection to the key's front door, with a long timeout
+    and no retries: a 1.3 GB model takes longer than redis-py's default 5 s, and a retry
+    would send it all again.
+    """
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
     options: list[Any] = ["TAG", tag] if tag else []
     if batchsize:
         options += ["BATCHSIZE", batchsize]
@@ -173,10 +192,12 @@ def store_on_every_shard(
             options += ["MINBATCHSIZE", minbatchsize]
             if minbatchtimeout:
                 options += ["MINBATCHTIMEOUT", minbatchtimeout]
+    chunks = blob_chunks(blob)
     keys = []
-    for shard_tag in shard_tags(client):
+    for shard_tag in shard_tags(cluster.get_default_node().redis_connection):
         key = MODEL_KEY % shard_tag
         node = cluster.get_node_from_key(key)
-        cluster.execute_command("AI.MODELSTORE", key, backend, device, *options, "BLOB", blob, target_nodes=node)
+        with redis.Redis(host=node.host, port=node.port, socket_timeout=STORE_TIMEOUT_S, retry=Retry(NoBackoff(), 0)) as conn:
+            conn.execute_command("AI.MODELSTORE", key, backend, device, *options, "BLOB", *chunks)
         keys.append(key)
     return keys

@@ -22,18 +22,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster import launcher  # noqa: E402
-from pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
+from pipelines.deploy import deploy_nlp, drained, pipeline_status  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
 from pipelines.ingest import ingest  # noqa: E402
 
 QUERY = "How does the spike protein relate to inflammation in the airway?"
-
-
-def _drained(cluster, graph, previous: dict | None) -> dict | None:
-    status = pipeline_status(cluster, graph)
-    steady = previous is not None and status == previous
-    done = status["sentences"] > 0 and status["matched_sentences"] == status["sentences"] and status["edges_pending"] == 0
-    return status if (done and steady) else None
 
 
 def _search(cluster, graph) -> dict:
@@ -84,12 +77,7 @@ def main() -> int:
         started = time.perf_counter()
         counts = ingest(cluster, files)
     print(f"ingested {counts['new']} new articles ({counts['skipped']} already there)")
-    previous = None
-    while True:
-        status = _drained(cluster, graph, previous)
-        if status is not None:
-            break
-        previous = pipeline_status(cluster, graph)
+    while not drained(status := pipeline_status(cluster, graph), len(files)):
         time.sleep(0.5)
     elapsed = time.perf_counter() - started
     print(f"pipeline drained in {elapsed:.1f} s: " + ", ".join(f"{k} {v}" for k, v in status.items()))
