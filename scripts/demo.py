@@ -1,12 +1,14 @@
-"""The main job: the NLP reference pipeline end to end on a local cluster.
+"""The main job: the NLP and BERT QA reference pipelines end to end on a local cluster.
 
     python scripts/demo.py [--articles 50] [--base-port 30001] [--graph-port 9001] [--dir .gears/cluster] [--stop]
 
 Brings a 3-shard cluster and FalkorDB up (or restarts what is not running), registers
-the NLP pipeline, writes a corpus the project generates itself (CORD-19 schema) and
-ingests it, waits until every stage has drained, then prints a summary (articles,
-sentences, edges, top concepts) and one ``/search`` answer of the search API. The
-cluster keeps running afterwards (``gears cluster down`` stops it) unless ``--stop``.
+the NLP and QA pipelines, writes a corpus the project generates itself (CORD-19 schema)
+and ingests it, waits until every stage has drained, then prints a summary (articles,
+sentences, edges, top concepts), one ``/search`` answer of the search API, and, after
+storing the demo QA model on every shard, one ``/qasearch`` answer (the demo model's QA
+head is untrained: its answers show the path, not meaningful answers). The cluster keeps
+running afterwards (``gears cluster down`` stops it) unless ``--stop``.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cluster import launcher  # noqa: E402
-from pipelines.deploy import deploy_nlp, drained, pipeline_status  # noqa: E402
+from pipelines.deploy import deploy_nlp, deploy_qa, drained, load_qa_model, pipeline_status  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
 from pipelines.ingest import ingest  # noqa: E402
 
 QUERY = "How does the spike protein relate to inflammation in the airway?"
 
 
-def _search(cluster, graph) -> dict:
+def _ask(cluster, graph, requests: list[tuple[str, dict]]) -> list[dict]:
+    """POST each ``(path, body)`` to the search API, served in-process for the occasion."""
     import httpx
     import uvicorn
 
@@ -45,7 +48,7 @@ def _search(cluster, graph) -> dict:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        return httpx.post(f"http://127.0.0.1:{port}/search", json={"search": QUERY, "limit": 10}, timeout=30).json()
+        return [httpx.post(f"http://127.0.0.1:{port}{path}", json=body, timeout=120).json() for path, body in requests]
     finally:
         server.should_exit = True
         thread.join(10)
@@ -69,7 +72,8 @@ def main() -> int:
 
     client = state.client(decode_responses=True)
     deploy_nlp(client, graph)
-    print("nlp pipeline registered")
+    deploy_qa(client)
+    print("nlp and qa pipelines registered")
 
     cluster = state.cluster_client()
     with tempfile.TemporaryDirectory(prefix="gears-corpus-") as folder:
@@ -82,11 +86,18 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     print(f"pipeline drained in {elapsed:.1f} s: " + ", ".join(f"{k} {v}" for k, v in status.items()))
 
-    answer = _search(cluster, graph)
+    info = load_qa_model(cluster)
+    print(f"QA model stored on every shard: {info.describe()['source']} ({info.backend}, {info.device})")
+    answer, qa = _ask(cluster, graph, [("/search", {"search": QUERY, "limit": 10}), ("/qasearch", {"search": QUERY, "limit": 3})])
     top = sorted(answer["nodes"], key=lambda n: -n["rank"])[:5]
     print("top concepts around the query: " + ", ".join(f"{n['name']} ({n['rank']})" for n in top))
     print(f"/search {json.dumps({'search': QUERY})} ->")
     print(json.dumps({"nodes": answer["nodes"][:5], "links": answer["links"][:5], "years": answer["years"]}, indent=1))
+    print(f"/qasearch {json.dumps({'search': QUERY})} ->")
+    for result in qa.get("results", []):
+        print(f"  {result['sentencekey']}: {result['answer'] or result['error']!r}")
+    if (qa.get("model") or {}).get("notice"):
+        print(f"NOTE: {qa['model']['notice']}")
     cluster.close()
     if args.stop:
         launcher.down(args.dir)
