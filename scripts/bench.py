@@ -661,7 +661,7 @@ def _plain_qa_seconds(folder: Path, question: str, context: str, runs: int, omp_
     import subprocess
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("OMP_WAIT_POLICY")
+    env.pop("OMP_WAIT_POLICY", None)
     if omp_policy is not None:
         env["OMP_WAIT_POLICY"] = omp_policy
     seconds = []
