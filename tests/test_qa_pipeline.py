@@ -27,7 +27,7 @@ from cluster import launcher  # noqa: E402
 from conftest import free_base_port, serving, wait_for  # noqa: E402
 from pipelines import qa  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
-from pipelines.deploy import deploy_nlp, deploy_qa, load_qa_model, pipeline_status  # noqa: E402
+from pipelines.deploy import deploy_nlp, deploy_qa, drained, load_qa_model, pipeline_status  # noqa: E402
 from pipelines.ingest import ingest  # noqa: E402
 from pipelines.nlp.concepts import default_dictionary  # noqa: E402
 from pipelines.qa_inputs import decode_answer, question_inputs  # noqa: E402
@@ -159,6 +159,12 @@ def test_a_changed_sentence_is_tokenised_again(qa_cluster):
 
 
 # ------------------------------------------------------------------------ models
+def test_status_shows_the_pipelines_drained(qa_cluster):
+    status = pipeline_status(qa_cluster["cluster"], qa_cluster["graph"])
+    assert status["executions_pending"] == 0 and drained(status, ARTICLES)
+    assert not drained(status, ARTICLES + 1)  # an article not ingested yet
+
+
 def test_the_model_is_stored_on_every_shard_and_says_it_is_the_demo(qa_cluster):
     state, cluster = qa_cluster["state"], qa_cluster["cluster"]
     tags = qa.shard_tags(state.client())
