@@ -415,6 +415,17 @@ def _alternating(served: Callable[[], Any], in_process: Callable[[], Any], count
     return sorted(a), sorted(b)
 
 
+def _run_clients(client_loop: Callable[[int], None], clients: int) -> float:
+    """Run ``client_loop(n)`` for ``n`` in ``range(clients)``, each on its own thread; seconds taken."""
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
 def _concurrent_load(port: int, clients: int, model: str, seconds: float) -> tuple[float, list[float]]:
     """``clients`` threads, each its own connection and inputs, running MODELEXECUTE for ``seconds``."""
     latencies: list[float] = []
@@ -434,13 +445,7 @@ def _concurrent_load(port: int, clients: int, model: str, seconds: float) -> tup
             latencies.extend(mine)
         conn.close()
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed = _run_clients(client_loop, clients)
     return len(latencies) / elapsed, sorted(latencies)
 
 
@@ -732,13 +737,8 @@ def _qasearch_load(url: str, questions: list[str], clients: int, seconds: float)
             latencies.extend(mine)
             answers[0] += got
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client_loop, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return len(latencies) / (time.perf_counter() - started), sorted(latencies), answers[0]
+    elapsed = _run_clients(client_loop, clients)
+    return len(latencies) / elapsed, sorted(latencies), answers[0]
 
 
 def _bert_large_blob() -> bytes:
