@@ -11,6 +11,7 @@ with ``("reply", call_id, ok, value)``; everything else is one-way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import pickle
@@ -43,7 +44,7 @@ def _frame(message: tuple[Any, ...]) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
-def _answer(handler: Callable[..., Any], kind: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
+def _outcome(handler: Callable[..., Any], kind: str, args: tuple[Any, ...]) -> tuple[bool, Any]:
     try:
         return True, handler(kind, *args)
     except Exception as exc:  # noqa: BLE001 - shipped back to the caller
@@ -84,11 +85,19 @@ class ThreadChannel:
             raise value
         return value
 
-    def serve(self, handle_message: Callable[..., None], handle_call: Callable[..., Any]) -> None:
+    def serve(
+        self,
+        handle_message: Callable[..., None],
+        handle_call: Callable[..., Any],
+        start_call: Callable[[str, tuple[Any, ...], Callable[[bool, Any], None]], bool] | None = None,
+    ) -> None:
         """Read frames until the socket closes.
 
         One-way messages go to ``handle_message(kind, *args)``; requests go to
         ``handle_call(kind, *args)`` on a pool thread (they may block) and are answered.
+        ``start_call(kind, args, answer)``, when given, sees each request first, on this
+        reading thread: it returns True when it has taken the request and will call
+        ``answer(ok, value)`` itself, from any thread (it must not block for long).
         """
         buffer = bytearray()
         while True:
@@ -102,9 +111,15 @@ class ThreadChannel:
                     break
                 message = pickle.loads(bytes(buffer[4 : 4 + size]))
                 del buffer[: 4 + size]
-                self._dispatch(message, handle_message, handle_call)
+                self._dispatch(message, handle_message, handle_call, start_call)
 
-    def _dispatch(self, message: tuple[Any, ...], handle_message: Callable[..., None], handle_call: Callable[..., Any]) -> None:
+    def _dispatch(
+        self,
+        message: tuple[Any, ...],
+        handle_message: Callable[..., None],
+        handle_call: Callable[..., Any],
+        start_call: Callable[[str, tuple[Any, ...], Callable[[bool, Any], None]], bool] | None,
+    ) -> None:
         kind = message[0]
         if kind == "reply":
             _, call_id, ok, value = message
@@ -115,12 +130,16 @@ class ThreadChannel:
                 slot[0].set()
         elif kind == "call":
             _, call_id, name, args = message
+            if start_call is not None and start_call(name, args, functools.partial(self._answer, call_id, name)):
+                return
             self._calls.submit(self._serve_call, call_id, name, args, handle_call)
         else:
             handle_message(kind, *message[1:])
 
     def _serve_call(self, call_id: int, name: str, args: tuple[Any, ...], handle_call: Callable[..., Any]) -> None:
-        ok, value = _answer(handle_call, name, args)
+        self._answer(call_id, name, *_outcome(handle_call, name, args))
+
+    def _answer(self, call_id: int, name: str, ok: bool, value: Any) -> None:
         try:
             self.send("reply", call_id, ok, value)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:

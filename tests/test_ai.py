@@ -13,6 +13,7 @@ import redis
 torch = pytest.importorskip("torch")
 
 from ai_models import Affine, torchscript  # noqa: E402
+from conftest import wait_for  # noqa: E402
 
 
 @pytest.fixture(params=["cluster1", "cluster3"])
@@ -163,6 +164,32 @@ def test_timeout_is_a_queue_deadline(cluster1):
     client.execute_command("AI.MODELSTORE", "tm{q}", "TORCH", "CPU", "BATCHSIZE", 100, "MINBATCHSIZE", 100, "BLOB", torchscript(Affine()))
     client.execute_command("AI.TENSORSET", "tx{q}", "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
     assert client.execute_command("AI.MODELEXECUTE", "tm{q}", "INPUTS", 1, "tx{q}", "OUTPUTS", 1, "ty{q}", "TIMEOUT", 100) == b"TIMEDOUT"
+
+
+def test_a_new_worker_loads_the_stored_model_from_its_key(cluster1):
+    """Models live in the server: after the worker process is replaced, runs load it again."""
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "rw{q}", "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", "rwx{q}", "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    run = ("AI.MODELEXECUTE", "rw{q}", "INPUTS", 1, "rwx{q}", "OUTPUTS", 1, "rwy{q}")
+    assert client.execute_command(*run) == b"OK"
+    first = client.execute_command("AI.TENSORGET", "rwy{q}", "VALUES")
+    client.delete("rwy{q}")
+    try:
+        client.execute_command("RG.PYEXECUTE", "import os\nGB('ShardsIDReader').map(lambda x: os._exit(3)).run()")
+    except redis.ResponseError as exc:
+        assert "worker process exited" in str(exc)
+
+    def ran() -> bool:
+        try:
+            return client.execute_command(*run) == b"OK"
+        except redis.ResponseError as exc:
+            assert "worker process" in str(exc)  # a call racing the restart
+            return False
+
+    wait_for(ran, timeout=30, interval=0.05, what="a run on the new worker")
+    assert client.execute_command("AI.TENSORGET", "rwy{q}", "VALUES") == first
+    assert client.execute_command("AI.INFO", "rw{q}")[15] == 1  # the new worker's statistics
 
 
 def test_redisai_module_in_gears_functions(cluster1):

@@ -34,7 +34,7 @@ def _service() -> Any:
 
 
 def _conn() -> Any:
-    return _service()._connection()
+    return _service().connection()
 
 
 def _raise(exc: Exception) -> None:

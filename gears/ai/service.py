@@ -4,18 +4,24 @@ The gears node parses and validates ``AI.*`` commands; what needs a backend come
 (one worker per shard, so models run where their keys live). Input tensors are read
 from the local server node at command time (one pipelined round trip with the model's
 metadata), runs go through the :class:`~gears.ai.runner.Runner`, and outputs are
-written back in one pipeline. Loaded models are cached per key and version: a re-stored
+written back in one pipeline by the run queue's thread, which also answers the node.
+``AI.MODELEXECUTE`` of a loaded model starts on the channel's reading thread
+(:meth:`AIService.start_model_execute`), so no other thread sits on its path: every
+hand-over between threads and processes costs a wake-up, which is most of the
+framework's share of a run. Loaded models are cached per key and version: a re-stored
 model is a new version (and a new batching identity), and its statistics restart.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any, Callable
 
 import hiredis
 
 from ..errors import CommandError, GearsError
+from ..serverconn import ConnectionPerThread, ServerConnection
 from .backends import LoadedModel, LoadedScript, load_model, load_script
 from .runner import TIMEDOUT, Runner, RunRequest, RunStats
 from .storage import MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields
@@ -29,13 +35,26 @@ MISSING_TENSOR = "ERR tensor key is empty or in a different shard"
 class AIService:
     """Models, scripts and run queues of one shard."""
 
-    def __init__(self, connection: Callable[[], Any], threads_per_queue: int = 1) -> None:
-        """``connection()`` is this thread's :class:`~gears.serverconn.ServerConnection`."""
-        self._connection = connection
+    def __init__(self, connections: ConnectionPerThread, threads_per_queue: int = 1) -> None:
+        """``connections`` gives each thread its own connection to the local server node."""
+        self._connections = connections
         self.runner = Runner(threads_per_queue)
         self._models: dict[str, tuple[str, LoadedModel, ModelMeta]] = {}
         self._scripts: dict[str, tuple[str, LoadedScript, ScriptMeta]] = {}
         self._lock = threading.Lock()
+
+    # ------------------------------------------------------------- server I/O
+    def connection(self) -> ServerConnection:
+        """This thread's connection to the local server node."""
+        return self._connections.get()
+
+    def _server(self, use: Callable[[ServerConnection], Any]) -> Any:
+        """``use(connection)``; a connection that failed is dropped, so the next use reconnects."""
+        try:
+            return use(self._connections.get())
+        except (ConnectionError, OSError):
+            self._connections.discard()
+            raise
 
     # ------------------------------------------------------------------ loading
     def check_model(self, key: str, meta_json: str) -> tuple[list[str], list[str]]:
@@ -46,9 +65,8 @@ class AIService:
         return model.inputs, model.outputs
 
     def _load(self, key: str, meta: ModelMeta) -> LoadedModel:
-        conn = self._connection()
         fields = chunk_fields(meta.version, meta.chunks)
-        chunks = conn.call("HMGET", key, *fields) if fields else []
+        chunks = self._server(lambda conn: conn.call("HMGET", key, *fields)) if fields else []
         if any(c is None for c in chunks):
             raise CommandError("ERR model key is empty")
         blob = b"".join(chunks)
@@ -81,7 +99,7 @@ class AIService:
         cached = self._scripts.get(key)
         if cached is not None and cached[0] == meta.version:
             return cached[1]
-        source = self._connection().call("HGET", key, "source")
+        source = self._server(lambda conn: conn.call("HGET", key, "source"))
         if source is None:
             raise CommandError("ERR script key is empty")
         self.check_script(key, meta.to_json(), source.decode())
@@ -96,7 +114,7 @@ class AIService:
     def fetch(self, meta_keys: list[str], tensor_keys: list[str]) -> tuple[list[bytes | None], list[Tensor]]:
         """The ``meta`` of model/script keys and the tensors of tensor keys, in one round trip."""
         commands = [*(("HGET", k, "meta") for k in meta_keys), *(("GET", k) for k in tensor_keys)]
-        replies = self._connection().pipeline(commands) if commands else []
+        replies = self._server(lambda conn: conn.pipeline(commands)) if commands else []
         metas = replies[: len(meta_keys)]
         for meta in metas:
             if isinstance(meta, hiredis.ReplyError):
@@ -112,7 +130,8 @@ class AIService:
 
     def write(self, keys: list[str], tensors: list[Tensor]) -> None:
         """Store output tensors (one pipeline)."""
-        replies = self._connection().pipeline([("SET", k, encode_key_value(t)) for k, t in zip(keys, tensors)])
+        commands = [("SET", k, encode_key_value(t)) for k, t in zip(keys, tensors)]
+        replies = self._server(lambda conn: conn.pipeline(commands))
         errors = [r for r in replies if isinstance(r, hiredis.ReplyError)]
         if errors:
             raise CommandError(str(errors[0]))
@@ -132,26 +151,60 @@ class AIService:
         )
 
     def model_execute(self, key: str, input_keys: list[str], output_keys: list[str], timeout_ms: int | None) -> Any:
-        """``AI.MODELEXECUTE``: ``OK``, ``TIMEDOUT`` or an error reply."""
-        meta = self._model_meta(key)
-        if meta.inputs and len(input_keys) != len(meta.inputs):
-            raise CommandError("Number of keys given as INPUTS here does not match model definition")
-        if meta.outputs and len(output_keys) != len(meta.outputs):
-            raise CommandError("Number of keys given as OUTPUTS here does not match model definition")
-        meta_json, inputs = self.read(key, input_keys)
-        if meta_json is None:
-            raise CommandError("ERR model key is empty")
-        request = self.runner.run(meta.device, self.model_request(key, ModelMeta.from_json(meta_json), inputs, timeout_ms))
-        return self._finish(request, output_keys)
+        """``AI.MODELEXECUTE``: ``OK``, ``TIMEDOUT`` or an error reply (waits for the run)."""
+        answers: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self.start_model_execute(key, input_keys, output_keys, timeout_ms, lambda ok, value: answers.put((ok, value)))
+        ok, value = answers.get()
+        if not ok:
+            raise value
+        return value
+
+    def start_model_execute(
+        self,
+        key: str,
+        input_keys: list[str],
+        output_keys: list[str],
+        timeout_ms: int | None,
+        answer: Callable[[bool, Any], None],
+        *,
+        may_load: bool = True,
+    ) -> bool:
+        """Read the inputs and queue the run; the run queue's thread writes the outputs and
+        calls ``answer(ok, value)`` (``OK``, ``TIMEDOUT`` or the error).
+
+        With ``may_load=False`` (a caller that must not wait seconds) nothing is done and
+        False is returned when this version of the model is not loaded yet.
+        """
+        if not may_load and key not in self._models:
+            return False
+        try:
+            meta = self._model_meta(key)
+            if meta.inputs and len(input_keys) != len(meta.inputs):
+                raise CommandError("Number of keys given as INPUTS here does not match model definition")
+            if meta.outputs and len(output_keys) != len(meta.outputs):
+                raise CommandError("Number of keys given as OUTPUTS here does not match model definition")
+            meta_json, inputs = self.read(key, input_keys)
+            if meta_json is None:
+                raise CommandError("ERR model key is empty")
+            meta = ModelMeta.from_json(meta_json)
+            if not may_load and self._models[key][0] != meta.version:
+                return False
+            request = self.model_request(key, meta, inputs, timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - the error is the command's reply
+            answer(False, exc)
+            return True
+        request.callbacks.append(lambda done: self._answer_finished(done, output_keys, answer))
+        self.runner.submit(meta.device, request)
+        return True
 
     def _model_meta(self, key: str) -> ModelMeta:
         """The meta of the cached model, or read from the key (which must hold a model)."""
         cached = self._models.get(key)
         if cached is not None:
             return cached[2]
-        marker, meta = self._connection().call("HMGET", key, MARKER_FIELD, "meta")
+        marker, meta = self._server(lambda conn: conn.call("HMGET", key, MARKER_FIELD, "meta"))
         if marker is None and meta is None:
-            if self._connection().call("EXISTS", key):
+            if self._server(lambda conn: conn.call("EXISTS", key)):
                 raise CommandError("WRONGTYPE Operation against a key holding the wrong kind of value")
             raise CommandError("ERR model key is empty")
         if marker != b"model" or meta is None:
@@ -196,6 +249,13 @@ class AIService:
             stats=self.runner.stats.get(key),
             timeout_ms=timeout_ms,
         )
+
+    def _answer_finished(self, request: RunRequest, output_keys: list[str], answer: Callable[[bool, Any], None]) -> None:
+        try:
+            value, ok = self._finish(request, output_keys), True
+        except Exception as exc:  # noqa: BLE001 - the error is the command's reply
+            value, ok = exc, False
+        answer(ok, value)
 
     def _finish(self, request: RunRequest, output_keys: list[str]) -> Any:
         if request.timed_out:

@@ -38,7 +38,7 @@ def main() -> None:
     channel = ThreadChannel(sock)
     worker = WorkerProcess(channel, args.server, args.frontdoor, os.environ.get("GEARS_SERVER_PASSWORD") or None)
     try:
-        channel.serve(worker.handle_message, worker.handle_call)
+        channel.serve(worker.handle_message, worker.handle_call, worker.start_call)
     except ChannelClosed:
         logging.getLogger("gears.worker").info("node channel closed; exiting")
 

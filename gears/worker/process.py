@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import uuid
-from typing import Any
+from typing import Any, Callable
 
 import cloudpickle
 
@@ -191,7 +191,7 @@ class WorkerProcess:
             from ..ai.service import AIService
 
             set_parallelism(self._ai_setting("INTRA_OP_PARALLELISM", 0), self._ai_setting("INTER_OP_PARALLELISM", 0))
-            self._ai = AIService(self.server.get, max(1, self._ai_setting("THREADS_PER_QUEUE", 1)))
+            self._ai = AIService(self.server, max(1, self._ai_setting("THREADS_PER_QUEUE", 1)))
         return self._ai
 
     def _ai_setting(self, name: str, default: int) -> int:
@@ -221,6 +221,15 @@ class WorkerProcess:
 
             return run_dag(service, *args)
         raise ValueError(f"unknown request {kind!r}")
+
+    def start_call(self, kind: str, args: tuple[Any, ...], answer: Callable[[bool, Any], None]) -> bool:
+        """Requests started on the channel's reading thread (True when taken; see
+        :meth:`ThreadChannel.serve`): ``AI.MODELEXECUTE`` of a loaded model reads its
+        inputs there and queues the run, so no pool thread sits between the node and
+        the run queue."""
+        if kind == "ai_model_execute" and self._ai is not None:
+            return self._ai.start_model_execute(*args, answer, may_load=False)
+        return False
 
     @staticmethod
     def _call_in_session(fn: Any) -> Any:
