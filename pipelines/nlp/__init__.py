@@ -10,5 +10,6 @@ that the gears registrations call:
   ``concept_pairs`` (Aho-Corasick matching, whole words, longest match).
 
 Every module loads its heavy resource (language profiles, dictionaries, automaton)
-lazily, once per process, under a lock, so the steps may run on several threads.
+lazily, once per process, under a lock (:func:`pipelines.nlp.once.loaded_once`), so the
+steps may run on several threads.
 """

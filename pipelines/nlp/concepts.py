@@ -64,12 +64,13 @@ import itertools
 import logging
 import os
 import re
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import ahocorasick
+
+from .once import loaded_once
 
 __all__ = [
     "DEFAULT_DICTIONARY_PATH",
@@ -360,20 +361,10 @@ def load_dictionary(path: str | os.PathLike[str]) -> ConceptDictionary:
     return dictionary
 
 
-_default_lock = threading.Lock()
-_default: ConceptDictionary | None = None
-
-
+@loaded_once
 def default_dictionary() -> ConceptDictionary:
     """The project's dictionary (:data:`DEFAULT_DICTIONARY_PATH`), loaded once per process."""
-    global _default
-    dictionary = _default
-    if dictionary is None:
-        with _default_lock:
-            dictionary = _default
-            if dictionary is None:
-                dictionary = _default = load_dictionary(DEFAULT_DICTIONARY_PATH)
-    return dictionary
+    return load_dictionary(DEFAULT_DICTIONARY_PATH)
 
 
 def find_concepts(sentence: str, dictionary: ConceptDictionary | None = None) -> list[Match]:

@@ -13,10 +13,11 @@ a lock; each call then builds its own ``Detector``, so :func:`is_english` is thr
 from __future__ import annotations
 
 import logging
-import threading
 
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
+
+from .once import loaded_once
 
 __all__ = ["PREFIX_CHARS", "SEED", "detect_language", "is_english", "warm_up"]
 
@@ -27,25 +28,16 @@ PREFIX_CHARS = 1000
 #: The seed of langdetect's sampling.
 SEED = 0
 
-_lock = threading.Lock()
-_factory: DetectorFactory | None = None
 
-
+@loaded_once
 def _get_factory() -> DetectorFactory:
     """The process-wide seeded detector factory, loaded on first use."""
-    global _factory
-    factory = _factory
-    if factory is None:
-        with _lock:
-            factory = _factory
-            if factory is None:
-                # Also seed langdetect's own module-level detect(), for code that uses it.
-                DetectorFactory.seed = SEED
-                factory = DetectorFactory()
-                factory.set_seed(SEED)
-                factory.load_profile(PROFILES_DIRECTORY)
-                log.debug("langdetect: %d language profiles loaded", len(factory.get_lang_list()))
-                _factory = factory
+    # Also seed langdetect's own module-level detect(), for code that uses it.
+    DetectorFactory.seed = SEED
+    factory = DetectorFactory()
+    factory.set_seed(SEED)
+    factory.load_profile(PROFILES_DIRECTORY)
+    log.debug("langdetect: %d language profiles loaded", len(factory.get_lang_list()))
     return factory
 
 

@@ -9,9 +9,10 @@ built lazily, once per process, under a lock; ``split`` itself only reads it, so
 from __future__ import annotations
 
 import logging
-import threading
 
 from sentence_splitter import SentenceSplitter
+
+from .once import loaded_once
 
 __all__ = ["LANGUAGE", "split_sentences", "warm_up"]
 
@@ -20,20 +21,12 @@ log = logging.getLogger(__name__)
 #: The splitter's language (its non-breaking prefix list).
 LANGUAGE = "en"
 
-_lock = threading.Lock()
-_splitter: SentenceSplitter | None = None
 
-
+@loaded_once
 def _get_splitter() -> SentenceSplitter:
-    global _splitter
-    splitter = _splitter
-    if splitter is None:
-        with _lock:
-            splitter = _splitter
-            if splitter is None:
-                splitter = SentenceSplitter(language=LANGUAGE)
-                log.debug("sentence splitter for %r loaded", LANGUAGE)
-                _splitter = splitter
+    """The process-wide splitter, built on first use."""
+    splitter = SentenceSplitter(language=LANGUAGE)
+    log.debug("sentence splitter for %r loaded", LANGUAGE)
     return splitter
 
 

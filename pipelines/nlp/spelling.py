@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-import threading
 import time
 
 from symspellpy import SymSpell
+
+from .once import loaded_once
 
 __all__ = [
     "BIGRAM_DICTIONARY",
@@ -45,11 +46,10 @@ UNIGRAM_DICTIONARY = "frequency_dictionary_en_82_765.txt"
 #: symspellpy's bundled bigram dictionary (term term, count).
 BIGRAM_DICTIONARY = "frequency_bigramdictionary_en_243_342.txt"
 
-_lock = threading.Lock()
-_symspell: SymSpell | None = None
 
-
-def _load() -> SymSpell:
+@loaded_once
+def get_symspell() -> SymSpell:
+    """The process-wide ``SymSpell``, loaded on first use (thread-safe)."""
     started = time.perf_counter()
     symspell = SymSpell(max_dictionary_edit_distance=MAX_EDIT_DISTANCE, prefix_length=PREFIX_LENGTH)
     package = importlib.resources.files("symspellpy")
@@ -60,18 +60,6 @@ def _load() -> SymSpell:
         if not symspell.load_bigram_dictionary(str(path), term_index=0, count_index=2):
             raise RuntimeError(f"symspellpy: cannot load {path}")
     log.info("symspellpy dictionaries loaded in %.2f s", time.perf_counter() - started)
-    return symspell
-
-
-def get_symspell() -> SymSpell:
-    """The process-wide ``SymSpell``, loaded on first use (thread-safe)."""
-    global _symspell
-    symspell = _symspell
-    if symspell is None:
-        with _lock:
-            symspell = _symspell
-            if symspell is None:
-                symspell = _symspell = _load()
     return symspell
 
 
