@@ -279,12 +279,14 @@ def _pairs(reply: Sequence[Any]) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------- sync
 
 
-def _sync_client(host: str, port: int, timeout: float, retries: int) -> redis.Redis:
-    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), retries) if retries else Retry(NoBackoff(), 0)
-    return redis.Redis(
-        host=host, port=port, decode_responses=True, protocol=2,
-        socket_connect_timeout=min(timeout, 5.0), socket_timeout=timeout, retry=retry,
-    )
+def _client_options(host: str, port: int, timeout: float, retries: int, retry_class: type) -> dict[str, Any]:
+    """The connection settings both graph clients use; ``retry_class`` is redis-py's sync
+    or asyncio ``Retry`` (``retries == 0``: a dropped connection is an error at once)."""
+    retry = retry_class(ExponentialBackoff(cap=1.0, base=0.05), retries) if retries else retry_class(NoBackoff(), 0)
+    return {
+        "host": host, "port": port, "decode_responses": True, "protocol": 2,
+        "socket_connect_timeout": min(timeout, 5.0), "socket_timeout": timeout, "retry": retry,
+    }
 
 
 class _SyncGraph:
@@ -299,7 +301,7 @@ class _SyncGraph:
         self.host = host
         self.port = port
         self.graph = graph
-        self.client = _sync_client(host, port, timeout, self._retries)
+        self.client = redis.Redis(**_client_options(host, port, timeout, self._retries, Retry))
         #: The ``falkordb`` client's graph handle on the same connection pool.
         self.falkor = Graph(self.client, graph)
 
@@ -476,12 +478,7 @@ class _AsyncGraph:
         self.host = host
         self.port = port
         self.graph = graph
-        retry = (AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), self._retries) if self._retries
-                 else AsyncRetry(NoBackoff(), 0))
-        self.client = redis.asyncio.Redis(
-            host=host, port=port, decode_responses=True, protocol=2,
-            socket_connect_timeout=min(timeout, 5.0), socket_timeout=timeout, retry=retry,
-        )
+        self.client = redis.asyncio.Redis(**_client_options(host, port, timeout, self._retries, AsyncRetry))
         #: The ``falkordb.asyncio`` client's graph handle on the same connection pool.
         self.falkor = AsyncGraph(self.client, graph)
 
