@@ -449,6 +449,78 @@ def _concurrent_load(port: int, clients: int, model: str, seconds: float) -> tup
     return len(latencies) / elapsed, sorted(latencies)
 
 
+ECHO_SCRIPT = """
+import socket, sys
+inbound, outbound = (socket.socket(fileno=int(fd)) for fd in sys.argv[1:3])
+while data := inbound.recv(16):
+    outbound.sendall(data)
+"""
+
+
+def _handover_chain_us(idle_s: float, rounds: int, hops: int = 4) -> float:
+    """p50 microseconds for one byte to pass a ring of ``hops`` processes (this one and
+    ``hops - 1`` plain echo processes), every process having waited ``idle_s`` first.
+    It measures the machine, not the framework: how much slower a process runs after it
+    slept through a model run, as every process on a served run's path does."""
+    import socket
+    import subprocess
+
+    pairs = [socket.socketpair() for _ in range(hops)]
+    echoes = []
+    try:
+        for i in range(1, hops):
+            inbound, outbound = pairs[i - 1][1], pairs[i][0]
+            fds = (inbound.fileno(), outbound.fileno())
+            echoes.append(subprocess.Popen([sys.executable, "-c", ECHO_SCRIPT, *map(str, fds)], pass_fds=fds))
+        first, last = pairs[0][0], pairs[hops - 1][1]
+        first.sendall(b"x")  # every echo is up
+        last.recv(16)
+        times = []
+        for _ in range(rounds):
+            if idle_s:
+                time.sleep(idle_s)
+            start = time.perf_counter()
+            first.sendall(b"x")
+            last.recv(16)
+            times.append((time.perf_counter() - start) * 1e6)
+        return sorted(times)[len(times) // 2]
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+        for echo in echoes:
+            echo.wait(timeout=10)
+
+
+def _weightless_model(target_ms: float) -> Any:
+    """A TorchScript model with no weights that computes for about ``target_ms``: tiny
+    matrix products in a loop, so nothing streams through the caches the way the
+    encoder's 90 MB of weights do."""
+    import torch
+
+    class Spin(torch.nn.Module):
+        def __init__(self, rounds: int) -> None:
+            super().__init__()
+            self.rounds = rounds
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            x = torch.full((32, 32), 0.01)
+            for _ in range(self.rounds):
+                x = torch.tanh(x @ x)
+            return x[:1] + (a + b).sum()
+
+    def median_ms(model: Any) -> float:
+        with torch.inference_mode():
+            _timed_calls(lambda: model(zero, zero), 3)  # the profiling executor's first runs
+            return _timed_calls(lambda: model(zero, zero), 5)[2]
+
+    zero = torch.zeros(1)
+    rounds = 20
+    for _ in range(3):  # rescale the loop until a run takes about target_ms
+        rounds = max(1, round(rounds * target_ms / median_ms(torch.jit.script(Spin(rounds)))))
+    return torch.jit.script(Spin(rounds))
+
+
 def suite_ai(args: argparse.Namespace) -> list[Case]:
     """A 6-layer BERT encoder (seq 64): MODELEXECUTE overhead vs in-process, and batching under 32 clients."""
     _worker_thread_settings()
@@ -514,6 +586,16 @@ def suite_ai(args: argparse.Namespace) -> list[Case]:
             stats_match = info[15] == calls_made and info[17] == 0
             backend_ms = info[11] / info[15] / 1000
             add_served, add_inproc = _alternating(execute(client, "add{06S}"), forward(adder), args.calls)
+            spin = _weightless_model(inproc[len(inproc) // 2])
+            spin_blob = io.BytesIO()
+            torch.jit.save(spin, spin_blob)
+            _store_model(client, "spin{06S}", spin_blob.getvalue(), 0)
+            execute(client, "spin{06S}")()
+            client.execute_command("AI.INFO", "spin{06S}", "RESETSTAT")
+            spin_served = _timed_calls(execute(client, "spin{06S}"), args.calls)
+            spin_info = client.execute_command("AI.INFO", "spin{06S}")
+            spin_backend_ms = spin_info[11] / spin_info[15] / 1000
+            chain_busy, chain_idle = _handover_chain_us(0, args.calls), _handover_chain_us(0.015, args.calls)
             plain_rate, plain_lat = _concurrent_load(port, args.clients, "enc{06S}", args.seconds)
             batched_rate, batched_lat = _concurrent_load(port, args.clients, "encb{06S}", args.seconds)
             client.close()
@@ -529,6 +611,10 @@ def suite_ai(args: argparse.Namespace) -> list[Case]:
              mean(served) - backend_ms, None, False, "the framework's own share, model compute excluded"),
         Case("overhead_add_model_p50_ms", f"ms (a model adding its two inputs: served p50 {p50(add_served):.2f} - in-process p50 {p50(add_inproc):.2f})",
              p50(add_served) - p50(add_inproc), None, False, "the path with no compute before it"),
+        Case("serving_path_weightless_mean_ms", f"ms (a model with no weights: served mean {mean(spin_served):.2f} - backend mean {spin_backend_ms:.2f} in the worker)",
+             mean(spin_served) - spin_backend_ms, None, False, "near serving_path_mean_ms: the encoder's weights are not the cost"),
+        Case("handover_after_idle", "us, 4 hand-overs between plain processes after 15 ms asleep vs back to back (the machine)",
+             chain_idle, chain_busy, False, "1x where a woken process runs at full speed"),
         Case("batching_throughput", f"requests/s, {args.clients} clients, BATCHSIZE 16 vs 0", batched_rate, plain_rate, True, ">= 1.5x"),
         Case("batching_p95", f"ms p95, {args.clients} clients, BATCHSIZE 16 vs 0", p95(batched_lat), p95(plain_lat), False, "<= 1.2x"),
         Case("info_calls_match", "AI.INFO calls == requests made (1 = yes)", float(stats_match), None, True, "1"),
