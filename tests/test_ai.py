@@ -246,6 +246,54 @@ def test_dag_execute(cluster1):
     assert failing[0] == b"OK" and isinstance(failing[1], redis.ResponseError) and failing[2] == b"NA"
 
 
+def test_dag_ops_on_different_devices_run_side_by_side(cluster1):
+    """A CPU op waiting for a batch partner (MINBATCHSIZE 2, no timeout) does not hold
+    back the independent CPU:1 op after it; once a partner comes, the DAG completes."""
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.MODELSTORE", "pw{p}", "TORCH", "CPU", "BATCHSIZE", 2, "MINBATCHSIZE", 2, "BLOB", torchscript(Affine()))
+    client.execute_command("AI.MODELSTORE", "px{p}", "TORCH", "CPU:1", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", "pin{p}", "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    replies: list[object] = []
+
+    def dag() -> None:
+        own = redis.Redis(port=cluster1.ports[0])
+        replies.append(own.execute_command(
+            "AI.DAGEXECUTE", "LOAD", 1, "pin{p}", "PERSIST", 2, "pa{p}", "pb{p}", "|>",
+            "AI.MODELEXECUTE", "pw{p}", "INPUTS", 1, "pin{p}", "OUTPUTS", 1, "pa{p}", "|>",
+            "AI.MODELEXECUTE", "px{p}", "INPUTS", 1, "pin{p}", "OUTPUTS", 1, "pb{p}",
+        ))
+
+    thread = threading.Thread(target=dag, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: client.execute_command("AI.INFO", "px{p}")[15] == 1, timeout=30, what="the CPU:1 op to run")
+        assert client.execute_command("AI.INFO", "pw{p}")[15] == 0 and replies == []  # the CPU op still waits
+    finally:  # the partner that completes the CPU op's batch
+        assert client.execute_command("AI.MODELEXECUTE", "pw{p}", "INPUTS", 1, "pin{p}", "OUTPUTS", 1, "pc{p}") == b"OK"
+        thread.join(30)
+    assert replies == [[b"OK", b"OK"]]
+    outputs = {k: client.execute_command("AI.TENSORGET", k, "VALUES") for k in ("pa{p}", "pb{p}", "pc{p}")}
+    assert outputs["pa{p}"] == outputs["pb{p}"] == outputs["pc{p}"]
+    assert client.execute_command("AI.INFO", "pw{p}")[15] == 2  # the DAG's op and its partner, one batch
+
+
+def test_dag_ops_read_the_latest_version_of_a_name(cluster1):
+    """A name written twice has two versions: each op reads the one before it, across devices."""
+    client = redis.Redis(port=cluster1.ports[0])
+    client.execute_command("AI.SCRIPTSTORE", "vs{v}", "CPU:1", "ENTRY_POINTS", 1, "double", "SOURCE",
+                           "def double(tensors: List[Tensor], keys: List[str], args: List[str]):\n    return tensors[0] * 2\n")
+    reply = client.execute_command(
+        "AI.DAGEXECUTE", "ROUTING", "{v}", "|>",
+        "AI.TENSORSET", "x", "FLOAT", 1, "VALUES", 1, "|>",
+        "AI.SCRIPTEXECUTE", "vs{v}", "double", "INPUTS", 1, "x", "OUTPUTS", 1, "x", "|>",
+        "AI.TENSORGET", "x", "VALUES", "|>",
+        "AI.SCRIPTEXECUTE", "vs{v}", "double", "INPUTS", 1, "x", "OUTPUTS", 1, "x", "|>",
+        "AI.TENSORGET", "x", "VALUES",
+    )
+    assert reply[:2] == [b"OK", b"OK"] and reply[3] == b"OK"
+    assert [float(v) for v in reply[2]] == [2.0] and [float(v) for v in reply[4]] == [4.0]
+
+
 def test_a_model_larger_than_512mb_is_stored_in_chunks(cluster1, tmp_path):
     """Random weights, built locally: bigger than proto-max-bulk-len, sent as two BLOB chunks."""
     big = torch.nn.Linear(12000, 11500, bias=False)  # 552 MB of float32 weights

@@ -7,13 +7,18 @@ and every ``PERSIST``ed name must be produced by some op. Names inside a DAG are
 only ``PERSIST`` writes them to the keyspace.
 
 :func:`run_dag` executes a parsed DAG in a worker. Model and script ops go through the
-run queues (so they batch with other clients' requests); ops run one after another.
+run queues (so they batch with other clients' requests): each device's ops in op order,
+different devices side by side, every op as soon as the ops it reads from have finished.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ArityError, CommandError, GearsError
 from ..resp import ErrorValue, Status
@@ -208,54 +213,42 @@ def _produced(ops: list[DagOp], name: str) -> bool:
 def run_dag(service: "AIService", plan: DagPlan, *, as_tensors: bool = False) -> Any:
     """Execute a parsed DAG on this shard; the reply of the command.
 
-    With ``as_tensors`` (the ``redisAI`` DAG runner) the result is the list of tensors the
-    TensorGet ops name, and the first failing op raises its error."""
-    import time
+    Each device's model and script ops run in op order, and devices run side by side
+    (redisai-spec §3.4): an op starts once the ops producing its inputs have finished,
+    so ``CPU`` and ``GPU`` (or ``CPU:1``) ops that do not depend on each other overlap.
+    After the first failing op no new op starts; ops that never ran reply ``NA``.
 
+    With ``as_tensors`` (the ``redisAI`` DAG runner) the result is the list of tensors the
+    TensorGet ops name, and the first failing op (in op order) raises its error."""
     meta_keys = sorted({op.key for op in plan.ops if op.key})
     metas_raw, loaded = service.fetch(meta_keys, plan.loads)
-    metas = dict(zip(meta_keys, metas_raw))
-    table: dict[str, Tensor] = {**plan.inputs, **dict(zip(plan.loads, loaded))}
-    deadline = None if plan.timeout is None else time.monotonic() + plan.timeout / 1000
+    run = _DagRun(service, plan, {**plan.inputs, **dict(zip(plan.loads, loaded))}, dict(zip(meta_keys, metas_raw)))
+    run.execute()
+    if run.timed_out:
+        return Status(TIMEDOUT)
     replies: list[Any] = []
-    failed = False
-    for op in plan.ops:
+    for i, op in enumerate(plan.ops):
         if op.kind == "tensorset":
-            table[op.name] = op.tensor  # type: ignore[assignment]
             replies.append(Status("OK"))
         elif op.kind == "tensorget":
-            tensor = table.get(op.name)
+            tensor = run.value(run.reads[i])
             if as_tensors:
                 if tensor is None:
                     raise GearsError("ERR tensor key is empty")
                 replies.append(tensor)
             else:
                 replies.append(Status("NA") if tensor is None else tensorget_reply(tensor, op.fmt))
-        elif failed:
+        elif i not in run.results:
             replies.append(Status("NA"))
-        else:
-            remaining = None if deadline is None else max(1, int((deadline - time.monotonic()) * 1000))
-            request, device = _op_request(service, op, metas.get(op.key), [table[n] for n in op.inputs], remaining)
-            service.runner.run(device, request)
-            if request.timed_out:
-                return Status(TIMEDOUT)
-            if request.error is not None:
-                if as_tensors:
-                    raise GearsError(request.error)
-                replies.append(ErrorValue(request.error))
-                failed = True
-                continue
-            outputs = request.outputs or []
-            if len(outputs) < len(op.outputs):
-                replies.append(ErrorValue("ERR Model did not generate the expected number of outputs"))
-                failed = True
-                continue
-            for name, array in zip(op.outputs, outputs):
-                table[name] = Tensor.from_numpy(array, copy=False)
+        elif run.results[i] is None:
             replies.append(Status("OK"))
-    if not failed and plan.persists:
+        elif as_tensors:
+            raise GearsError(run.results[i])
+        else:
+            replies.append(ErrorValue(run.results[i]))
+    if not run.failed and plan.persists:
         try:
-            service.write(plan.persists, [table[name] for name in plan.persists])
+            service.write(plan.persists, [run.values[slot] for slot in run.persisted])
         except GearsError as exc:
             replies.append(ErrorValue(str(exc)))
     if as_tensors:
@@ -263,14 +256,124 @@ def run_dag(service: "AIService", plan: DagPlan, *, as_tensors: bool = False) ->
     return replies
 
 
-def _op_request(service: "AIService", op: DagOp, meta_raw: Any, inputs: list[Tensor], timeout: int | None) -> tuple[RunRequest, str]:
+#: Where a DAG tensor lives: ``(-1, name)`` for a LOADed or given input, ``(op index,
+#: output index)`` for what an op produced. A name written twice has two slots, and each
+#: op reads the latest one before it (RedisAI's single-assignment binding).
+_Slot = tuple[int, Any]
+
+
+class _DagRun:
+    """The model and script ops of one DAG on their device queues, in dependency order."""
+
+    def __init__(self, service: "AIService", plan: DagPlan, named: dict[str, Tensor], metas: dict[str, Any]) -> None:
+        """Bind every op's inputs to slots and prepare its model or script (so a missing
+        or unloadable one fails the command before anything runs)."""
+        self._service = service
+        self._ops = plan.ops
+        self._deadline = None if plan.timeout is None else time.monotonic() + plan.timeout / 1000
+        self.values: dict[_Slot, Tensor] = {(-1, name): tensor for name, tensor in named.items()}
+        latest: dict[str, _Slot] = {name: (-1, name) for name in named}
+        self.reads: dict[int, _Slot | None] = {}
+        self._bindings: dict[int, list[_Slot]] = {}
+        self._makers: dict[int, Callable[[list[Tensor], int | None], RunRequest]] = {}
+        self._waiting: dict[str, deque[int]] = {}
+        for i, op in enumerate(plan.ops):
+            if op.kind == "tensorset":
+                self.values[(i, 0)] = op.tensor  # type: ignore[assignment]
+                latest[op.name] = (i, 0)
+            elif op.kind == "tensorget":
+                self.reads[i] = latest.get(op.name)
+            else:
+                self._bindings[i] = [latest[name] for name in op.inputs]
+                latest.update({name: (i, j) for j, name in enumerate(op.outputs)})
+                device, self._makers[i] = _prepare(service, op, metas.get(op.key))
+                self._waiting.setdefault(device.upper(), deque()).append(i)
+        self.persisted = [latest[name] for name in plan.persists]
+        #: op index -> None (it ran) or its error; ops that never ran are absent
+        self.results: dict[int, str | None] = {}
+        self.timed_out = False
+        self._busy: set[str] = set()
+        self._cond = threading.Condition()
+
+    @property
+    def failed(self) -> bool:
+        return any(error is not None for error in self.results.values())
+
+    def value(self, slot: _Slot | None) -> Tensor | None:
+        return None if slot is None else self.values.get(slot)
+
+    def execute(self) -> None:
+        """Start every op whose device is free and whose inputs exist, until all have run
+        (or one failed or timed out and the running ones have finished)."""
+        while True:
+            with self._cond:
+                ready = self._take_ready()
+                if not ready:
+                    if not self._busy:
+                        return
+                    self._cond.wait()
+                    continue
+            for i, device, inputs in ready:  # outside the lock: making a request may load a model
+                self._start(i, device, inputs)
+
+    def _take_ready(self) -> list[tuple[int, str, list[Tensor]]]:
+        if self.failed or self.timed_out:
+            return []
+        ready = []
+        for device, waiting in self._waiting.items():
+            if device in self._busy or not waiting:
+                continue
+            slots = self._bindings[waiting[0]]
+            if all(slot in self.values for slot in slots):
+                ready.append((waiting.popleft(), device, [self.values[slot] for slot in slots]))
+                self._busy.add(device)
+        return ready
+
+    def _start(self, i: int, device: str, inputs: list[Tensor]) -> None:
+        remaining = None if self._deadline is None else max(1, int((self._deadline - time.monotonic()) * 1000))
+        try:
+            request = self._makers[i](inputs, remaining)
+        except GearsError as exc:
+            with self._cond:
+                self._busy.discard(device)
+                self.results[i] = str(exc)
+                self._cond.notify_all()
+            return
+        request.callbacks.append(functools.partial(self._finished, i, device))
+        self._service.runner.submit(device, request)
+
+    def _finished(self, i: int, device: str, request: RunRequest) -> None:
+        """On the run queue's thread: keep the op's outputs (or its error) and wake execute()."""
+        with self._cond:
+            self._busy.discard(device)
+            names = self._ops[i].outputs
+            outputs = request.outputs or []
+            if request.timed_out:
+                self.timed_out = True
+            elif request.error is not None:
+                self.results[i] = request.error
+            elif len(outputs) < len(names):
+                self.results[i] = "ERR Model did not generate the expected number of outputs"
+            else:
+                self.values.update({(i, j): Tensor.from_numpy(outputs[j], copy=False) for j in range(len(names))})
+                self.results[i] = None
+            self._cond.notify_all()
+
+
+def _prepare(
+    service: "AIService", op: DagOp, meta_raw: Any
+) -> tuple[str, Callable[[list[Tensor], int | None], RunRequest]]:
+    """The op's device and a maker of its run request from its input tensors and timeout."""
     if op.kind == "model":
         if meta_raw is None:
             raise CommandError("ERR model key is empty")
         meta = ModelMeta.from_json(meta_raw)
-        return service.model_request(op.key, meta, inputs, timeout), meta.device
+        service.model(op.key, meta)
+        return meta.device, lambda inputs, timeout: service.model_request(op.key, meta, inputs, timeout)
     if meta_raw is None:
         raise CommandError("ERR script key is empty")
     script_meta = ScriptMeta.from_json(meta_raw)
-    request = service.script_request(op.key, script_meta, op.function, op.keys, op.args, inputs, timeout, op.variadic)
-    return request, script_meta.device
+    service.script(op.key, script_meta)
+    return script_meta.device, lambda inputs, timeout: service.script_request(
+        op.key, script_meta, op.function, op.keys, op.args, inputs, timeout, op.variadic
+    )
