@@ -11,6 +11,7 @@ hard-code ``{06S}`` keep working.
 
 from __future__ import annotations
 
+import binascii
 import itertools
 import string
 from functools import lru_cache
@@ -22,25 +23,9 @@ SLOTS = 16384
 _ALPHABET = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
-def _make_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        crc = byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-        table.append(crc)
-    return table
-
-
-_TABLE = _make_table()
-
-
 def crc16(data: bytes) -> int:
     """CRC16-CCITT (XMODEM), the checksum Redis Cluster uses for key slots."""
-    crc = 0
-    for byte in data:
-        crc = ((crc << 8) & 0xFFFF) ^ _TABLE[((crc >> 8) ^ byte) & 0xFF]
-    return crc
+    return binascii.crc_hqx(data, 0)
 
 
 def key_slot(key: bytes | str) -> int:
