@@ -20,34 +20,43 @@ from .sessions import SessionRecord
 if TYPE_CHECKING:  # pragma: no cover
     from .node import GearsNode
 
-__all__ = ["COMMANDS", "handlers_for"]
+__all__ = ["COMMANDS", "TRANSACTION_ERRORS", "handlers_for"]
 
 Handler = Callable[["GearsNode", Any, list[bytes]], Awaitable[Any]]
 COMMANDS: dict[str, Handler] = {}
+#: Command name → the error a client gets for it between ``MULTI`` and ``EXEC``, where
+#: it differs from the front door's generic one.
+TRANSACTION_ERRORS: dict[str, str] = {}
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def command(name: str) -> Callable[[Handler], Handler]:
-    """Register a handler for ``name`` (upper case)."""
+def command(name: str, *, in_transaction: str | None = None) -> Callable[[Handler], Handler]:
+    """Register a handler for ``name`` (upper case); ``in_transaction`` is its own error
+    text inside a transaction."""
 
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = handler
+        if in_transaction is not None:
+            TRANSACTION_ERRORS[name] = in_transaction
         return handler
 
     return register
 
 
 def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Awaitable[Any]]]:
-    """Every command handler bound to ``node``, keyed by upper-case name."""
+    """Every command handler bound to ``node``, keyed by upper-case name. A bound handler
+    with its own error inside a transaction carries it as ``transaction_error``."""
 
-    def bind(handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
+    def bind(name: str, handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
         async def bound(ctx: Any, args: list[bytes]) -> Any:
             return await handler(node, ctx, args)
 
+        if name in TRANSACTION_ERRORS:
+            bound.transaction_error = TRANSACTION_ERRORS[name]  # type: ignore[attr-defined]
         return bound
 
-    return {name: bind(handler) for name, handler in COMMANDS.items()}
+    return {name: bind(name, handler) for name, handler in COMMANDS.items()}
 
 
 def _text(arg: bytes) -> str:

@@ -1064,7 +1064,8 @@ class _Connection(asyncio.Protocol):
         if self.in_multi:
             # Sent for its effect only: the server rejects the unknown command, so EXEC fails.
             self._send(encode_command(args), _DROP)
-            return _NOT_IN_MULTI
+            own = getattr(handler, "transaction_error", None)
+            return _error_line(own) if own else _NOT_IN_MULTI
 
         async def checked(ctx: ClientContext, args: list[bytes]) -> Any:
             if not await self._check_auth():

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import hiredis
 
+from .errors import GearsError
 from .resp import encode_command
 
 __all__ = ["ServerConnection", "ServerError", "ConnectionPerThread", "map_reply"]
@@ -31,8 +32,9 @@ def map_reply(reply: Any) -> Any:
     return reply
 
 
-class ServerError(Exception):
-    """An error reply from the server; ``str(err)`` is the server's text."""
+class ServerError(GearsError):
+    """An error reply from the server; ``str(err)`` is the server's text, which is also
+    what a client gets when it ends a command."""
 
 
 class ServerConnection:

@@ -1,9 +1,11 @@
-"""Small TorchScript models the AI tests share."""
+"""Small TorchScript models and helpers the AI tests share."""
 
 from __future__ import annotations
 
 import io
+import uuid
 
+import redis
 import torch
 
 
@@ -23,3 +25,16 @@ def torchscript(module: torch.nn.Module) -> bytes:
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.script(module), buffer)
     return buffer.getvalue()
+
+
+def tag() -> str:
+    """A fresh hashtag, so tests never share keys."""
+    return uuid.uuid4().hex[:6]
+
+
+def owner(gc, key: str) -> redis.Redis:
+    """A client on the front door of the shard that owns ``key``."""
+    cluster = gc.cluster_client()
+    port = cluster.get_node_from_key(key).port
+    cluster.close()
+    return redis.Redis(port=port)

@@ -2,6 +2,7 @@
 
 * ``cluster1``: 1 master + gears node, front door on 11001 (server 21001).
 * ``cluster3``: 3 masters + gears nodes, front doors 11011-11013 (servers 21011-21013).
+* ``gc``: ``cluster1`` and ``cluster3`` in turn (a test using it runs on both).
 * ``server_cluster3``: 3 bare masters (no gears nodes) on 21021-21023; its ``.ports``
   (11021-11023) are free for a front door a test runs itself.
 
@@ -167,6 +168,12 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Clus
         tmp_path_factory.mktemp("cluster3"), masters=3, base_port=shifted_port(11011), what="cluster3"
     ) as state:
         yield state
+
+
+@pytest.fixture(params=["cluster1", "cluster3"])
+def gc(request: pytest.FixtureRequest) -> launcher.ClusterState:
+    """The 1-shard and the 3-shard cluster in turn."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="session")

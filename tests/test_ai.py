@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import uuid
 
 import numpy as np
 import pytest
@@ -12,30 +11,13 @@ import redis
 
 torch = pytest.importorskip("torch")
 
-from ai_models import Affine, torchscript  # noqa: E402
+from ai_models import Affine, owner, tag, torchscript  # noqa: E402
 from conftest import wait_for  # noqa: E402
-
-
-@pytest.fixture(params=["cluster1", "cluster3"])
-def gc(request):
-    return request.getfixturevalue(request.param)
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:6]
 
 
 class TwoOutputs(torch.nn.Module):
     def forward(self, a: torch.Tensor, b: torch.Tensor):
         return a + b, a * b
-
-
-def owner(gc, key: str) -> redis.Redis:
-    """A client on the front door of the shard that owns ``key``."""
-    cluster = gc.cluster_client()
-    port = cluster.get_node_from_key(key).port
-    cluster.close()
-    return redis.Redis(port=port)
 
 
 def test_tensorset_tensorget_through_the_front_door(gc):

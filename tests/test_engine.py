@@ -11,12 +11,6 @@ import redis
 
 
 
-@pytest.fixture(params=["cluster1", "cluster3"])
-def gc(request):
-    """Each test runs on a 1-shard and on a 3-shard cluster."""
-    return request.getfixturevalue(request.param)
-
-
 def pyexecute(client, script, *options):
     return client.execute_command("RG.PYEXECUTE", script, *options)
 

@@ -14,11 +14,6 @@ from redis.retry import Retry
 from conftest import wait_for
 
 
-@pytest.fixture(params=["cluster1", "cluster3"])
-def gc(request):
-    return request.getfixturevalue(request.param)
-
-
 def pyexecute(client, script, *options):
     return client.execute_command("RG.PYEXECUTE", script, *options)
 

@@ -63,6 +63,8 @@ def _torch_device(device: str) -> Any:
     import torch
 
     name = device.upper()
+    if not _DEVICE.match(name):
+        raise CommandError("ERR unsupported device")
     if name.startswith("CPU"):
         return torch.device("cpu")
     if not torch.cuda.is_available():

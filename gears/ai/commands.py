@@ -26,6 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["WRONGTYPE"]
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
+#: RedisAI's reply to a command that waits for a run, sent inside MULTI.
+_BLOCKING_IN_TRANSACTION = "ERR Cannot run RedisAI command within a transaction or a LUA script"
 
 # SET a tensor unless the key holds something that is not a tensor (one atomic step).
 _TENSORSET = """
@@ -291,7 +293,7 @@ def parse_modelexecute(args: list[bytes], *, in_dag: bool = False) -> tuple[byte
     return key, inputs, outputs, _timeout(args, i)
 
 
-@command("AI.MODELEXECUTE")
+@command("AI.MODELEXECUTE", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def modelexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.MODELEXECUTE key INPUTS n in... OUTPUTS n out... [TIMEOUT t]``."""
     key, inputs, outputs, timeout = parse_modelexecute(args)
@@ -317,7 +319,7 @@ def parse_modelrun(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, l
     return key, [_text(a) for a in args[i + 1 : split]], [_text(a) for a in args[split + 1 :]], timeout
 
 
-@command("AI.MODELRUN")
+@command("AI.MODELRUN", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def modelrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Deprecated ``AI.MODELRUN key [TIMEOUT t] INPUTS in... OUTPUTS out...``."""
     key, inputs, outputs, timeout = parse_modelrun(args)
@@ -429,7 +431,7 @@ def parse_scriptexecute(args: list[bytes], *, in_dag: bool = False) -> tuple[byt
     return key, function, scopes, timeout
 
 
-@command("AI.SCRIPTEXECUTE")
+@command("AI.SCRIPTEXECUTE", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def scriptexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.SCRIPTEXECUTE key fn [KEYS n k..] [INPUTS n i..] [ARGS n a..] [OUTPUTS n o..] [TIMEOUT t]``."""
     key, function, scopes, timeout = parse_scriptexecute(args)
@@ -475,7 +477,7 @@ def parse_scriptrun(args: list[bytes], *, in_dag: bool = False) -> tuple[bytes, 
     return key, function, inputs, variadic, outputs, timeout
 
 
-@command("AI.SCRIPTRUN")
+@command("AI.SCRIPTRUN", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def scriptrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Deprecated ``AI.SCRIPTRUN key fn [TIMEOUT t] INPUTS in... [$ in...] OUTPUTS out...``."""
     key, function, inputs, variadic, outputs, timeout = parse_scriptrun(args)
@@ -494,25 +496,25 @@ async def _dag(node: "GearsNode", args: list[bytes]) -> Any:
     return await node.worker.call("ai_dag", plan)
 
 
-@command("AI.DAGEXECUTE")
+@command("AI.DAGEXECUTE", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def dagexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.DAGEXECUTE [LOAD n k..] [PERSIST n k..] [ROUTING tag] [TIMEOUT t] |> op |> op ...``."""
     return await _dag(node, args)
 
 
-@command("AI.DAGEXECUTE_RO")
+@command("AI.DAGEXECUTE_RO", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def dagexecute_ro(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Read-only DAG: no PERSIST, no SCRIPTEXECUTE."""
     return await _dag(node, args)
 
 
-@command("AI.DAGRUN")
+@command("AI.DAGRUN", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def dagrun(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Deprecated DAG with AI.MODELRUN ops."""
     return await _dag(node, args)
 
 
-@command("AI.DAGRUN_RO")
+@command("AI.DAGRUN_RO", in_transaction=_BLOCKING_IN_TRANSACTION)
 async def dagrun_ro(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Deprecated read-only DAG."""
     return await _dag(node, args)

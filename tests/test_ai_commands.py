@@ -1,0 +1,262 @@
+"""Every AI.* command's argument errors and reply shapes (redisai-spec §1), on 1 and 3 shards.
+
+test_ai.py covers the main paths (tensors, models, scripts, batching, DAGs, the redisAI
+module); this file covers the deprecated forms, the reply-shape variants, the argument
+errors and the cluster rules.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+
+torch = pytest.importorskip("torch")
+
+from ai_models import Affine, owner, tag, torchscript  # noqa: E402
+
+SCRIPT = "def f(tensors: List[Tensor], keys: List[str], args: List[str]):\n    return tensors[0] * 2\n"
+
+
+def fails(client: redis.Redis, message: str, *command: object) -> None:
+    """``command`` is refused with an error containing ``message``."""
+    with pytest.raises(redis.ResponseError, match=message):
+        client.execute_command(*command)
+
+
+def affine(values: list[float]) -> list[bytes]:
+    """What the Affine model gives for one row, as TENSORGET VALUES replies it."""
+    row = (torch.tensor([values], dtype=torch.float32) @ Affine().weight).detach().numpy().ravel()
+    return [repr(float(np.float32(v))).removesuffix(".0").encode() for v in row]
+
+
+def test_deprecated_modelset_and_modelrun(gc):
+    t = tag()
+    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
+    client = owner(gc, model)
+    blob = torchscript(Affine())
+    assert client.execute_command("AI.MODELSET", model, "TORCH", "CPU", "TAG", "old", "BLOB", blob) == b"OK"
+    assert client.execute_command("AI.MODELGET", model, "META")[4:6] == [b"tag", b"old"]
+    fails(client, "INPUTS argument should not be specified for this backend",
+          "AI.MODELSET", model, "TORCH", "CPU", "INPUTS", "a", "OUTPUTS", "b", "BLOB", blob)
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    assert client.execute_command("AI.MODELRUN", model, "INPUTS", x, "OUTPUTS", y) == b"OK"
+    assert client.execute_command("AI.TENSORGET", y, "VALUES") == affine([1, 2, 3, 4])
+    assert client.execute_command("AI.MODELRUN", model, "TIMEOUT", 1000, "INPUTS", x, "OUTPUTS", y) == b"OK"
+    fails(client, "wrong number of arguments for 'ai.modelrun' command", "AI.MODELRUN", model, "INPUTS", x)
+    fails(client, "INPUTS not specified", "AI.MODELRUN", model, "IN", x, "OUTPUTS", y)
+    fails(client, "OUTPUTS not specified", "AI.MODELRUN", model, "INPUTS", x, x, y)
+    fails(client, "Number of keys given as INPUTS here does not match model definition",
+          "AI.MODELRUN", model, "INPUTS", x, x, "OUTPUTS", y)
+    assert client.execute_command("AI.INFO", model)[15] == 2
+
+
+def test_modelget_reply_shapes_and_errors(gc):
+    t = tag()
+    model = f"m{{{t}}}"
+    client = owner(gc, model)
+    blob = torchscript(Affine())
+    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BATCHSIZE", 4, "MINBATCHSIZE", 2, "MINBATCHTIMEOUT", 7, "BLOB", blob)
+    meta = client.execute_command("AI.MODELGET", model, "META")
+    assert meta == [b"backend", b"TORCH", b"device", b"CPU", b"tag", b"", b"batchsize", 4, b"minbatchsize", 2,
+                    b"inputs", [b"x"], b"outputs", [], b"minbatchtimeout", 7]
+    for options in ((), ("META", "BLOB"), ("BLOB", "META"), ("META", "NOPE")):
+        whole = client.execute_command("AI.MODELGET", model, *options)
+        expected = meta if options == ("META", "NOPE") else [*meta, b"blob", blob]
+        assert whole == expected, options
+    assert client.execute_command("AI.MODELGET", model, "BLOB") == blob
+    fails(client, "wrong number of arguments for 'ai.modelget' command", "AI.MODELGET")
+    fails(client, "model key is empty", "AI.MODELGET", f"none{{{t}}}")
+    client.set(f"s{{{t}}}", "text")
+    fails(client, "WRONGTYPE", "AI.MODELGET", f"s{{{t}}}")
+    fails(client, "WRONGTYPE", "AI.MODELDEL", f"s{{{t}}}")
+    fails(client, "model key is empty", "AI.MODELDEL", f"none{{{t}}}")
+    fails(client, "Invalid argument for BATCHSIZE", "AI.MODELSTORE", model, "TORCH", "CPU", "BATCHSIZE", "x", "BLOB", blob)
+    fails(client, "MINBATCHTIMEOUT specified without MINBATCHSIZE",
+          "AI.MODELSTORE", model, "TORCH", "CPU", "BATCHSIZE", 4, "MINBATCHTIMEOUT", 5, "BLOB", blob)
+    fails(client, "Insufficient arguments, missing model BLOB", "AI.MODELSTORE", model, "TORCH", "CPU", "TAG", "t", "BLOB")
+    assert client.execute_command("AI.MODELGET", model, "META") == meta  # the failed stores changed nothing
+
+
+def test_modelexecute_argument_errors(gc):
+    t = tag()
+    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
+    client = owner(gc, model)
+    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    run = ("AI.MODELEXECUTE", model)
+    fails(client, "wrong number of arguments for 'ai.modelexecute' command", *run, "INPUTS", 1, x, "OUTPUTS", 1)
+    fails(client, "INPUTS not specified", *run, "IN", 1, x, "OUTPUTS", 1, y)
+    fails(client, "Invalid argument for input_count", *run, "INPUTS", "one", x, "OUTPUTS", 1, y)
+    fails(client, "Input count must be a positive integer", *run, "INPUTS", 0, x, "OUTPUTS", 1, y)
+    fails(client, "OUTPUTS not specified", *run, "INPUTS", 1, x, "OUT", 1, y)
+    fails(client, "Invalid argument for output_count", *run, "INPUTS", 1, x, "OUTPUTS", "one", y)
+    fails(client, "Output count must be a positive integer", *run, "INPUTS", 1, x, "OUTPUTS", 0, y)
+    fails(client, "number of output keys to AI.MODELEXECUTE command does not match",
+          *run, "INPUTS", 1, x, "OUTPUTS", 3, y, y)
+    fails(client, "No value provided for TIMEOUT", *run, "INPUTS", 1, x, "OUTPUTS", 1, y, "TIMEOUT")
+    fails(client, "Invalid value for TIMEOUT", *run, "INPUTS", 1, x, "OUTPUTS", 1, y, "TIMEOUT", 0)
+    fails(client, "Invalid argument: SOON", *run, "INPUTS", 1, x, "OUTPUTS", 1, y, "SOON", 1)
+    fails(client, "^model key is empty", "AI.MODELEXECUTE", f"none{{{t}}}", "INPUTS", 1, x, "OUTPUTS", 1, y)
+    client.set(f"s{{{t}}}", "text")
+    fails(client, "^WRONGTYPE Operation against a key holding the wrong kind of value$",
+          "AI.MODELEXECUTE", f"s{{{t}}}", "INPUTS", 1, x, "OUTPUTS", 1, y)
+    assert client.exists(y) == 0  # nothing ran
+    assert client.execute_command(*run, "INPUTS", 1, x, "OUTPUTS", 1, y, "TIMEOUT", 5000) == b"OK"
+
+
+def test_script_commands_errors_and_reply_shapes(gc):
+    t = tag()
+    script, x, y = f"s{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
+    client = owner(gc, script)
+    store = ("AI.SCRIPTSTORE", script, "CPU")
+    assert client.execute_command(*store, "TAG", "v2", "ENTRY_POINTS", 1, "f", "SOURCE", SCRIPT) == b"OK"
+    assert client.execute_command("AI.SCRIPTGET", script, "META") == [b"device", b"CPU", b"tag", b"v2", b"Entry Points", [b"f"]]
+    assert client.execute_command("AI.SCRIPTGET", script, "SOURCE") == SCRIPT.encode()
+    both = [b"device", b"CPU", b"tag", b"v2", b"Entry Points", [b"f"], b"source", SCRIPT.encode()]
+    assert client.execute_command("AI.SCRIPTGET", script) == both
+    assert client.execute_command("AI.SCRIPTGET", script, "META", "SOURCE") == both
+    fails(client, "script key is empty", "AI.SCRIPTGET", f"none{{{t}}}")
+    fails(client, "script key is empty", "AI.SCRIPTDEL", f"none{{{t}}}")
+    fails(client, "Insufficient arguments, missing script entry points", *store, "TAG", "a", "SOURCE", SCRIPT, "x")
+    fails(client, "Non numeric entry points number provided to AI.SCRIPTSTORE command",
+          *store, "ENTRY_POINTS", "one", "f", "SOURCE", SCRIPT)
+    fails(client, "Insufficient arguments, missing script SOURCE", *store, "ENTRY_POINTS", 1, "f", "CODE", SCRIPT)
+    fails(client, "Function g does not exist in the given script.", *store, "ENTRY_POINTS", 1, "g", "SOURCE", SCRIPT)
+    fails(client, "unsupported device", "AI.SCRIPTSTORE", script, "XPU", "ENTRY_POINTS", 1, "f", "SOURCE", SCRIPT)
+    fails(client, "expected", *store, "ENTRY_POINTS", 1, "f", "SOURCE", SCRIPT.replace("* 2", "*"))  # a compile error
+    assert client.execute_command("AI.SCRIPTGET", script, "META")[3] == b"v2"  # the failed stores changed nothing
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 2, "VALUES", 1, 2)
+    run = ("AI.SCRIPTEXECUTE", script, "f")
+    assert client.execute_command(*run, "KEYS", 1, x, "INPUTS", 1, x, "OUTPUTS", 1, y, "TIMEOUT", 5000) == b"OK"
+    assert client.execute_command("AI.TENSORGET", y, "VALUES") == [b"2", b"4"]
+    fails(client, "KEYS or INPUTS scope must be provided first for AI.SCRIPTEXECUTE command", *run, "OUTPUTS", 1, y)
+    fails(client, "Already Encountered INPUTS scope in AI.SCRIPTEXECUTE command", *run, "INPUTS", 1, x, "INPUTS", 1, x)
+    fails(client, "Invalid AI.SCRIPTEXECUTE command. Unexpected argument: MORE", *run, "INPUTS", 1, x, "MORE", 1)
+    fails(client, "number of inputs to AI.SCRIPTEXECUTE command does not match the number of given arguments",
+          *run, "INPUTS", 2, x)
+    fails(client, "Invalid or negative value found in number of KEYS", *run, "KEYS", 0, "INPUTS", 1, x)
+    fails(client, "Already encountered an INPUTS section in SCRIPTRUN",
+          "AI.SCRIPTRUN", script, "f", "INPUTS", x, "INPUTS", x, "OUTPUTS", y)
+    fails(client, "Encountered a variable size list of tensors outside of input section",
+          "AI.SCRIPTRUN", script, "f", "$", x, "OUTPUTS", y)
+    assert client.execute_command("AI.SCRIPTDEL", script) == b"OK"
+    fails(client, "script key is empty", "AI.SCRIPTEXECUTE", script, "f", "INPUTS", 1, x, "OUTPUTS", 1, y)
+
+
+def test_deprecated_dagrun_forms(gc):
+    t = tag()
+    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
+    client = owner(gc, model)
+    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 0, 0, 0)
+    reply = client.execute_command(
+        "AI.DAGRUN", "LOAD", 1, x, "PERSIST", 1, y, "|>",
+        "AI.MODELRUN", model, "INPUTS", x, "OUTPUTS", y, "|>", "AI.TENSORGET", y, "VALUES",
+    )
+    assert reply == [b"OK", affine([1, 0, 0, 0])]
+    assert client.execute_command("AI.TENSORGET", y, "VALUES") == affine([1, 0, 0, 0])
+    readonly = client.execute_command(
+        "AI.DAGRUN_RO", "LOAD", 1, x, "|>", "AI.MODELRUN", model, "INPUTS", x, "OUTPUTS", "local", "|>",
+        "AI.TENSORGET", "local", "META",
+    )
+    assert readonly == [b"OK", [b"dtype", b"FLOAT", b"shape", [1, 3]]]
+    fails(client, "AI.MODELEXECUTE cannot be used in a deprecated AI.DAGRUN command",
+          "AI.DAGRUN", "LOAD", 1, x, "|>", "AI.MODELEXECUTE", model, "INPUTS", 1, x, "OUTPUTS", 1, y)
+    fails(client, "PERSIST cannot be specified in a read-only DAG",
+          "AI.DAGRUN_RO", "LOAD", 1, x, "PERSIST", 1, y, "|>", "AI.TENSORGET", x, "VALUES")
+    fails(client, "Deprecated AI.MODELRUN cannot be used in AI.DAGEXECUTE command",
+          "AI.DAGEXECUTE", "LOAD", 1, x, "|>", "AI.MODELRUN", model, "INPUTS", x, "OUTPUTS", y)
+
+
+def test_dag_header_and_op_errors(gc):
+    t = tag()
+    x = f"x{{{t}}}"
+    client = owner(gc, x)
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, "VALUES", 1)
+    fails(client, "missing arguments for 'AI.DAGEXECUTE' command", "AI.DAGEXECUTE", "LOAD", 1, x, "|>")
+    fails(client, "DAG is empty", "AI.DAGEXECUTE", "LOAD", 1, x, "|>", "|>")
+    fails(client, "Invalid DAG command. Unexpected argument:  SOON", "AI.DAGEXECUTE", "LOAD", 1, x, "SOON", "|>", "AI.TENSORGET", x)
+    fails(client, "Invalid DAG command. Unexpected argument:  LOAD",
+          "AI.DAGEXECUTE", "LOAD", 1, x, "LOAD", 1, x, "|>", "AI.TENSORGET", x)
+    fails(client, "number of keys to LOAD into DAG does not match the number of given arguments",
+          "AI.DAGEXECUTE", "LOAD", 2, x, "|>", "AI.TENSORGET", x)
+    fails(client, "invalid or negative value found in number of keys to LOAD",
+          "AI.DAGEXECUTE", "LOAD", 0, x, "|>", "AI.TENSORGET", x)
+    fails(client, "PERSIST keys must be unique", "AI.DAGEXECUTE", "PERSIST", 2, x, x, "|>", "AI.TENSORSET", x, "FLOAT", 1, "VALUES", 1)
+    fails(client, "Invalid value for TIMEOUT", "AI.DAGEXECUTE", "LOAD", 1, x, "TIMEOUT", 0, "|>", "AI.TENSORGET", x)
+    fails(client, "Unsupported command within DAG", "AI.DAGEXECUTE", "LOAD", 1, x, "|>", "SET", x, 1)
+    fails(client, "TIMEOUT not allowed within a DAG command",
+          "AI.DAGEXECUTE", "LOAD", 1, x, "|>", "AI.MODELEXECUTE", f"m{{{t}}}", "INPUTS", 1, x, "OUTPUTS", 1, "o", "TIMEOUT", 5)
+    fails(client, "AI.SCRIPTEXECUTE command cannot be specified in a read-only DAG",
+          "AI.DAGEXECUTE_RO", "LOAD", 1, x, "|>", "AI.SCRIPTEXECUTE", f"s{{{t}}}", "f", "INPUTS", 1, x, "OUTPUTS", 1, "o")
+    fails(client, "tensor key is empty or in a different shard", "AI.DAGEXECUTE", "LOAD", 1, f"none{{{t}}}", "|>", "AI.TENSORGET", x)
+    assert client.execute_command("AI.DAGEXECUTE", "LOAD", 1, x, "TIMEOUT", 5000, "|>", "AI.TENSORGET", x, "VALUES") == [[b"1"]]
+
+
+def test_info_and_config(gc):
+    t = tag()
+    model = f"m{{{t}}}"
+    client = owner(gc, model)
+    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "TAG", "i", "BLOB", torchscript(Affine()))
+    info = client.execute_command("AI.INFO", model, "ANYTHING")  # a third argument other than RESETSTAT is ignored
+    assert info == [b"key", model.encode(), b"type", b"MODEL", b"backend", b"TORCH", b"device", b"CPU", b"tag", b"i",
+                    b"duration", 0, b"samples", 0, b"calls", 0, b"errors", 0]
+    fails(client, "cannot find run info for key", "AI.INFO", f"none{{{t}}}")
+    fails(client, "wrong number of arguments for 'ai.info' command", "AI.INFO")
+    assert client.execute_command("AI.CONFIG", "MODEL_CHUNK_SIZE", 1 << 20) == b"OK"
+    assert client.execute_command("AI.CONFIG", "GET", "MODEL_CHUNK_SIZE") == 1 << 20
+    fails(client, "MODEL_CHUNK_SIZE: invalid chunk size", "AI.CONFIG", "MODEL_CHUNK_SIZE", 0)
+    fails(client, "MODEL_CHUNK_SIZE: missing chunk size", "AI.CONFIG", "MODEL_CHUNK_SIZE")
+    assert client.execute_command("AI.CONFIG", "BACKENDSPATH", "/opt/backends") == b"OK"
+    assert client.execute_command("AI.CONFIG", "GET", "BACKENDSPATH") == b"/opt/backends"
+    fails(client, "BACKENDSPATH: missing path argument", "AI.CONFIG", "BACKENDSPATH")
+    assert client.execute_command("AI.CONFIG", "GET", "NOTHING") is None
+    assert client.execute_command("AI.CONFIG", "LOADBACKEND", "TORCH", "redisai_torch.so") == b"OK"
+    fails(client, "unsupported backend", "AI.CONFIG", "LOADBACKEND", "CAFFE", "x.so")
+    fails(client, "error loading backend", "AI.CONFIG", "LOADBACKEND", "TF", "redisai_tensorflow.so")
+    fails(client, "unsupported subcommand", "AI.CONFIG", "THREADS")
+
+
+def test_blocking_commands_are_refused_in_a_transaction(gc):
+    t = tag()
+    model, x = f"m{{{t}}}", f"x{{{t}}}"
+    client = owner(gc, model)
+    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    pipe = client.pipeline(transaction=True)
+    pipe.set(f"k{{{t}}}", "v")
+    pipe.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, x, "OUTPUTS", 1, f"y{{{t}}}")
+    with pytest.raises(redis.ResponseError, match="Cannot run RedisAI command within a transaction or a LUA script"):
+        pipe.execute()
+    assert client.exists(f"k{{{t}}}", f"y{{{t}}}") == 0  # EXEC was refused: nothing ran
+
+
+def test_keys_in_another_slot_or_shard(cluster3):
+    """CROSSSLOT when a command's keys hash to different slots; MOVED (to the owner's
+    front door) when they belong to another shard."""
+    client = redis.Redis(port=cluster3.ports[0])
+    cluster = cluster3.cluster_client()
+    here = next(f"{{{t}}}" for t in (tag() for _ in range(1000)) if cluster.get_node_from_key(f"{{{t}}}").port == cluster3.ports[0])
+    away = next(f"{{{t}}}" for t in (tag() for _ in range(1000)) if cluster.get_node_from_key(f"{{{t}}}").port != cluster3.ports[0])
+    away_port = cluster.get_node_from_key(away).port
+    client.execute_command("AI.TENSORSET", f"x{here}", "FLOAT", 1, "VALUES", 1)
+    for command in (
+        ("AI.MODELEXECUTE", f"m{here}", "INPUTS", 1, f"x{away}", "OUTPUTS", 1, f"y{here}"),
+        ("AI.DAGEXECUTE", "LOAD", 1, f"x{here}", "PERSIST", 1, f"y{away}", "|>", "AI.TENSORSET", f"y{away}", "FLOAT", 1, "VALUES", 1),
+        ("AI.SCRIPTEXECUTE", f"s{here}", "f", "KEYS", 1, f"k{away}", "INPUTS", 1, f"x{here}", "OUTPUTS", 1, f"y{here}"),
+    ):
+        with pytest.raises(redis.exceptions.ClusterCrossSlotError):
+            client.execute_command(*command)
+    for command in (
+        ("AI.TENSORGET", f"x{away}", "META"),
+        ("AI.TENSORSET", f"x{away}", "FLOAT", 1, "VALUES", 1),
+        ("AI.MODELEXECUTE", f"m{away}", "INPUTS", 1, f"x{away}", "OUTPUTS", 1, f"y{away}"),
+        ("AI.DAGEXECUTE", "ROUTING", away, "|>", "AI.TENSORSET", "t", "FLOAT", 1, "VALUES", 1),
+        ("AI.INFO", f"m{away}"),
+    ):
+        with pytest.raises(redis.exceptions.MovedError) as moved:
+            client.execute_command(*command)
+        assert moved.value.port == away_port, command
+    assert cluster.exists(f"x{away}") == 0  # nothing was written on the other shard
+    cluster.close()
