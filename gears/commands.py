@@ -20,25 +20,39 @@ from .sessions import SessionRecord
 if TYPE_CHECKING:  # pragma: no cover
     from .node import GearsNode
 
-__all__ = ["COMMANDS", "TRANSACTION_ERRORS", "handlers_for"]
+__all__ = ["COMMANDS", "MARKED_REPLY", "MARKED_REPLIES", "TRANSACTION_ERRORS", "TRANSACTION_FORMS", "handlers_for"]
 
 Handler = Callable[["GearsNode", Any, list[bytes]], Awaitable[Any]]
 COMMANDS: dict[str, Handler] = {}
 #: Command name → the error a client gets for it between ``MULTI`` and ``EXEC``, where
 #: it differs from the front door's generic one.
 TRANSACTION_ERRORS: dict[str, str] = {}
+#: Command name → ``form(node, args)``: the server command queued in its place between
+#: ``MULTI`` and ``EXEC`` (it raises a GearsError for a command that must not queue).
+TransactionForm = Callable[["GearsNode", list[bytes]], list[Any]]
+TRANSACTION_FORMS: dict[str, TransactionForm] = {}
+#: A queued form whose ``EXEC`` result must be rewritten makes the server return
+#: ``[MARKED_REPLY, name, *payload]``; ``MARKED_REPLIES[name](payload)`` gives the client's
+#: reply (RESP bytes) in its place.
+MARKED_REPLY = b"__gears_marked_reply__"
+MARKED_REPLIES: dict[bytes, Callable[[list[Any]], bytes]] = {}
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def command(name: str, *, in_transaction: str | None = None) -> Callable[[Handler], Handler]:
-    """Register a handler for ``name`` (upper case); ``in_transaction`` is its own error
-    text inside a transaction."""
+def command(
+    name: str, *, in_transaction: str | None = None, queued: TransactionForm | None = None
+) -> Callable[[Handler], Handler]:
+    """Register a handler for ``name`` (upper case). Inside a transaction the command is
+    refused with ``in_transaction`` (or the front door's generic error), or, with
+    ``queued``, queued on the server in that form."""
 
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = handler
         if in_transaction is not None:
             TRANSACTION_ERRORS[name] = in_transaction
+        if queued is not None:
+            TRANSACTION_FORMS[name] = queued
         return handler
 
     return register
@@ -46,7 +60,8 @@ def command(name: str, *, in_transaction: str | None = None) -> Callable[[Handle
 
 def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Awaitable[Any]]]:
     """Every command handler bound to ``node``, keyed by upper-case name. A bound handler
-    with its own error inside a transaction carries it as ``transaction_error``."""
+    carries its transaction behaviour: ``transaction_error`` (its own error text) or
+    ``transaction_form(args)`` (the server command to queue)."""
 
     def bind(name: str, handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
         async def bound(ctx: Any, args: list[bytes]) -> Any:
@@ -54,6 +69,9 @@ def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Aw
 
         if name in TRANSACTION_ERRORS:
             bound.transaction_error = TRANSACTION_ERRORS[name]  # type: ignore[attr-defined]
+        if name in TRANSACTION_FORMS:
+            form = TRANSACTION_FORMS[name]
+            bound.transaction_form = lambda args: form(node, args)  # type: ignore[attr-defined]
         return bound
 
     return {name: bind(name, handler) for name, handler in COMMANDS.items()}

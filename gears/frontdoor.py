@@ -63,6 +63,7 @@ from typing import Any, Protocol, cast
 
 import hiredis
 
+from .commands import MARKED_REPLIES, MARKED_REPLY
 from .errors import GearsError, NodeUnavailable
 from .resp import RawReply, encode, encode_command, encode_error
 from .respparse import (
@@ -252,6 +253,30 @@ def _args_of(raw: bytes) -> list[bytes]:
 
 def _error_line(text: str) -> bytes:
     return b"-" + text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace") + b"\r\n"
+
+
+_MARK = b"$%d\r\n%s\r\n" % (len(MARKED_REPLY), MARKED_REPLY)
+
+
+def _unmark_replies(raw: bytes) -> bytes:
+    """An ``EXEC`` reply with every marked element (see :data:`gears.commands.MARKED_REPLY`)
+    replaced by the client's reply it stands for; other elements are kept byte for byte."""
+    if not raw.startswith(b"*") or raw.startswith(b"*-1"):
+        return raw  # EXECABORT, or a transaction a WATCH aborted
+    pos = raw.index(b"\r\n") + 2
+    parts = [raw[:pos]]
+    for _ in range(int(raw[1 : pos - 2])):
+        end = scan_reply(raw, pos)
+        element = raw[pos:end]
+        header = element.find(b"\r\n") + 2
+        if element.startswith(b"*") and element.startswith(_MARK, header):
+            reader = hiredis.Reader()
+            reader.feed(element)
+            value = reader.gets()
+            element = MARKED_REPLIES[value[1]](value[2:])
+        parts.append(element)
+        pos = end
+    return b"".join(parts)
 
 
 class FrontDoor:
@@ -557,6 +582,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.authed = door.password is None
         self.in_multi = False
+        self._tx_marked = False  # a queued form in this transaction may return marked replies
         self.out_paused = False
         # client input
         self._inbuf = bytearray()  # unparsed input (an incomplete request, or input held by a barrier)
@@ -950,8 +976,11 @@ class _Connection(asyncio.Protocol):
             self.authed = self.authed or ok
         elif slot == _S_ENDTX:
             self.in_multi = False
+            if self._tx_marked:
+                self._tx_marked = False
+                return _unmark_replies(raw)
         elif slot == _S_RESET:
-            self.in_multi = False
+            self.in_multi = self._tx_marked = False
             self.authed = self.door.password is None
         return raw
 
@@ -1062,6 +1091,16 @@ class _Connection(asyncio.Protocol):
 
     async def _run_handler(self, handler: Handler, args: list[bytes]) -> bytes:
         if self.in_multi:
+            form = getattr(handler, "transaction_form", None)
+            if form is not None:
+                try:
+                    command = form(args)
+                except GearsError as exc:
+                    self._send(encode_command(args), _DROP)  # the EXEC fails, as after any queue-time error
+                    return encode_error(exc)
+                self._tx_marked = True
+                self._forward(encode_command(command), None)  # the server's QUEUED is the reply
+                return b""
             # Sent for its effect only: the server rejects the unknown command, so EXEC fails.
             self._send(encode_command(args), _DROP)
             own = getattr(handler, "transaction_error", None)

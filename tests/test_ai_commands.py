@@ -232,6 +232,34 @@ def test_blocking_commands_are_refused_in_a_transaction(gc):
     assert client.exists(f"k{{{t}}}", f"y{{{t}}}") == 0  # EXEC was refused: nothing ran
 
 
+def test_tensor_commands_queue_in_a_transaction(gc):
+    """AI.TENSORSET and AI.TENSORGET queue between MULTI and EXEC, as in RedisAI; EXEC
+    gives each its own reply (errors in place); a malformed one fails the transaction."""
+    t = tag()
+    x, text = f"x{{{t}}}", f"s{{{t}}}"
+    client = owner(gc, x)
+    client.set(text, "not a tensor")
+    pipe = client.pipeline(transaction=True)
+    pipe.execute_command("AI.TENSORSET", x, "FLOAT", 2, "VALUES", 1, 2)
+    pipe.set(f"k{{{t}}}", "v")
+    pipe.execute_command("AI.TENSORGET", x, "VALUES")
+    pipe.execute_command("AI.TENSORGET", x, "META", "BLOB")
+    pipe.execute_command("AI.TENSORGET", f"none{{{t}}}")
+    pipe.execute_command("AI.TENSORGET", text)
+    pipe.execute_command("AI.TENSORSET", text, "FLOAT", 1, "VALUES", 1)
+    replies = pipe.execute(raise_on_error=False)
+    assert replies[:4] == [b"OK", True, [b"1", b"2"], [b"dtype", b"FLOAT", b"shape", [2], b"blob", np.array([1, 2], "<f4").tobytes()]]
+    errors = [str(r) for r in replies[4:]]
+    assert "tensor key is empty or in a different shard" in errors[0]
+    assert all(e.startswith("WRONGTYPE") for e in errors[1:]), errors
+    assert client.get(text) == b"not a tensor"
+    pipe = client.pipeline(transaction=True)
+    pipe.set(f"k2{{{t}}}", "v")
+    pipe.execute_command("AI.TENSORSET", x, "FLOAT32", 1, "VALUES", 1)
+    with pytest.raises(redis.ResponseError, match="invalid data type"):
+        pipe.execute()
+    assert client.exists(f"k2{{{t}}}") == 0  # nothing of the failed transaction ran
+
 def test_keys_in_another_slot_or_shard(cluster3):
     """CROSSSLOT when a command's keys hash to different slots; MOVED (to the owner's
     front door) when they belong to another shard."""

@@ -50,6 +50,10 @@ CLIENT_SCRIPT = textwrap.dedent(
     out["scriptstore"] = con.scriptstore("s{p}", "CPU", source, entry_points=["twice"])
     out["scriptexecute"] = con.scriptexecute("s{p}", "twice", inputs=["x{p}"], outputs=["w{p}"])
     out["w"] = con.tensorget("w{p}").tolist()
+    pipe = con.pipeline()  # a transaction (MULTI/EXEC), redisai-py's default
+    pipe.tensorset("q{p}", np.array([5, 6], dtype=np.int64))
+    pipe.tensorget("q{p}")
+    out["pipeline"] = [r.tolist() if isinstance(r, np.ndarray) else r for r in pipe.execute()]  # OK comes raw, as from RedisAI
     out["modeldel"] = con.modeldel("m{p}")
     print(json.dumps(out, default=str))
     """
@@ -92,4 +96,5 @@ def test_redisai_py_client_works_unchanged(cluster1, redisai_python, tmp_path):
     assert out["info"]["calls"] == 1 and out["info"]["type"] == "MODEL" and out["info"]["errors"] == 0
     assert out["dag"] == ["OK", expected]
     assert out["scriptstore"] == "OK" and out["scriptexecute"] == "OK" and out["w"] == [[2.0, 4.0, 6.0, 8.0]]
+    assert out["pipeline"] == ["b'OK'", [5, 6]]
     assert out["modeldel"] == "OK"

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from cluster.hashtags import key_slot
 
-from ..commands import command
-from ..errors import ArityError, CommandError
-from ..resp import OK, Status
+from ..commands import MARKED_REPLIES, MARKED_REPLY, command
+from ..errors import ArityError, CommandError, GearsError
+from ..resp import OK, Status, encode, encode_error
 from .backends import BACKENDS, check_device
 from .storage import CHUNK_SIZE, MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields, new_version, split_chunks
 from .tensors import MAGIC, decode_key_value, encode_key_value, parse_tensorget, parse_tensorset, tensorget_reply
@@ -36,6 +36,14 @@ if t ~= 'none' and (t ~= 'string' or redis.call('GETRANGE', KEYS[1], 0, string.l
   return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
 end
 return redis.call('SET', KEYS[1], ARGV[1])
+"""
+# A key's value for AI.TENSORGET in a transaction, as a marked reply (gears.commands).
+_TENSORGET_MARKED = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'none' and t ~= 'string' then
+  return redis.error_reply('WRONGTYPE Operation against a key holding the wrong kind of value')
+end
+return {ARGV[1], ARGV[2], ARGV[3], redis.call('GET', KEYS[1])}
 """
 
 
@@ -90,7 +98,14 @@ async def _check_writable(node: "GearsNode", key: bytes, kind: str) -> str | Non
 
 
 # ----------------------------------------------------------------------- tensors
-@command("AI.TENSORSET")
+def _queued_tensorset(node: "GearsNode", args: list[bytes]) -> list[Any]:
+    """``AI.TENSORSET`` inside a transaction: the same atomic script, queued."""
+    key, tensor = parse_tensorset(args)
+    _local(node, [key])
+    return ["EVAL", _TENSORSET, 1, key, encode_key_value(tensor), MAGIC]
+
+
+@command("AI.TENSORSET", queued=_queued_tensorset)
 async def tensorset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.TENSORSET key type shape... [BLOB data | VALUES v...]``."""
     key, tensor = parse_tensorset(args)
@@ -99,15 +114,38 @@ async def tensorset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return OK
 
 
-@command("AI.TENSORGET")
+def _tensorget_value(data: bytes | None, fmt: int) -> Any:
+    """The reply of ``AI.TENSORGET`` for a key's value (``None``: no key)."""
+    if data is None:
+        raise CommandError("ERR tensor key is empty or in a different shard")
+    return tensorget_reply(decode_key_value(data), fmt)
+
+
+def _queued_tensorget(node: "GearsNode", args: list[bytes]) -> list[Any]:
+    """``AI.TENSORGET`` inside a transaction: the value, marked so that the front door
+    turns the ``EXEC`` result into the tensor reply."""
+    key, fmt = parse_tensorget(args)
+    _local(node, [key])
+    return ["EVAL", _TENSORGET_MARKED, 1, key, MARKED_REPLY, b"AI.TENSORGET", fmt]
+
+
+def _marked_tensorget(payload: list[Any]) -> bytes:
+    fmt, data = payload
+    try:
+        return encode(_tensorget_value(data, int(fmt)))
+    except GearsError as exc:
+        return encode_error(exc)
+
+
+MARKED_REPLIES[b"AI.TENSORGET"] = _marked_tensorget
+
+
+@command("AI.TENSORGET", queued=_queued_tensorget)
 async def tensorget(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.TENSORGET key [META] [BLOB | VALUES]``."""
     key, fmt = parse_tensorget(args)
     _local(node, [key])
-    data = await node.server.get(key)
-    if data is None:
-        raise CommandError("ERR tensor key is empty or in a different shard")
-    return tensorget_reply(decode_key_value(data), fmt)
+    return _tensorget_value(await node.server.get(key), fmt)
 
 
 # ------------------------------------------------------------------------ models
