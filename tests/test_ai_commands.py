@@ -30,6 +30,17 @@ def affine(values: list[float]) -> list[bytes]:
     return [repr(float(np.float32(v))).removesuffix(".0").encode() for v in row]
 
 
+def stored_affine(gc, values: list[float]) -> tuple[redis.Redis, str, str, str, str]:
+    """A fresh hashtag ``t`` with the Affine model at ``m{t}`` and a 1x4 input ``values`` at
+    ``x{t}``: ``(client on their shard, t, model, x, y)``; ``y{t}`` is a free output name."""
+    t = tag()
+    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
+    client = owner(gc, model)
+    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", *values)
+    return client, t, model, x, y
+
+
 def test_deprecated_modelset_and_modelrun(gc):
     t = tag()
     model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
@@ -79,11 +90,7 @@ def test_modelget_reply_shapes_and_errors(gc):
 
 
 def test_modelexecute_argument_errors(gc):
-    t = tag()
-    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
-    client = owner(gc, model)
-    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
-    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    client, t, model, x, y = stored_affine(gc, [1, 2, 3, 4])
     run = ("AI.MODELEXECUTE", model)
     fails(client, "wrong number of arguments for 'ai.modelexecute' command", *run, "INPUTS", 1, x, "OUTPUTS", 1)
     fails(client, "INPUTS not specified", *run, "IN", 1, x, "OUTPUTS", 1, y)
@@ -145,11 +152,7 @@ def test_script_commands_errors_and_reply_shapes(gc):
 
 
 def test_deprecated_dagrun_forms(gc):
-    t = tag()
-    model, x, y = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}"
-    client = owner(gc, model)
-    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
-    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 0, 0, 0)
+    client, _, model, x, y = stored_affine(gc, [1, 0, 0, 0])
     reply = client.execute_command(
         "AI.DAGRUN", "LOAD", 1, x, "PERSIST", 1, y, "|>",
         "AI.MODELRUN", model, "INPUTS", x, "OUTPUTS", y, "|>", "AI.TENSORGET", y, "VALUES",
@@ -219,17 +222,13 @@ def test_info_and_config(gc):
 
 
 def test_blocking_commands_are_refused_in_a_transaction(gc):
-    t = tag()
-    model, x = f"m{{{t}}}", f"x{{{t}}}"
-    client = owner(gc, model)
-    client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", torchscript(Affine()))
-    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    client, t, model, x, y = stored_affine(gc, [1, 2, 3, 4])
     pipe = client.pipeline(transaction=True)
     pipe.set(f"k{{{t}}}", "v")
-    pipe.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, x, "OUTPUTS", 1, f"y{{{t}}}")
+    pipe.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, x, "OUTPUTS", 1, y)
     with pytest.raises(redis.ResponseError, match="Cannot run RedisAI command within a transaction or a LUA script"):
         pipe.execute()
-    assert client.exists(f"k{{{t}}}", f"y{{{t}}}") == 0  # EXEC was refused: nothing ran
+    assert client.exists(f"k{{{t}}}", y) == 0  # EXEC was refused: nothing ran
 
 
 def test_tensor_commands_queue_in_a_transaction(gc):

@@ -98,19 +98,18 @@ async def _check_writable(node: "GearsNode", key: bytes, kind: str) -> str | Non
 
 
 # ----------------------------------------------------------------------- tensors
-def _queued_tensorset(node: "GearsNode", args: list[bytes]) -> list[Any]:
-    """``AI.TENSORSET`` inside a transaction: the same atomic script, queued."""
+def _tensorset_script(node: "GearsNode", args: list[bytes]) -> list[Any]:
+    """The server command that does ``AI.TENSORSET``: one atomic script, run now or,
+    inside a transaction, queued."""
     key, tensor = parse_tensorset(args)
     _local(node, [key])
     return ["EVAL", _TENSORSET, 1, key, encode_key_value(tensor), MAGIC]
 
 
-@command("AI.TENSORSET", queued=_queued_tensorset)
+@command("AI.TENSORSET", queued=_tensorset_script)
 async def tensorset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``AI.TENSORSET key type shape... [BLOB data | VALUES v...]``."""
-    key, tensor = parse_tensorset(args)
-    _local(node, [key])
-    await node.server.eval(_TENSORSET, 1, key, encode_key_value(tensor), MAGIC)
+    await node.server.execute_command(*_tensorset_script(node, args))
     return OK
 
 
