@@ -7,11 +7,12 @@ error replies in the front door. :func:`handlers_for` binds them to one node.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .errors import ArityError, CommandError, ExecutionError
+from .errors import ArityError, CommandError, ExecutionError, WorkerBusy
 from .ipc import ChannelClosed
 from .records import GearsScriptError
 from .resp import OK, ErrorValue, Status
@@ -21,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .node import GearsNode
 
 __all__ = ["COMMANDS", "MARKED_REPLY", "MARKED_REPLIES", "TRANSACTION_ERRORS", "TRANSACTION_FORMS", "handlers_for"]
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[["GearsNode", Any, list[bytes]], Awaitable[Any]]
 COMMANDS: dict[str, Handler] = {}
@@ -179,8 +182,14 @@ async def getresultsblocking(node: "GearsNode", ctx: Any, args: list[bytes]) -> 
 
 @command("RG.DUMPEXECUTIONS")
 async def dumpexecutions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """Every execution this node knows, then the triggered ones kept per registration."""
-    return node.coordinator.dump() + await node.worker.call("registered_executions")
+    """Every execution this node knows, then the triggered ones kept per registration
+    (left out, with a log line, while the worker does not answer)."""
+    try:
+        registered = await node.worker.query("registered_executions")
+    except WorkerBusy as exc:
+        log.warning("RG.DUMPEXECUTIONS without the triggered executions: %s", exc)
+        registered = []
+    return node.coordinator.dump() + registered
 
 
 @command("RG.DROPEXECUTION")
@@ -283,7 +292,7 @@ async def configset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 @command("RG.DUMPREGISTRATIONS")
 async def dumpregistrations(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """The registrations of this shard, with live statistics."""
-    return await node.worker.call("dump_registrations")
+    return await node.worker.query("dump_registrations")
 
 
 @command("RG.UNREGISTER")
@@ -383,7 +392,7 @@ async def pydumpsessions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
         else:
             raise CommandError(f"Unknown option {_text(args[i])}")
         i += 1
-    registrations = await node.worker.call("dump_registrations") if verbose else []
+    registrations = await node.worker.query("dump_registrations") if verbose else []
     return node.sessions.dump(names, verbose, registrations)
 
 

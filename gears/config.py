@@ -2,17 +2,21 @@
 
 Core keys keep RedisGears 1.2's names, defaults and runtime rules; any other key is a
 user ("extra") value, kept as a string and readable by ``configGet`` in scripts.
+Two keys are this project's own: ``WorkerMaxMemoryMB`` (the worker is replaced above it;
+default :func:`default_worker_memory_mb`) and ``AbortGracePeriodMS`` (how long
+``RG.ABORTEXECUTION`` waits for an execution to stop before it replaces the worker).
 Startup values come from ``gears node --config K=V`` (and ``gears cluster up --gears-config``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from .resp import OK, ErrorValue, Status
 
-__all__ = ["GearsConfig", "CORE_DEFAULTS"]
+__all__ = ["GearsConfig", "CORE_DEFAULTS", "default_worker_memory_mb"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,21 @@ class _Key:
     runtime: bool
     positive: bool = False
 
+
+def default_worker_memory_mb() -> int:
+    """``WorkerMaxMemoryMB``'s default: a quarter of the machine's physical memory, at
+    least 512 MB (``0`` turns the limit off)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover - sysconf names exist on Linux
+        return MIN_DEFAULT_WORKER_MEMORY_MB
+    return max(MIN_DEFAULT_WORKER_MEMORY_MB, (total >> 20) // WORKER_MEMORY_SHARE)
+
+
+#: ``WorkerMaxMemoryMB`` defaults to 1/WORKER_MEMORY_SHARE of the machine's memory ...
+WORKER_MEMORY_SHARE = 4
+#: ... and at least this many MB.
+MIN_DEFAULT_WORKER_MEMORY_MB = 512
 
 #: name → (default, settable at runtime, must be > 0)
 CORE_DEFAULTS: dict[str, _Key] = {
@@ -39,7 +58,8 @@ CORE_DEFAULTS: dict[str, _Key] = {
     "DependenciesUrl": _Key("", False),
     "DependenciesSha256": _Key("", False),
     "PythonInstallationDir": _Key("", False),
-    "WorkerMaxMemoryMB": _Key(0, True),
+    "WorkerMaxMemoryMB": _Key(default_worker_memory_mb(), True),
+    "AbortGracePeriodMS": _Key(2000, True, True),
 }
 _BY_LOWER = {name.lower(): name for name in CORE_DEFAULTS}
 

@@ -7,6 +7,13 @@ after ``collect``, are everyone's), and the execution is ``done`` when every sha
 reported or the peers stayed silent longer than ``ExecutionMaxIdleTime``.
 
 ``MaxExecutions`` bounds the list: the oldest finished executions are dropped first.
+
+``RG.ABORTEXECUTION`` first asks the worker to stop the execution (an exception raised
+in its thread, which Python delivers between bytecodes). Code that never returns to the
+interpreter (a long C call such as ``sum(range(10**12))``) cannot see it: if this
+shard's part has not ended ``AbortGracePeriodMS`` later, the node replaces the worker
+process. The aborted execution ends ``aborted``; the others running in that worker end
+with an error saying why, and the registrations come back in the new worker.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ __all__ = ["Coordinator", "NodeExecution"]
 log = logging.getLogger(__name__)
 
 MAX_IDLE_ERROR = "Execution max idle reached"
+ABORTED_ERROR = "Execution was aborted"
+ABORT_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -82,6 +91,7 @@ class Coordinator:
         self.executions: OrderedDict[str, NodeExecution] = OrderedDict()
         #: The highest execution sequence number seen (a restarted worker continues after it).
         self.high_water = 0
+        self._aborting: set[str] = set()
 
     # ------------------------------------------------------------- lifecycle
     def _add(self, execution: NodeExecution) -> None:
@@ -213,19 +223,20 @@ class Coordinator:
                 continue
 
     def worker_lost(self, reason: str) -> None:
-        """The worker died: every execution it was running ends with an error."""
+        """The worker died: every execution it was running ends with an error (an aborted
+        one ends ``aborted``)."""
         for execution in self.executions.values():
             if not execution.local_done and execution.status not in ("done", "aborted"):
-                execution.errors.append(reason)
+                aborted = execution.id in self._aborting
+                execution.errors.append(ABORTED_ERROR if aborted else reason)
                 execution.local_done = True
+                execution.status = "aborted" if aborted else "done"
+                execution.done.set()
                 if execution.is_initiator:
                     execution.results = execution.results or []
-                    execution.status = "done"
-                    execution.done.set()
                 else:
-                    execution.status = "done"
-                    execution.done.set()
                     self._node.peer(execution.initiator_index).send("shard_done", execution.id)
+        self._aborting.clear()
 
     # ------------------------------------------------------------ management
     def drop(self, exec_id: str, *, broadcast: bool = True) -> None:
@@ -249,11 +260,29 @@ class Coordinator:
         execution = self.executions.get(exec_id)
         if execution is None:
             raise ExecutionError("execution does not exist")
-        if not execution.done.is_set():
+        if not execution.local_done:
             self._node.worker.send("abort", exec_id)
+            if exec_id not in self._aborting:
+                self._aborting.add(exec_id)
+                asyncio.ensure_future(self._enforce_abort(execution))
         if broadcast and execution.shard_count > 1:
             for i in self._node.peer_indexes():
                 self._node.peer(i).send("abort", exec_id)
+
+    async def _enforce_abort(self, execution: NodeExecution) -> None:
+        """Replace the worker if this shard's part of an aborted execution is still running
+        after the grace period (its code ignores the cooperative abort)."""
+        grace_ms = int(self._node.config["AbortGracePeriodMS"])
+        deadline = time.monotonic() + grace_ms / 1000
+        while not execution.local_done and time.monotonic() < deadline:
+            await asyncio.sleep(ABORT_POLL_SECONDS)
+        if execution.local_done:
+            self._aborting.discard(execution.id)
+            return
+        self._node.worker.replace(
+            f"replaced because execution {execution.id} did not stop within AbortGracePeriodMS={grace_ms} "
+            "of RG.ABORTEXECUTION"
+        )
 
     def dump(self) -> list[list[Any]]:
         """``RG.DUMPEXECUTIONS``."""

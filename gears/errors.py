@@ -17,6 +17,7 @@ __all__ = [
     "ScriptError",
     "RequirementsError",
     "NodeUnavailable",
+    "WorkerBusy",
     "MovedError",
 ]
 
@@ -64,6 +65,11 @@ class RequirementsError(GearsError):
 
 class NodeUnavailable(ClusterError):
     """A peer gears node or the local server node did not answer in time."""
+
+
+class WorkerBusy(NodeUnavailable):
+    """The worker process did not answer a query in time (user code holds it, or it is
+    being replaced)."""
 
 
 class MovedError(ClusterError):

@@ -31,6 +31,7 @@ from . import ai as _ai  # noqa: F401 - registers the AI.* commands
 from .commands import handlers_for
 from .config import GearsConfig
 from .coordinator import Coordinator
+from .crashes import CrashLedger
 from .sessions import SessionRecord, SessionStore
 from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
@@ -44,6 +45,8 @@ __all__ = ["GearsNode", "main"]
 log = logging.getLogger(__name__)
 
 TOPOLOGY_REFRESH_SECONDS = 5.0
+#: How often the node asks its server node for its role (a promotion is acted on within this).
+ROLE_POLL_SECONDS = 0.25
 SERVER_WAIT_SECONDS = 30.0
 
 
@@ -52,6 +55,10 @@ def _address(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise CommandError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def _text_reply(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _config_pairs(items: list[str]) -> dict[str, str]:
@@ -97,18 +104,22 @@ class GearsNode:
         self._peer_run_ids: dict[int, str] = {}
         self._hellos: dict[int, asyncio.Task[None]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self.crashes = CrashLedger()
         self.worker = WorkerHandle(
             server=server,
             frontdoor=("127.0.0.1" if listen[0] in ("0.0.0.0", "", "::") else listen[0], listen[1]),
             on_message=self._on_worker_message,
             on_call=self._on_worker_call,
             on_started=self._on_worker_started,
-            on_lost=self.coordinator.worker_lost,
+            on_lost=self._on_worker_lost,
             requirement_paths=lambda: requirements.search_paths(self.requirements_root),
             memory_limit_mb=lambda: int(self.config["WorkerMaxMemoryMB"]),
             execution_threads=int(self.config["ExecutionThreads"]),
         )
         self.command_table: CommandTable | None = None
+        #: Whether the server node answered the last role poll.
+        self.server_reachable = True
+        self._refresh_lock = asyncio.Lock()
         #: ``AI.CONFIG`` values of this node.
         self.ai_config: dict[str, Any] = {"MODEL_CHUNK_SIZE": 511 * 1024 * 1024, "BACKENDSPATH": ""}
         self.interceptor = RegistrationInterceptor(self)
@@ -133,6 +144,7 @@ class GearsNode:
         await self.frontdoor.start()
         await self.ensure_peers()
         self._tasks.append(asyncio.ensure_future(self._refresh_forever()))
+        self._tasks.append(asyncio.ensure_future(self._watch_server()))
         log.info("gears node ready: front door %s:%d, server %s:%d", *self.listen, *self.server_address)
 
     async def _wait_for_server(self) -> None:
@@ -164,8 +176,43 @@ class GearsNode:
             except Exception as exc:  # noqa: BLE001 - keep serving with the last known topology
                 log.warning("topology refresh failed: %s", exc)
 
+    def replica_reads(self) -> aioredis.Redis:
+        """A one-connection client of the local server node, for reads that need ``READONLY``
+        (the caller sends it and closes the client)."""
+        kwargs = self.server.connection_pool.connection_kwargs
+        return aioredis.Redis(
+            host=self.server_address[0], port=self.server_address[1], password=kwargs.get("password"),
+            single_connection_client=True,
+        )
+
+    async def _watch_server(self) -> None:
+        """Poll the server node's role: a promotion (or demotion) refreshes the topology at
+        once instead of at the next periodic refresh; an outage is logged when it starts
+        and ends."""
+        while True:
+            await asyncio.sleep(ROLE_POLL_SECONDS)
+            try:
+                role = _text_reply((await self.server.execute_command("ROLE"))[0])
+            except (OSError, aioredis.RedisError) as exc:
+                if self.server_reachable:
+                    log.error("server node %s:%d unreachable: %s", *self.server_address, exc)
+                self.server_reachable = False
+                continue
+            if not self.server_reachable:
+                log.info("server node %s:%d answers again", *self.server_address)
+                self.server_reachable = True
+            if self.view.server_cluster_enabled and (role == "master") != (self.view.shard_map.my_role == "master"):
+                try:
+                    await self.refresh_topology()
+                except Exception as exc:  # noqa: BLE001 - tried again at the next poll
+                    log.warning("topology refresh after a role change failed: %s", exc)
+
     async def refresh_topology(self) -> None:
         """Re-read the topology; tell the worker when it changed."""
+        async with self._refresh_lock:
+            await self._refresh_topology()
+
+    async def _refresh_topology(self) -> None:
         before = self.view.shard_map
         after = await self.view.refresh()
         await self.ensure_peers()
@@ -265,8 +312,15 @@ class GearsNode:
     def _on_worker_started(self) -> None:
         self.worker.send("config", {**self.config.for_worker(), "exec_seq": self.coordinator.high_water + 1})
         self.worker.send("topology", self.view.shard_map)
+        self.worker.send("crashes", self.crashes.counts())
         if self.sessions.sessions:
             self._tasks.append(asyncio.ensure_future(self.sessions.reapply()))
+
+    def _on_worker_lost(self, reason: str) -> None:
+        blamed = self.crashes.worker_died()
+        if blamed:
+            log.error("the worker died running %d stream entries; each counts one crash", blamed)
+        self.coordinator.worker_lost(reason)
 
     def config_changed(self) -> None:
         """Push the configuration to the worker."""
@@ -283,6 +337,8 @@ class GearsNode:
                 self.peer(target).send("done", (exec_id, step, my_index))
         elif kind == "finished":
             self.coordinator.local_finished(*args)
+        elif kind == "in_flight":
+            self.crashes.running(*args)
         else:
             log.warning("unknown message from the worker: %s", kind)
 

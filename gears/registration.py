@@ -39,16 +39,28 @@ class Stats:
     last_lag_ms: float = 0.0
     total_lag_ms: float = 0.0
     lag_samples: int = 0
+    server_outages: int = 0
+    last_server_outage: str | None = None
 
-    def finished(self, started: float, errors: list[str]) -> None:
-        """Record one finished execution that started at ``time.perf_counter()`` ``started``."""
+    def finished(self, started: float, errors: list[str], server_lost: bool = False) -> None:
+        """Record one finished execution that started at ``time.perf_counter()`` ``started``.
+
+        ``server_lost``: it met a server outage, which is not a failure of the user's code
+        (the outage itself is counted by :meth:`outage`; the event or batch runs again)."""
         self.last_ms = (time.perf_counter() - started) * 1000
         self.total_ms += self.last_ms
+        if server_lost:
+            return
         if errors:
             self.failures += 1
             self.last_error = errors[0]
         else:
             self.success += 1
+
+    def outage(self, reason: str) -> None:
+        """The shard's server node could not be reached (``reason`` says how)."""
+        self.server_outages += 1
+        self.last_server_outage = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), reason)
 
     def clear(self) -> None:
         """``RG.CLEARREGISTRATIONSSTATS``: numTriggered keeps the executions still running."""
@@ -59,6 +71,8 @@ class Stats:
         self.last_error = None
         self.last_lag_ms = self.total_lag_ms = 0.0
         self.lag_samples = 0
+        self.server_outages = 0
+        self.last_server_outage = None
 
     @property
     def average_ms(self) -> float:
@@ -227,7 +241,7 @@ def dump_entry(reg: Registration, session: dict[str, Any]) -> list[Any]:
     data += ["lastError", s.last_error, "args", reg.reader_args()]
     if reg.reader == "StreamReader":
         data += ["status", reg.status]
-    data += ["numDropped", s.dropped]
+    data += ["numDropped", s.dropped, "numServerOutages", s.server_outages, "lastServerOutage", s.last_server_outage]
     pd = (
         "{'sessionName':'%s', 'sessionDescription':'%s', 'refCount': 1, 'linkedTo': primary, 'dead': false, "
         "'isInstallationNeeded':0, 'registrationsList':%s, 'depsList':%s}"

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any, Iterable, Sequence
+import time
+from typing import Any, Callable, Iterable, Sequence
 
 import hiredis
 
 from .errors import GearsError
 from .resp import encode_command
 
-__all__ = ["ServerConnection", "ServerError", "ConnectionPerThread", "map_reply"]
+__all__ = ["ServerConnection", "ServerError", "ServerUnavailable", "ConnectionPerThread", "map_reply", "wait_until_reachable"]
 
 
 def map_reply(reply: Any) -> Any:
@@ -37,6 +38,36 @@ class ServerError(GearsError):
     what a client gets when it ends a command."""
 
 
+class ServerUnavailable(GearsError, ConnectionError):
+    """The local server node cannot be reached (refused, reset, closed): an outage of the
+    engine's connection, not a failure of the user's code. It is a ``ConnectionError``,
+    so code that catches those keeps working."""
+
+
+def wait_until_reachable(
+    address: tuple[str, int],
+    password: str | None,
+    stopped: Callable[[], bool],
+    *,
+    first_delay: float = 0.05,
+    max_delay: float = 1.0,
+) -> "ServerConnection | None":
+    """Reconnect to ``address`` with exponential backoff (``first_delay`` doubling up to
+    ``max_delay``); the open connection, or ``None`` once ``stopped()`` says to give up."""
+    delay = first_delay
+    while not stopped():
+        try:
+            conn = ServerConnection(*address, password=password, decode=True)
+            conn.call("PING")
+            return conn
+        except ServerUnavailable:
+            time.sleep(delay)
+            delay = min(delay * 2, max_delay)
+        except ServerError:  # LOADING: the server is up but still reading its data
+            time.sleep(delay)
+    return None
+
+
 class ServerConnection:
     """One blocking connection. Not thread-safe: use one per thread."""
 
@@ -54,7 +85,12 @@ class ServerConnection:
         same bytes)."""
         self.address = (host, port)
         self.password = password
-        self._sock = socket.create_connection(self.address, timeout=timeout)
+        #: Set once an I/O error lost the connection (a :class:`ConnectionPerThread` then reopens it).
+        self.broken = False
+        try:
+            self._sock = socket.create_connection(self.address, timeout=timeout)
+        except OSError as exc:
+            raise ServerUnavailable(f"server node {host}:{port} unavailable: {exc}") from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape") if decode else hiredis.Reader()
         if password:
@@ -73,23 +109,37 @@ class ServerConnection:
             reply = reader.gets()
             if reply is not False:
                 return reply
-            data = self._sock.recv(1 << 16)
+            try:
+                data = self._sock.recv(1 << 16)
+            except OSError as exc:
+                raise self._lost(exc) from None
             if not data:
-                raise ConnectionError(f"server node {self.address[0]}:{self.address[1]} closed the connection")
+                self.broken = True
+                raise ServerUnavailable(f"server node {self.address[0]}:{self.address[1]} closed the connection")
             reader.feed(data)
+
+    def _lost(self, exc: OSError) -> ServerUnavailable:
+        self.broken = True
+        return ServerUnavailable(f"server node {self.address[0]}:{self.address[1]} unavailable: {exc}")
+
+    def _send(self, payload: bytes) -> None:
+        try:
+            self._sock.sendall(payload)
+        except OSError as exc:
+            raise self._lost(exc) from None
 
     def call_raw(self, *args: Any) -> Any:
         """Run one command; error replies come back as ``hiredis.ReplyError`` values."""
-        self._sock.sendall(encode_command(args))
+        self._send(encode_command(args))
         return self._read_reply()
 
     def send_payload(self, payload: bytes) -> None:
         """Send already encoded commands; read their replies with :meth:`read`."""
-        self._sock.sendall(payload)
+        self._send(payload)
 
     def send(self, *args: Any) -> None:
         """Send a command now; read its reply later with :meth:`read` (replies come in order)."""
-        self._sock.sendall(encode_command(args))
+        self._send(encode_command(args))
 
     def read(self) -> Any:
         """The reply to the oldest command sent with :meth:`send` (errors as values)."""
@@ -106,7 +156,7 @@ class ServerConnection:
         """Send all commands at once, read all replies (errors as ``ReplyError`` values)."""
         if not commands:
             return []
-        self._sock.sendall(b"".join(encode_command(cmd) for cmd in commands))
+        self._send(b"".join(encode_command(cmd) for cmd in commands))
         return [self._read_reply() for _ in commands]
 
     def scan(self, pattern: str | bytes, count: int = 1000) -> Iterable[list[Any]]:
@@ -131,6 +181,9 @@ class ConnectionPerThread:
     def get(self) -> ServerConnection:
         """This thread's connection (opened on first use, reopened after a failure)."""
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.broken:
+            conn.close()
+            conn = None
         if conn is None:
             conn = ServerConnection(self.host, self.port, password=self.password, decode=self.decode)
             self._local.conn = conn

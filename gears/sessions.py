@@ -127,15 +127,26 @@ class SessionStore:
         return True
 
     async def load(self) -> None:
-        """Apply every session stored in this shard's server node (node or worker start)."""
-        server = self._node.server
-        prefix = SESSION_PATTERN % self._node.view.shard_map.hashtag
+        """Apply every session stored in this shard's server node (node or worker start).
+
+        A replica holds the sessions too (replicated): they are read from it with
+        ``READONLY``, so a node starts beside a server whatever its role."""
+        node = self._node
+        prefix = SESSION_PATTERN % node.view.shard_map.hashtag
+        replica = node.view.server_cluster_enabled and node.view.shard_map.my_role != "master"
+        server = node.replica_reads() if replica else node.server
         stored: list[SessionRecord] = []
-        async for key in server.scan_iter(match=prefix, count=1000):
-            fields = await server.hgetall(key)
-            if fields:
-                session_id = key.decode().rsplit(":", 1)[1]
-                stored.append(SessionRecord.from_hash(session_id, fields))
+        try:
+            if replica:
+                await server.execute_command("READONLY")
+            async for key in server.scan_iter(match=prefix, count=1000):
+                fields = await server.hgetall(key)
+                if fields:
+                    session_id = key.decode().rsplit(":", 1)[1]
+                    stored.append(SessionRecord.from_hash(session_id, fields))
+        finally:
+            if replica:
+                await server.aclose()
         for record in stored:
             try:
                 await self.apply(record, None)

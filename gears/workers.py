@@ -1,9 +1,13 @@
 """The node's side of its worker process: start it, talk to it, restart it when it dies.
 
 The worker is ``python -m gears.worker`` with one end of a Unix socket pair. If it
-exits (a crash in user code, an out-of-memory kill, ``WorkerMaxMemoryMB`` exceeded),
-the executions it was running end with an error, and a new worker is started with the
-current configuration, topology and requirement paths.
+exits (a crash in user code, an out-of-memory kill, ``WorkerMaxMemoryMB`` exceeded, or
+the node replaced it to end an execution that ignored ``RG.ABORTEXECUTION``), the
+executions it was running end with an error, and a new worker is started with the
+current configuration, topology and requirement paths. Restarts after quick successive
+crashes back off (0.5 s doubling up to :data:`MAX_RESTART_DELAY`), so a crash loop
+cannot eat the host; a worker that lived :data:`STABLE_SECONDS` resets the back-off.
+Memory is sampled every :data:`MEMORY_CHECK_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any, Awaitable, Callable
 
+from .errors import WorkerBusy
 from .ipc import AsyncChannel, ChannelClosed
 
 __all__ = ["WorkerHandle"]
@@ -22,7 +28,11 @@ __all__ = ["WorkerHandle"]
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 0.5
-MEMORY_CHECK_INTERVAL = 2.0
+MAX_RESTART_DELAY = 8.0
+STABLE_SECONDS = 30.0
+MEMORY_CHECK_INTERVAL = 0.05
+#: How long :meth:`WorkerHandle.query` waits for an answer.
+QUERY_SECONDS = 2.0
 
 
 class WorkerHandle:
@@ -55,6 +65,11 @@ class WorkerHandle:
         self._supervisor: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._closing = False
+        self._kill_reason: str | None = None
+        #: Worker processes that ended other than by :meth:`close` since the node started.
+        self.restarts = 0
+        #: Why the last one ended (``None``: none did).
+        self.last_exit: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -91,10 +106,17 @@ class WorkerHandle:
         self._channel = AsyncChannel(reader, writer)
         log.info("worker process %d started", self._process.pid)
 
+    @property
+    def alive(self) -> bool:
+        """Whether a worker process is running and connected."""
+        return self._ready.is_set() and self._process is not None and self._process.returncode is None
+
     async def _supervise(self) -> None:
+        quick_crashes = 0
         while not self._closing:
             await self._spawn()
             assert self._channel is not None and self._process is not None
+            started = time.monotonic()
             serving = asyncio.ensure_future(self._channel.serve(self._on_message, self._on_call))
             self._on_started()
             self._ready.set()
@@ -105,20 +127,34 @@ class WorkerHandle:
             await asyncio.gather(serving, return_exceptions=True)
             if self._closing:
                 return
-            reason = f"worker process exited with code {code}; its executions were lost"
+            cause, self._kill_reason = self._kill_reason, None
+            reason = f"worker process exited with code {code}" + (f" ({cause})" if cause else "") + "; its executions were lost"
             log.error(reason)
+            self.restarts += 1
+            self.last_exit = reason
             self._ready.clear()
             self._on_lost(reason)
-            await asyncio.sleep(RESTART_DELAY)
+            quick_crashes = quick_crashes + 1 if time.monotonic() - started < STABLE_SECONDS else 1
+            delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** (quick_crashes - 1))
+            if delay > RESTART_DELAY:
+                log.warning("worker process crashed %d times in a row: next start in %.1f s", quick_crashes, delay)
+            await asyncio.sleep(delay)
+
+    def replace(self, reason: str) -> None:
+        """Kill the running worker (``reason`` goes into the error of its executions); the
+        supervisor starts a new one."""
+        if self._process is not None and self._process.returncode is None:
+            log.error("replacing worker process %d: %s", self._process.pid, reason)
+            self._kill_reason = reason
+            self._process.kill()
 
     async def _watch_memory(self) -> None:
         while True:
             await asyncio.sleep(MEMORY_CHECK_INTERVAL)
             limit = self._memory_limit_mb()
             rss = self.memory()[0]
-            if limit and rss > limit * 1024 * 1024 and self._process is not None:
-                log.error("worker process %d uses %d MB > WorkerMaxMemoryMB=%d: restarting it", self._process.pid, rss >> 20, limit)
-                self._process.kill()
+            if limit and rss > limit * 1024 * 1024:
+                self.replace(f"killed at {rss >> 20} MB > WorkerMaxMemoryMB={limit}")
                 return
 
     def memory(self) -> tuple[int, int]:
@@ -141,6 +177,15 @@ class WorkerHandle:
         await self._ready.wait()
         assert self._channel is not None
         return await self._channel.call(kind, *args, timeout=timeout)
+
+    async def query(self, kind: str, *args: Any) -> Any:
+        """Ask a running worker something it answers at once (a listing, statistics);
+        :class:`WorkerBusy` when no answer comes within :data:`QUERY_SECONDS` (code that
+        holds the worker's GIL must not hang the node's own commands)."""
+        try:
+            return await asyncio.wait_for(self.call(kind, *args), QUERY_SECONDS)
+        except asyncio.TimeoutError:
+            raise WorkerBusy(f"the worker process did not answer {kind} within {QUERY_SECONDS:g} s") from None
 
     def send(self, kind: str, *args: Any) -> None:
         """One-way message to the worker (dropped, with a log line, if it is restarting)."""

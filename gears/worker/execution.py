@@ -31,7 +31,7 @@ from ..builder import Plan
 from ..futures import set_async_allowed, set_execution_slot
 from ..operations import error_text, run_steps
 from ..records import ErrorRecord, ForceStopped, to_reply
-from ..serverconn import ServerConnection
+from ..serverconn import ServerConnection, ServerError, ServerUnavailable
 from ..host import current_host
 from .host import thread_context
 
@@ -139,6 +139,8 @@ class LocalExecution:
         self.total_ms = 0.0
         self.read_ms = 0.0
         self._abort_requested = False
+        #: Whether the server node was unreachable during the run (an outage, not a user failure).
+        self.server_lost = False
 
     # ------------------------------------------------------------------ state
     @property
@@ -197,6 +199,9 @@ class LocalExecution:
                 self.errors.extend(current_host().flush_deferred())
             except ForceStopped:
                 self.errors.append(ABORTED_ERROR)
+            except ServerUnavailable as exc:
+                self.server_lost = True
+                self.errors.append(str(exc))
             except Exception as exc:  # noqa: BLE001 - an engine failure must still end the execution
                 log.exception("execution %s failed", self.id)
                 self.errors.append(f"internal error: {type(exc).__name__}: {exc}")
@@ -222,9 +227,8 @@ class LocalExecution:
         except ForceStopped:
             raise
         except Exception as exc:  # noqa: BLE001 - reader errors are execution errors
-            from gears.serverconn import ServerError
-
-            yield ErrorRecord(str(exc) if isinstance(exc, ServerError) else self.error_text(exc))
+            yield ErrorRecord(str(exc) if isinstance(exc, (ServerError, ServerUnavailable)) else self.error_text(exc))
+            self.server_lost |= isinstance(exc, ServerUnavailable)
         finally:
             self.read_ms = (time.perf_counter() - start) * 1000
 
@@ -234,6 +238,7 @@ class LocalExecution:
 
     # ------------------------------------------------------------ StepRunner
     def error_text(self, exc: BaseException) -> str:
+        self.server_lost |= isinstance(exc, ServerUnavailable)
         return error_text(exc, self._with_traceback())
 
     def _flushed(self, records: Iterator[Any]) -> Iterator[Any]:

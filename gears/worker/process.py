@@ -9,10 +9,12 @@ It receives requests from its node over a :class:`~gears.ipc.ThreadChannel`:
 ``records`` / ``done`` records (or an end marker) for a waiting execution step
 ``abort``              abort an execution
 ``config``             new configuration values
+``crashes``            stream entries that crashed earlier workers (poison isolation)
 ``topology``           a new :class:`~cluster.topology.ShardMap`
 =====================  =======================================================
 
-and sends ``send``/``send_done`` (records for other shards) and ``finished``.
+and sends ``send``/``send_done`` (records for other shards), ``finished`` and
+``in_flight`` (the stream entries a batch is running).
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class WorkerProcess:
             if self.shard_map.my_role == "master" and not self._timers_loaded:
                 self._timers_loaded = True
                 threading.Thread(target=self.timers.load, name="load-timers", daemon=True).start()
+        elif kind == "crashes":
+            self.registry.crashes = args[0]
         elif kind == "ai_forget":
             if self._ai is not None:
                 self._ai.forget(args[0])

@@ -22,7 +22,7 @@ from readers.keys import read_keys
 from ..records import GearsScriptError, to_reply
 from ..resp import ErrorValue
 from ..registration import Registration, dump_entry
-from ..serverconn import ConnectionPerThread
+from ..serverconn import ConnectionPerThread, ServerUnavailable, wait_until_reachable
 from .host import CommandContext, Session, thread_context
 from .streams import StreamConsumer
 from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
@@ -40,13 +40,15 @@ DEFAULT_MAX_PENDING = 10000
 class TriggeredExecution:
     """What ``RG.DUMPEXECUTIONS`` / ``RG.GETRESULTS`` show of a triggered execution."""
 
-    __slots__ = ("id", "status", "results", "errors")
+    __slots__ = ("id", "status", "results", "errors", "server_lost")
 
     def __init__(self, exec_id: str) -> None:
         self.id = exec_id
         self.status = "running"
         self.results: list[Any] = []
         self.errors: list[str] = []
+        #: The execution met a server outage (not a failure of the user's code).
+        self.server_lost = False
 
 
 class Registry:
@@ -65,6 +67,9 @@ class Registry:
         self._listener: NotificationListener | None = None
         self._inorder: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
+        #: ``(registration id, stream) -> {entry id: crashes}``: how often the worker died
+        #: running a stream entry (kept by the node across worker restarts).
+        self.crashes: dict[tuple[str, str], dict[str, int]] = {}
 
     # -------------------------------------------------------------- sessions
     def apply(self, session: dict[str, Any], replaces: str | None) -> list[dict[str, Any]]:
@@ -119,7 +124,7 @@ class Registry:
         self.history[reg.id] = deque(maxlen=int(self._process.config.get("MaxExecutionsPerRegistration", 100)))
         if reg.reader == "KeysReader" and reg.mode != "sync" and not reg.options["commands"]:
             max_pending = int(self._process.config.get("extra", {}).get("MaxPendingEvents", DEFAULT_MAX_PENDING))
-            self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending)
+            self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending, self._await_server)
         if reg.reader == "StreamReader" and self._process.shard_map.my_role == "master":
             self.consumers[reg.id] = StreamConsumer(
                 reg,
@@ -128,9 +133,18 @@ class Registry:
                 self._process.shard_map.my_id,
                 self.run,
                 lambda: self._process.shard_map.my_role == "master",
+                self._in_flight,
+                self._crash_count,
             )
         if reg.reader in ("KeysReader", "StreamReader"):
             self._ensure_listener()
+
+    def _in_flight(self, reg_id: str, stream: str, entry_ids: list[str]) -> None:
+        """Tell the node which stream entries a batch is running (it counts them if the worker dies)."""
+        self._process.channel.send("in_flight", reg_id, stream, entry_ids)
+
+    def _crash_count(self, reg_id: str, stream: str, entry_id: str) -> int:
+        return self.crashes.get((reg_id, stream), {}).get(entry_id, 0)
 
     def _remove(self, reg_id: str, abort_pending: bool) -> None:
         self.registrations.pop(reg_id, None)
@@ -172,7 +186,25 @@ class Registry:
     # ---------------------------------------------------------------- events
     def _ensure_listener(self) -> None:
         if self._listener is None:
-            self._listener = NotificationListener(self._server, self._password, self.on_key_event)
+            self._listener = NotificationListener(
+                self._server, self._password, self.on_key_event, self._on_outage, self._on_resumed
+            )
+
+    def _on_outage(self, reason: str) -> None:
+        """The server node went away: every registration of the shard records the outage."""
+        for reg in list(self.registrations.values()):
+            reg.stats.outage(reason)
+
+    def _on_resumed(self) -> None:
+        """Notifications flow again: stream consumers look for what arrived meanwhile."""
+        for consumer in list(self.consumers.values()):
+            consumer.resume()
+
+    def _await_server(self) -> None:
+        """Block until the server node answers again (backoff; this thread's connections are reopened)."""
+        conn = wait_until_reachable(self._server, self._password, lambda: False)
+        if conn is not None:
+            conn.close()
 
     def on_key_event(self, key: str, event: str) -> None:
         """A keyevent notification: queue it for every matching registration."""
@@ -210,7 +242,9 @@ class Registry:
                 record = {"key": key, "event": name}
         else:
             record = {"key": key, "event": name}
-        self.run(reg, [record])
+        outcome = self.run(reg, [record])
+        if outcome.server_lost:
+            raise ServerUnavailable(outcome.errors[0] if outcome.errors else "server node unavailable")
 
     def run(
         self, reg: Registration, records: list[Any], *, everywhere: bool = False, local: bool = False
@@ -234,7 +268,8 @@ class Registry:
             execution = process.local_execution(reg.plan, RecordsReader(records), session)
         outcome = TriggeredExecution(execution.id)
         outcome.status, outcome.results, outcome.errors = execution.status, execution.results, execution.errors
-        reg.stats.finished(started, execution.errors)
+        outcome.server_lost = execution.server_lost
+        reg.stats.finished(started, execution.errors, execution.server_lost)
         if not execution.distributed:  # distributed ones are listed by the node
             self.history[reg.id].append(outcome)
         return outcome

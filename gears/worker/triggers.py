@@ -1,10 +1,13 @@
 """Registrations at work inside a worker: events in, executions out.
 
 * :class:`NotificationListener` follows the local server node's keyevent notifications
-  on its own connection and thread, and hands each event to the worker.
+  on its own connection and thread, and hands each event to the worker. When the server
+  node goes away (restart, crash) it reports the outage, reconnects with backoff and
+  subscribes again; events of writes made while it was not subscribed are lost.
 * :class:`Dispatcher` runs one registration's executions, one after another, from a
   bounded queue (``MaxPendingEvents``): events beyond the bound are dropped and counted,
-  so a burst cannot grow memory without limit.
+  so a burst cannot grow memory without limit. An event whose execution met a server
+  outage is run again once the server answers.
 * :class:`EventReader` / :class:`RecordsReader` are the readers of triggered executions.
 """
 
@@ -19,7 +22,7 @@ from typing import Any, Callable, Iterator
 from readers.keys import INTERNAL_PREFIX
 
 from ..registration import Registration
-from ..serverconn import ServerConnection
+from ..serverconn import ServerConnection, ServerUnavailable, wait_until_reachable
 
 __all__ = ["NotificationListener", "Dispatcher", "RecordsReader", "EventReader"]
 
@@ -54,23 +57,38 @@ class EventReader:
 class NotificationListener:
     """Keyevent notifications of the local server node, on a dedicated thread."""
 
-    def __init__(self, server: tuple[str, int], password: str | None, on_event: Callable[[str, str], None]) -> None:
-        self._conn = ServerConnection(server[0], server[1], password=password, decode=True)
+    def __init__(
+        self,
+        server: tuple[str, int],
+        password: str | None,
+        on_event: Callable[[str, str], None],
+        on_outage: Callable[[str], None],
+        on_resumed: Callable[[], None],
+    ) -> None:
+        """``on_outage(reason)`` runs when the connection is lost, ``on_resumed()`` once
+        the listener is subscribed again."""
+        self._server, self._password = server, password
         self._on_event = on_event
+        self._on_outage, self._on_resumed = on_outage, on_resumed
         self._barriers: deque[threading.Event] = deque()
         self._write_lock = threading.Lock()
-        self._conn.send("PSUBSCRIBE", "__keyevent@*__:*")
-        self._conn.read()
+        self._conn = self._subscribed(ServerConnection(server[0], server[1], password=password, decode=True))
         self._thread = threading.Thread(target=self._listen, name="gears-notifications", daemon=True)
         self._thread.start()
+
+    @staticmethod
+    def _subscribed(conn: ServerConnection) -> ServerConnection:
+        conn.send("PSUBSCRIBE", "__keyevent@*__:*")
+        conn.read()
+        return conn
 
     def _listen(self) -> None:
         while True:
             try:
                 message = self._conn.read()
-            except (ConnectionError, OSError) as exc:
-                log.error("notification connection lost: %s", exc)
-                return
+            except ServerUnavailable as exc:
+                self._reconnect(str(exc))
+                continue
             kind = message[0]
             if kind == "pmessage":
                 key = message[3]
@@ -81,6 +99,26 @@ class NotificationListener:
                         log.exception("dispatching event %s failed", message[2])
             elif kind == "pong" and self._barriers:
                 self._barriers.popleft().set()
+
+    def _reconnect(self, reason: str) -> None:
+        """Report the outage, wait for the server node with backoff, subscribe again."""
+        log.error("notification connection lost (%s): reconnecting; key events of writes made meanwhile are lost", reason)
+        self._on_outage(reason)
+        with self._write_lock:
+            while self._barriers:  # nothing more will come from the lost connection
+                self._barriers.popleft().set()
+        while True:
+            conn = wait_until_reachable(self._server, self._password, lambda: False)
+            assert conn is not None  # never stopped
+            try:
+                with self._write_lock:
+                    self._conn.close()
+                    self._conn = self._subscribed(conn)
+                break
+            except ServerUnavailable:
+                continue
+        log.info("notifications resumed on %s:%d", *self._server)
+        self._on_resumed()
 
     def barrier(self, timeout: float = 10.0) -> bool:
         """Wait until every notification the server sent before now has been handled."""
@@ -94,9 +132,18 @@ class NotificationListener:
 class Dispatcher:
     """Runs one registration's executions in order, from a bounded queue."""
 
-    def __init__(self, registration: Registration, run: Callable[[Registration, Any], None], max_pending: int) -> None:
+    def __init__(
+        self,
+        registration: Registration,
+        run: Callable[[Registration, Any], None],
+        max_pending: int,
+        await_server: Callable[[], None],
+    ) -> None:
+        """``run`` raises :class:`ServerUnavailable` when the event met a server outage;
+        ``await_server()`` returns once the server node answers again."""
         self.registration = registration
         self._run = run
+        self._await_server = await_server
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._loop, name=f"reg-{registration.id}", daemon=True)
         self._thread.start()
@@ -130,7 +177,14 @@ class Dispatcher:
             event = self._queue.get()
             if event is None:
                 return
-            try:
-                self._run(self.registration, event)
-            except Exception:  # noqa: BLE001 - an engine failure is logged; the registration goes on
-                log.exception("registration %s failed on an event", self.registration.id)
+            while True:
+                try:
+                    self._run(self.registration, event)
+                except ServerUnavailable as exc:
+                    log.warning("registration %s: server node unavailable (%s); the event runs again once it is back",
+                                self.registration.id, exc)
+                    self._await_server()
+                    continue
+                except Exception:  # noqa: BLE001 - an engine failure is logged; the registration goes on
+                    log.exception("registration %s failed on an event", self.registration.id)
+                break

@@ -1,0 +1,85 @@
+"""Chaos: one fault at a time with a writer running, exact counts afterwards.
+
+Each test injects one fault (``kill -9`` of a server node, of a gears node, of a worker,
+a poison entry, code that ignores an abort, a master failover) while
+:class:`cluster.chaos.Writer` writes, then asserts: every written stream entry processed
+(``lost == 0``), duplicates bounded by what was in flight, no entry left pending, the
+stream trimmed, the registrations running again. "Resumed within N s" is the timeout of
+the wait for the first entry written after the fault (``RESUME_BOUND``), not a timing
+assertion on a measured figure.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from cluster import chaos, launcher
+from conftest import free_base_port, launched_cluster, shifted_port, wait_for
+
+#: A registration must be running again within this many seconds of a fault.
+RESUME_BOUND = 30.0
+BATCH = 5
+
+
+def unique() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def chaos1(tmp_path_factory):
+    """One master with its gears node, for faults that restart processes."""
+    with launched_cluster(
+        tmp_path_factory.mktemp("chaos1"), masters=1, base_port=shifted_port(13101), what="chaos1"
+    ) as state:
+        yield state
+
+
+def fresh(state: launcher.ClusterState) -> launcher.ClusterState:
+    """The state as saved now (pids change when processes restart)."""
+    saved = launcher.load_state(state.dir)
+    assert saved is not None
+    state.nodes = saved.nodes
+    return state
+
+
+def stream_writer(state: launcher.ClusterState, tag: str, count: int, **options) -> chaos.Writer:
+    stream = chaos.stream_name(tag)
+    return chaos.Writer(state.ports, lambda n: ["XADD", stream, "*", "n", n], count, **options)
+
+
+def registration(client: redis.Redis, prefix: str) -> list:
+    """The ``RG.DUMPREGISTRATIONS`` entry whose args name ``prefix``."""
+    return next(e for e in client.execute_command("RG.DUMPREGISTRATIONS") if prefix in str(e[7]))
+
+
+def stat(entry: list, name: str):
+    data = entry[7]
+    return data[data.index(name) + 1]
+
+
+def test_server_node_restart_loses_no_stream_entry_and_key_events_resume(chaos1):
+    tag = unique()
+    chaos.register(chaos1, chaos.STREAM_SCRIPT % {"tag": tag, "batch": BATCH})
+    chaos.register(chaos1, chaos.KEYS_SCRIPT % {"tag": tag})
+    writer = stream_writer(chaos1, tag, 600)
+    writer.start()
+    wait_for(lambda: len(writer.written) >= 150, timeout=30)
+    node = chaos1.nodes[0]
+    fault = chaos.kill_server(node)
+    launcher.up(dir=chaos1.dir)
+    fresh(chaos1)
+    tally = chaos.stream_tally(chaos1, tag, writer, fault)
+    assert tally.written == 600 and tally.lost == 0 and tally.processed == 600
+    assert tally.duplicates <= BATCH  # at most the batch that was running when the server died
+    assert tally.pending == 0 and tally.length == 0  # acknowledged and trimmed
+    client = chaos1.client()
+    entry = registration(client, f"cs{{{tag}}}")
+    assert stat(entry, "status") == "OK" and stat(entry, "numFailures") == 0
+    assert stat(entry, "numServerOutages") >= 1 and "server node" in stat(entry, "lastServerOutage")
+    for n in range(20):  # key events fire again after the restart
+        client.set("ck{%s}:%d" % (tag, n), n)
+    chaos.await_processed(chaos1, "kdone{%s}" % tag, {"ck{%s}:%d" % (tag, n) for n in range(20)}, timeout=RESUME_BOUND)
