@@ -7,6 +7,7 @@ error replies in the front door. :func:`handlers_for` binds them to one node.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 import re
@@ -17,6 +18,7 @@ from .ipc import ChannelClosed
 from .records import GearsScriptError
 from .resp import OK, ErrorValue, Status
 from .sessions import SessionRecord
+from .workers import QUERY_SECONDS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import GearsNode
@@ -292,6 +294,7 @@ async def configset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 @command("RG.DUMPREGISTRATIONS")
 async def dumpregistrations(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """The registrations of this shard, with live statistics."""
+    await node.sessions.restored.wait()
     return await node.worker.query("dump_registrations")
 
 
@@ -392,6 +395,8 @@ async def pydumpsessions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
         else:
             raise CommandError(f"Unknown option {_text(args[i])}")
         i += 1
+    if verbose:
+        await node.sessions.restored.wait()
     registrations = await node.worker.query("dump_registrations") if verbose else []
     return node.sessions.dump(names, verbose, registrations)
 
@@ -401,6 +406,38 @@ async def pystats(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Memory of the worker process (resident bytes: total = current, peak)."""
     current, peak = node.worker.memory()
     return ["TotalAllocated", current, "PeakAllocated", peak, "CurrAllocated", current]
+
+
+@command("RG.HEALTH")
+async def health(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """This node's health (not a RedisGears command): its server node, its worker, and
+    which registrations are not running or have failed (``None`` while the worker does
+    not answer)."""
+    _exactly(args, 1)
+    worker = node.worker
+    try:
+        await asyncio.wait_for(node.sessions.restored.wait(), QUERY_SECONDS)
+        entries = await worker.query("dump_registrations")
+    except (WorkerBusy, ChannelClosed, asyncio.TimeoutError) as exc:
+        log.warning("RG.HEALTH without registrations: %s", exc)
+        entries = None
+    reply: list[Any] = [
+        "server", "ok" if node.server_reachable else "unreachable",
+        "worker", "alive" if worker.alive else "down",
+        "workerPid", worker.pid if worker.alive else None,
+        "workerRestarts", worker.restarts,
+        "lastWorkerExit", worker.last_exit,
+    ]
+    if entries is None:
+        return reply + ["registrations", None, "notRunning", None, "withErrors", None]
+    stopped, failed = [], []
+    for entry in entries:
+        data = dict(zip(entry[7][0::2], entry[7][1::2]))
+        if data.get("status", "OK") != "OK":
+            stopped.append([entry[1], data["status"]])
+        if data["numFailures"]:
+            failed.append([entry[1], data["numFailures"], data["lastError"]])
+    return reply + ["registrations", len(entries), "notRunning", stopped, "withErrors", failed]
 
 
 @command("RG.PYDUMPREQS")

@@ -315,8 +315,11 @@ class GearsNode:
         self.worker.send("crashes", self.crashes.counts())
         if self.sessions.sessions:
             self._tasks.append(asyncio.ensure_future(self.sessions.reapply()))
+        else:
+            self.sessions.restored.set()
 
     def _on_worker_lost(self, reason: str) -> None:
+        self.sessions.restored.clear()
         blamed = self.crashes.worker_died()
         if blamed:
             log.error("the worker died running %d stream entries; each counts one crash", blamed)

@@ -9,6 +9,7 @@ the node (or its worker) starts.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class SessionStore:
     def __init__(self, node: "GearsNode") -> None:
         self._node = node
         self.sessions: dict[str, SessionRecord] = {}
+        #: Set while the worker has every session (cleared from a worker's death until
+        #: its successor got them all back), so listings never show a partial set.
+        self.restored = asyncio.Event()
 
     def _key(self, session_id: str) -> str:
         return SESSION_KEY % (self._node.view.shard_map.hashtag, session_id)
@@ -161,6 +165,7 @@ class SessionStore:
             except Exception as exc:  # noqa: BLE001
                 log.error("could not restore session %s in the new worker: %s", record.id, exc)
         self._node.registrations_changed()
+        self.restored.set()
 
     def metas(self) -> list[dict[str, Any]]:
         """Every active registration's description (reader, mode, options)."""

@@ -179,13 +179,18 @@ class WorkerHandle:
         return await self._channel.call(kind, *args, timeout=timeout)
 
     async def query(self, kind: str, *args: Any) -> Any:
-        """Ask a running worker something it answers at once (a listing, statistics);
-        :class:`WorkerBusy` when no answer comes within :data:`QUERY_SECONDS` (code that
+        """Ask the worker something it answers at once (a listing, statistics). A worker
+        that dies meanwhile is asked again once its successor runs; :class:`WorkerBusy`
+        when a running worker gives no answer within :data:`QUERY_SECONDS` (code that
         holds the worker's GIL must not hang the node's own commands)."""
-        try:
-            return await asyncio.wait_for(self.call(kind, *args), QUERY_SECONDS)
-        except asyncio.TimeoutError:
-            raise WorkerBusy(f"the worker process did not answer {kind} within {QUERY_SECONDS:g} s") from None
+        while True:
+            await self._ready.wait()
+            try:
+                return await asyncio.wait_for(self.call(kind, *args), QUERY_SECONDS)
+            except ChannelClosed:  # the supervisor notices the exit and clears _ready
+                await asyncio.sleep(RESTART_DELAY / 10)
+            except asyncio.TimeoutError:
+                raise WorkerBusy(f"the worker process did not answer {kind} within {QUERY_SECONDS:g} s") from None
 
     def send(self, kind: str, *args: Any) -> None:
         """One-way message to the worker (dropped, with a log line, if it is restarting)."""

@@ -61,6 +61,11 @@ def stat(entry: list, name: str):
     return data[data.index(name) + 1]
 
 
+def health(client: redis.Redis) -> dict:
+    reply = client.execute_command("RG.HEALTH")
+    return dict(zip(reply[::2], reply[1::2]))
+
+
 def test_server_node_restart_loses_no_stream_entry_and_key_events_resume(chaos1):
     tag = unique()
     chaos.register(chaos1, chaos.STREAM_SCRIPT % {"tag": tag, "batch": BATCH})
@@ -83,3 +88,63 @@ def test_server_node_restart_loses_no_stream_entry_and_key_events_resume(chaos1)
     for n in range(20):  # key events fire again after the restart
         client.set("ck{%s}:%d" % (tag, n), n)
     chaos.await_processed(chaos1, "kdone{%s}" % tag, {"ck{%s}:%d" % (tag, n) for n in range(20)}, timeout=RESUME_BOUND)
+
+
+@pytest.mark.parametrize("victim", ["worker", "gears node"])
+def test_a_killed_worker_or_gears_node_loses_no_stream_entry(chaos1, victim):
+    tag = unique()
+    chaos.register(chaos1, chaos.STREAM_SCRIPT % {"tag": tag, "batch": BATCH})
+    writer = stream_writer(chaos1, tag, 400)
+    writer.start()
+    wait_for(lambda: len(writer.written) >= 100, timeout=30)
+    node = chaos1.nodes[0]
+    if victim == "worker":
+        fault = chaos.kill_worker(node)
+    else:
+        fault = chaos.kill_gears_node(node)
+        launcher.up(dir=chaos1.dir)
+        fresh(chaos1)
+    tally = chaos.stream_tally(chaos1, tag, writer, fault)
+    assert tally.written == 400 and tally.lost == 0 and tally.processed == 400
+    assert tally.duplicates <= BATCH
+    assert tally.pending == 0 and tally.length == 0
+
+
+POISON_SCRIPT = """
+import os
+def step(r):
+    if r['value']['n'] == '%(poison)d':
+        os._exit(7)  # as a segfault in a C extension would
+    execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1)
+GB('StreamReader').foreach(step).register('cs{%(tag)s}', mode='async_local', batch=%(batch)d)
+"""
+
+
+def test_a_poison_entry_is_isolated_and_the_other_registrations_keep_running(chaos1):
+    from gears.worker.streams import MAX_WORKER_CRASHES
+
+    tag, other = unique(), unique()
+    poison = 50
+    chaos.register(chaos1, POISON_SCRIPT % {"tag": tag, "batch": BATCH, "poison": poison})
+    chaos.register(chaos1, chaos.STREAM_SCRIPT % {"tag": other, "batch": BATCH})
+    chaos.register(chaos1, chaos.KEYS_SCRIPT % {"tag": other})
+    client = chaos1.client()
+    restarts = health(client)["workerRestarts"]
+    writer = stream_writer(chaos1, tag, 200)
+    other_writer = stream_writer(chaos1, other, 200, interval=0.02)
+    other_writer.start()
+    writer.start()
+    wait_for(lambda: stat(registration(client, f"cs{{{tag}}}"), "numFailures") == 1, timeout=60,
+             what="the poison entry handled by its failure policy")
+    entry = registration(client, f"cs{{{tag}}}")
+    assert stat(entry, "status") == "OK"  # onFailedPolicy 'continue': acknowledged, the stream goes on
+    assert f"crashed {MAX_WORKER_CRASHES} times" in stat(entry, "lastError")
+    tally = chaos.stream_tally(chaos1, tag, writer, time.monotonic(), frozenset({poison}))
+    assert tally.written == 200 and tally.processed == 199 and tally.lost == 1  # only the poison entry
+    assert tally.pending == 0 and tally.length == 0
+    other_tally = chaos.stream_tally(chaos1, other, other_writer, time.monotonic())
+    assert other_tally.lost == 0 and other_tally.pending == 0 and other_tally.length == 0
+    assert health(client)["workerRestarts"] - restarts == MAX_WORKER_CRASHES  # one crash per try, then no more
+    for n in range(5):  # the shard's key-event registration runs too
+        client.set("ck{%s}:%d" % (other, n), n)
+    chaos.await_processed(chaos1, "kdone{%s}" % other, {"ck{%s}:%d" % (other, n) for n in range(5)}, timeout=RESUME_BOUND)
