@@ -148,3 +148,49 @@ def test_a_poison_entry_is_isolated_and_the_other_registrations_keep_running(cha
     for n in range(5):  # the shard's key-event registration runs too
         client.set("ck{%s}:%d" % (other, n), n)
     chaos.await_processed(chaos1, "kdone{%s}" % other, {"ck{%s}:%d" % (other, n) for n in range(5)}, timeout=RESUME_BOUND)
+
+
+def pyexecute(client: redis.Redis, script: str, *options):
+    return client.execute_command("RG.PYEXECUTE", script, *options)
+
+
+def test_abort_replaces_a_worker_held_by_c_code_and_the_node_stays_responsive(chaos1):
+    from gears.workers import QUERY_SECONDS
+
+    tag = unique()
+    chaos.register(chaos1, chaos.STREAM_SCRIPT % {"tag": tag, "batch": BATCH})
+    writer = stream_writer(chaos1, tag, 300)
+    writer.start()
+    client = chaos1.client()
+    bystander = pyexecute(client, "import time\nGB('ShardsIDReader').map(lambda x: time.sleep(60)).run()", "UNBLOCKING")
+    stuck = pyexecute(client, "GB('ShardsIDReader').map(lambda x: sum(range(10**14))).run()", "UNBLOCKING")
+    wait_for(lambda: client.execute_command("RG.GETEXECUTION", stuck)[0][3][1] == "running")
+    assert client.execute_command("RG.ABORTEXECUTION", stuck) == "OK"
+    fault = time.monotonic()
+    # answered while the worker's GIL is held (at most QUERY_SECONDS waiting for it), not hung
+    impatient = redis.Redis(port=chaos1.ports[0], socket_timeout=QUERY_SECONDS + 5, decode_responses=True)
+    assert stuck in [entry[1] for entry in impatient.execute_command("RG.DUMPEXECUTIONS")]
+    assert client.execute_command("RG.GETRESULTSBLOCKING", stuck) == [[], ["Execution was aborted"]]
+    results, errors = client.execute_command("RG.GETRESULTSBLOCKING", bystander)
+    assert results == [] and f"execution {stuck} did not stop within AbortGracePeriodMS" in errors[0]
+    tally = chaos.stream_tally(chaos1, tag, writer, fault)  # the registration came back in the new worker
+    assert tally.written == 300 and tally.lost == 0 and tally.pending == 0 and tally.length == 0
+    assert tally.duplicates <= BATCH
+
+
+def test_memory_limit_is_on_by_default_and_stops_a_bomb_near_it(chaos1):
+    from gears.config import default_worker_memory_mb
+
+    client = chaos1.client()
+    assert client.execute_command("RG.CONFIGGET", "WorkerMaxMemoryMB") == [default_worker_memory_mb()]
+    assert default_worker_memory_mb() > 0
+    limit = 300
+    client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", limit)
+    try:
+        bomb = "def bomb(x):\n    hoard = []\n    while True:\n        hoard.append(b'x' * (4 << 20))\nGB('ShardsIDReader').map(bomb).run()"
+        results, errors = pyexecute(client, bomb)
+    finally:
+        client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", default_worker_memory_mb())
+    assert results == [] and "WorkerMaxMemoryMB=300" in errors[0]
+    killed_at = int(errors[0].split("killed at ", 1)[1].split(" MB", 1)[0])
+    assert limit < killed_at < 2 * limit, errors[0]  # stopped near the limit

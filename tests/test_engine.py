@@ -468,7 +468,9 @@ def test_a_worker_over_its_memory_limit_is_restarted(cluster1):
         assert_worker_lost(client, script)
         assert client.ping()
     finally:
-        client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", "0")
+        from gears.config import default_worker_memory_mb
+
+        client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", default_worker_memory_mb())
     wait_for_a_new_worker(client)
 
 
