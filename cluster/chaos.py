@@ -45,12 +45,15 @@ __all__ = [
     "worker_pid",
     "await_processed",
     "await_promotion",
+    "Takeover",
+    "measure_takeover",
 ]
 
-#: Counts every stream entry it runs in ``done{tag}`` (field: the entry's ``n``).
+#: Counts every stream entry it runs in ``done{tag}`` (field: the entry's ``n``); a
+#: partial batch runs once its first entry is 100 ms old.
 STREAM_SCRIPT = (
     "GB('StreamReader').foreach(lambda r: execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1))"
-    ".register('cs{%(tag)s}', mode='async_local', batch=%(batch)d)"
+    ".register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100)"
 )
 #: Counts every key event in ``kdone{tag}`` (field: the key).
 KEYS_SCRIPT = (
@@ -232,7 +235,7 @@ def keys_tally(state: launcher.ClusterState, tag: str, writer: Writer, settle: C
         processed=len(written & set(counts)),
         duplicates=sum(counts.values()) - len(counts),
         lost=len(written - set(counts)),
-        extra={"writer_errors": writer.errors, "unconfirmed": writer.unconfirmed},
+        extra={"writer_errors": writer.errors, "unconfirmed": writer.unconfirmed, "lost_keys": sorted(written - set(counts))},
     )
 
 
@@ -276,6 +279,46 @@ def kill_worker(node: launcher.NodeInfo) -> float:
     pid = worker_pid(node)
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
+
+
+@dataclass
+class Takeover:
+    """How a promoted replica's node took over a shard's registrations."""
+
+    stream_s: float  # from the promotion until an entry added then was processed
+    keys_s: float  # from the promotion until a key event was processed again
+    keys_lost: int  # probe keys written to the new master in between whose event was lost
+
+
+def measure_takeover(state: launcher.ClusterState, node: launcher.NodeInfo, tag: str, promoted: float) -> Takeover:
+    """Probe the promoted server directly (no front door, no writer retries): one stream
+    entry (``n = -1``), and a key every 10 ms until one's event is processed."""
+    server = redis.Redis(host=HOST, port=node.port, socket_timeout=5, decode_responses=True)
+    done, keys_done = "done{%s}" % tag, "kdone{%s}" % tag
+    prefix = "ck{%s}:probe" % tag
+    probe = prefix + "%d"
+    seen: dict[str, float] = {}
+    sent = 0
+    try:
+        server.xadd(stream_name(tag), {"n": -1})
+
+        def both_seen() -> bool:
+            nonlocal sent
+            if "keys" not in seen:
+                server.set(probe % sent, sent)
+                sent += 1
+                if any(field.startswith(prefix) for field in server.hkeys(keys_done)):
+                    seen["keys"] = time.monotonic()
+            if "stream" not in seen and server.hexists(done, "-1"):
+                seen["stream"] = time.monotonic()
+            return len(seen) == 2
+
+        wait_for(both_seen, timeout=SETTLE_TIMEOUT, what="the promoted node's registrations", interval=0.01, max_interval=0.01)
+        wait_for(lambda: server.hexists(keys_done, probe % (sent - 1)), timeout=SETTLE_TIMEOUT, what="the last probe key's event")
+        processed = sum(1 for field in server.hkeys(keys_done) if field.startswith(prefix))
+    finally:
+        server.close()
+    return Takeover(stream_s=seen["stream"] - promoted, keys_s=seen["keys"] - promoted, keys_lost=sent - processed)
 
 
 def await_promotion(node: launcher.NodeInfo, timeout: float = 60.0) -> float:

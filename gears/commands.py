@@ -294,8 +294,7 @@ async def configset(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 @command("RG.DUMPREGISTRATIONS")
 async def dumpregistrations(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """The registrations of this shard, with live statistics."""
-    await node.sessions.restored.wait()
-    return await node.worker.query("dump_registrations")
+    return await node.worker.query("dump_registrations", after=node.sessions.restored)
 
 
 @command("RG.UNREGISTER")
@@ -395,9 +394,7 @@ async def pydumpsessions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
         else:
             raise CommandError(f"Unknown option {_text(args[i])}")
         i += 1
-    if verbose:
-        await node.sessions.restored.wait()
-    registrations = await node.worker.query("dump_registrations") if verbose else []
+    registrations = await node.worker.query("dump_registrations", after=node.sessions.restored) if verbose else []
     return node.sessions.dump(names, verbose, registrations)
 
 
@@ -416,9 +413,8 @@ async def health(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     _exactly(args, 1)
     worker = node.worker
     try:
-        await asyncio.wait_for(node.sessions.restored.wait(), QUERY_SECONDS)
-        entries = await worker.query("dump_registrations")
-    except (WorkerBusy, ChannelClosed, asyncio.TimeoutError) as exc:
+        entries = await asyncio.wait_for(worker.query("dump_registrations", after=node.sessions.restored), QUERY_SECONDS)
+    except (WorkerBusy, asyncio.TimeoutError) as exc:
         log.warning("RG.HEALTH without registrations: %s", exc)
         entries = None
     reply: list[Any] = [

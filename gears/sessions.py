@@ -158,14 +158,18 @@ class SessionStore:
                 log.error("could not restore session %s: %s", record.id, exc)
 
     async def reapply(self) -> None:
-        """Give a restarted worker every session again."""
+        """Give a restarted worker every session again (``restored`` is set only if that
+        same worker is still running when all are back)."""
+        worker = self._node.worker
+        pid = worker.pid
         for record in list(self.sessions.values()):
             try:
                 record.metas = await self._node.worker.call("apply_session", record.to_worker(), None)
             except Exception as exc:  # noqa: BLE001
                 log.error("could not restore session %s in the new worker: %s", record.id, exc)
         self._node.registrations_changed()
-        self.restored.set()
+        if worker.pid == pid and worker.alive:
+            self.restored.set()
 
     def metas(self) -> list[dict[str, Any]]:
         """Every active registration's description (reader, mode, options)."""

@@ -178,13 +178,16 @@ class WorkerHandle:
         assert self._channel is not None
         return await self._channel.call(kind, *args, timeout=timeout)
 
-    async def query(self, kind: str, *args: Any) -> Any:
-        """Ask the worker something it answers at once (a listing, statistics). A worker
-        that dies meanwhile is asked again once its successor runs; :class:`WorkerBusy`
-        when a running worker gives no answer within :data:`QUERY_SECONDS` (code that
-        holds the worker's GIL must not hang the node's own commands)."""
+    async def query(self, kind: str, *args: Any, after: asyncio.Event | None = None) -> Any:
+        """Ask the worker something it answers at once (a listing, statistics), once it
+        runs and ``after`` is set. A worker that dies meanwhile is asked again once its
+        successor runs; :class:`WorkerBusy` when a running worker gives no answer within
+        :data:`QUERY_SECONDS` (code that holds the worker's GIL must not hang the node's
+        own commands)."""
         while True:
             await self._ready.wait()
+            if after is not None:
+                await after.wait()
             try:
                 return await asyncio.wait_for(self.call(kind, *args), QUERY_SECONDS)
             except ChannelClosed:  # the supervisor notices the exit and clears _ready

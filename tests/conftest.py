@@ -132,6 +132,7 @@ def launched_cluster(
     gears: bool = True,
     what: str,
     server: str | None = None,
+    config: dict[str, str] | None = None,
 ) -> Iterator[launcher.ClusterState]:
     """Start a cluster in ``tmp_dir`` and stop it (by pid) when done, whatever happens."""
     require_free_ports(masters, replicas, base_port, gears, what)
@@ -144,7 +145,8 @@ def launched_cluster(
     atexit.register(stop)
     try:
         state = launcher.up(
-            masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears, server=server
+            masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears, server=server,
+            config=config,
         )
         yield state
     finally:

@@ -194,3 +194,46 @@ def test_memory_limit_is_on_by_default_and_stops_a_bomb_near_it(chaos1):
     assert results == [] and "WorkerMaxMemoryMB=300" in errors[0]
     killed_at = int(errors[0].split("killed at ", 1)[1].split(" MB", 1)[0])
     assert limit < killed_at < 2 * limit, errors[0]  # stopped near the limit
+
+
+#: Server directives of the failover cluster: a dead master is noticed after 1 s.
+FAILOVER_CONFIG = {"cluster-node-timeout": "1000"}
+
+
+def test_failover_loses_no_stream_entry_and_cluster_up_brings_the_old_master_back(tmp_path):
+    """kill -9 of a master's host (server and gears node) with a stream and keys written;
+    the replica is promoted, its node takes over; ``gears cluster up`` brings the old
+    master back as a replica with a working gears node."""
+    base = free_base_port(13201, 3, 1)
+    with launched_cluster(tmp_path, masters=3, replicas=1, base_port=base, what="failover", config=FAILOVER_CONFIG) as state:
+        tag = unique()
+        chaos.register(state, chaos.STREAM_SCRIPT % {"tag": tag, "batch": BATCH})
+        chaos.register(state, chaos.KEYS_SCRIPT % {"tag": tag})
+        master = chaos.owner_of(state, chaos.stream_name(tag))
+        replica = next(n for n in state.nodes if n.master_port == master.port)
+        streams = stream_writer(state, tag, 1500, replicated=True)
+        keys = chaos.Writer(state.ports, lambda n: ["SET", "ck{%s}:%d" % (tag, n), n], 1500, replicated=True)
+        streams.start()
+        keys.start()
+        wait_for(lambda: len(streams.written) >= 300, timeout=60)
+        fault = chaos.kill_server(master)
+        chaos.kill_gears_node(master)
+        promoted = chaos.await_promotion(replica)
+        takeover = chaos.measure_takeover(state, replica, tag, promoted)
+        launcher.up(dir=state.dir)
+        fresh(state)
+        roles = {n["redis"]: n["role"] for n in launcher.status(state.dir)["nodes"]}
+        assert roles[master.address] == "replica" and roles[replica.address] == "master"
+        tally = chaos.stream_tally(state, tag, streams, promoted)
+        assert tally.written >= 1000 and tally.lost == 0 and tally.processed >= tally.written + 1  # + the probe
+        assert tally.pending == 0 and tally.length == 0  # nothing stuck with the dead consumer; trimmed
+        assert tally.duplicates <= 10 * BATCH, tally  # batches run but not acknowledged on the replica yet
+        last = "ck{%s}:%d" % (tag, max(keys.written))
+        keys_tally = chaos.keys_tally(
+            state, tag, keys, lambda: chaos.await_processed(state, "kdone{%s}" % tag, {last}, timeout=RESUME_BOUND)
+        )
+        resumed = promoted + takeover.keys_s  # key events are lost only between the kill and this moment
+        lost = {int(k.rsplit(":", 1)[1]) for k in keys_tally.extra["lost_keys"]}
+        assert all(fault - 1 <= keys.written[n] <= resumed for n in lost), (keys_tally, takeover)
+        old = redis.Redis(port=master.gears_port, decode_responses=True)  # the old master's new gears node
+        assert len(old.execute_command("RG.DUMPREGISTRATIONS")) == 2
