@@ -49,6 +49,7 @@ from cluster.servers import (
     is_running,
     log_failure_line,
     ping,
+    probe_client,
     resolve_server_binary,
     server_version,
     start_gears_node,
@@ -661,7 +662,7 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
     """The live state of the cluster in ``dir``.
 
     ``{"state": ..., "nodes": [{"gears", "redis", "role", "hashtag", "slots", "pid",
-    "gears_pid"}]}`` in node order. Roles and slots come from ``CLUSTER SHARDS`` of a
+    "gears_pid", "health"}]}`` in node order (``health``: see :func:`_health`). Roles and slots come from ``CLUSTER SHARDS`` of a
     running server (the saved topology when none runs); ``pid``/``gears_pid`` are
     None for a process that is not running. ``state`` is the servers'
     ``cluster_state`` (``"ok"``, ``"fail"``), ``"degraded"`` when they say ok but a
@@ -673,6 +674,33 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
         return _status(dir)
     finally:
         close_probes()
+
+
+def _health(node: NodeInfo, server_answers: bool, gears_running: bool) -> dict[str, Any]:
+    """One node's health: its server answers, its worker runs, its registrations run.
+
+    ``worker``: ``"alive"``, ``"down"`` (restarting), ``None`` (no gears node, or it
+    does not answer); ``registrations`` counts this shard's registrations,
+    ``not_running`` lists ``[id, status]`` of those stopped (aborted, paused, waiting to
+    retry) and ``with_errors`` ``[id, failures, last error]`` of those that have failed
+    (``None``: unknown, the worker did not answer)."""
+    health: dict[str, Any] = {
+        "server": "ok" if server_answers else "unreachable",
+        "worker": None, "worker_restarts": None, "registrations": None, "not_running": None, "with_errors": None,
+    }
+    if not gears_running:
+        return health
+    try:
+        reply = probe_client(node.gears_port).execute_command("RG.HEALTH")
+    except redis.RedisError as exc:
+        log.warning("gears node %s did not report its health: %s", node.gears_address, exc)
+        return health
+    fields = dict(zip(reply[::2], reply[1::2]))
+    health.update(
+        worker=fields["worker"], worker_restarts=fields["workerRestarts"], registrations=fields["registrations"],
+        not_running=fields["notRunning"], with_errors=fields["withErrors"],
+    )
+    return health
 
 
 def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -725,6 +753,7 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
             "slots": slots,
             "pid": node.pid if running[node.port] else None,
             "gears_pid": node.gears_pid if gears_running[node.port] else None,
+            "health": _health(node, infos.get(node.port) is not None, gears_running[node.port]),
         })
     report: dict[str, Any] = {"state": overall, "nodes": nodes}
     if graph is not None:

@@ -46,12 +46,14 @@ def _parse_config(items: Sequence[str] | None) -> dict[str, str]:
 
 
 def _status_table(report: dict[str, Any], dir: str) -> str:
-    rows = [("GEARS", "REDIS", "ROLE", "HASHTAG", "SLOTS", "PID", "GEARS_PID")]
+    rows = [("GEARS", "REDIS", "ROLE", "HASHTAG", "SLOTS", "PID", "GEARS_PID", "SERVER", "WORKER", "REGISTRATIONS")]
     for node in report["nodes"]:
         slots = ",".join(f"{lo}-{hi}" if lo != hi else str(lo) for lo, hi in node["slots"]) or "-"
+        health = node["health"]
         rows.append((
             node["gears"], node["redis"], node["role"], node["hashtag"] or "-", slots,
-            str(node["pid"] or "-"), str(node["gears_pid"] or "-"),
+            str(node["pid"] or "-"), str(node["gears_pid"] or "-"), health["server"],
+            _worker_cell(health), _registrations_cell(health),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [f"cluster {report['state']} ({dir})"]
@@ -59,6 +61,22 @@ def _status_table(report: dict[str, Any], dir: str) -> str:
     if "graph" in report:
         lines.append(f"graph {report['graph']['address']}  pid {report['graph']['pid'] or '-'}")
     return "\n".join(lines)
+
+
+def _worker_cell(health: dict[str, Any]) -> str:
+    if health["worker"] is None:
+        return "-"
+    restarts = health["worker_restarts"]
+    return f"{health['worker']} ({restarts} restarts)" if restarts else health["worker"]
+
+
+def _registrations_cell(health: dict[str, Any]) -> str:
+    """``"3 running"``, or what is wrong: ``"3: 1 not running, 1 with errors"``."""
+    total = health["registrations"]
+    if total is None:
+        return "-"
+    problems = [f"{len(health[key])} {label}" for key, label in (("not_running", "not running"), ("with_errors", "with errors")) if health[key]]
+    return f"{total}: " + ", ".join(problems) if problems else f"{total} running"
 
 
 def _graph_port(args: argparse.Namespace) -> int | None:

@@ -75,6 +75,8 @@ def test_server_node_restart_loses_no_stream_entry_and_key_events_resume(chaos1)
     wait_for(lambda: len(writer.written) >= 150, timeout=30)
     node = chaos1.nodes[0]
     fault = chaos.kill_server(node)
+    health = launcher.status(chaos1.dir)["nodes"][0]["health"]
+    assert health["server"] == "unreachable" and health["worker"] == "alive"  # the outage shows
     launcher.up(dir=chaos1.dir)
     fresh(chaos1)
     tally = chaos.stream_tally(chaos1, tag, writer, fault)
@@ -139,6 +141,8 @@ def test_a_poison_entry_is_isolated_and_the_other_registrations_keep_running(cha
     entry = registration(client, f"cs{{{tag}}}")
     assert stat(entry, "status") == "OK"  # onFailedPolicy 'continue': acknowledged, the stream goes on
     assert f"crashed {MAX_WORKER_CRASHES} times" in stat(entry, "lastError")
+    node_health = launcher.status(chaos1.dir)["nodes"][0]["health"]
+    assert [entry[1], 1, stat(entry, "lastError")] in node_health["with_errors"]
     tally = chaos.stream_tally(chaos1, tag, writer, time.monotonic(), frozenset({poison}))
     assert tally.written == 200 and tally.processed == 199 and tally.lost == 1  # only the poison entry
     assert tally.pending == 0 and tally.length == 0

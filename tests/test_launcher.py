@@ -36,7 +36,7 @@ needs_gears_node = pytest.mark.skipif(
     not GEARS_NODE, reason="gears.node (the `gears node` command) does not exist yet"
 )
 
-NODE_KEYS = {"gears", "redis", "role", "hashtag", "slots", "pid", "gears_pid"}
+NODE_KEYS = {"gears", "redis", "role", "hashtag", "slots", "pid", "gears_pid", "health"}
 THIRDS = [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
 
 
@@ -117,6 +117,12 @@ def test_status_json_shape(replicated: launcher.ClusterState) -> None:
             assert isinstance(node["gears_pid"], int) and pid_alive(node["gears_pid"])
         else:
             assert node["gears_pid"] is None
+        health = node["health"]
+        assert health["server"] == "ok"
+        if GEARS_NODE:
+            assert health["worker"] == "alive" and health["not_running"] == [] and health["with_errors"] == []
+        else:
+            assert health["worker"] is None and health["registrations"] is None
     assert replicated.ports == [base + i for i in range(6)]
     assert replicated.server_ports == [base + 10000 + i for i in range(6)]
 
