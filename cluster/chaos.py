@@ -47,6 +47,16 @@ __all__ = [
     "await_promotion",
     "Takeover",
     "measure_takeover",
+    "reload",
+    "stream_fault",
+    "restart_server",
+    "restart_gears_node",
+    "AbortRun",
+    "abort_c_loop",
+    "FailoverRun",
+    "failover",
+    "poison",
+    "POISON_SCRIPT",
 ]
 
 #: Counts every stream entry it runs in ``done{tag}`` (field: the entry's ``n``); a
@@ -223,7 +233,7 @@ def stream_tally(
     )
 
 
-def keys_tally(state: launcher.ClusterState, tag: str, writer: Writer, settle: Callable[[], None]) -> Tally:
+def keys_tally(state: launcher.ClusterState, tag: str, writer: Writer, settle: Callable[[], object]) -> Tally:
     """KeysReader events: after ``writer`` ended and ``settle()`` (the last write's event
     processed), how many written keys never got their event."""
     _finish(writer)
@@ -330,3 +340,164 @@ def await_promotion(node: launcher.NodeInfo, timeout: float = 60.0) -> float:
     finally:
         client.close()
     return time.monotonic()
+
+
+# ------------------------------------------------------------------------ scenarios
+def reload(state: launcher.ClusterState) -> launcher.ClusterState:
+    """Take the saved pids into ``state`` (they change when processes restart)."""
+    saved = launcher.load_state(state.dir)
+    if saved is None:
+        raise LookupError(f"no cluster in {state.dir}")
+    state.nodes = saved.nodes
+    return state
+
+
+def stream_fault(
+    state: launcher.ClusterState,
+    tag: str,
+    count: int,
+    fault: Callable[[], float],
+    *,
+    batch: int = 5,
+    at: float = 0.25,
+    script: str | None = None,
+    skipped: frozenset[int] = frozenset(),
+) -> Tally:
+    """Register ``script`` (default :data:`STREAM_SCRIPT`) for stream ``cs{tag}``, write
+    ``count`` entries and call ``fault()`` (which returns the fault's moment, having
+    restarted what it killed) once ``at`` of them are written; count what was processed
+    (every entry but the ``skipped`` ones awaited)."""
+    register(state, script or STREAM_SCRIPT % {"tag": tag, "batch": batch})
+    stream = stream_name(tag)
+    writer = Writer(state.ports, lambda n: ["XADD", stream, "*", "n", n], count)
+    writer.start()
+    wait_for(lambda: len(writer.written) >= count * at or writer.failure, timeout=SETTLE_TIMEOUT, what="writes before the fault")
+    return stream_tally(state, tag, writer, fault(), skipped)
+
+
+def restart_server(state: launcher.ClusterState, node: launcher.NodeInfo, between: Callable[[], None] | None = None) -> float:
+    """``kill -9`` a server node, run ``between()``, then ``gears cluster up``; the kill's moment."""
+    killed = kill_server(node)
+    if between is not None:
+        between()
+    launcher.up(dir=state.dir)
+    reload(state)
+    return killed
+
+
+def restart_gears_node(state: launcher.ClusterState, node: launcher.NodeInfo) -> float:
+    """``kill -9`` a gears node (and its worker), then ``gears cluster up``; the kill's moment."""
+    killed = kill_gears_node(node)
+    launcher.up(dir=state.dir)
+    reload(state)
+    return killed
+
+
+#: How long ``RG.DUMPEXECUTIONS`` may take while a worker is held by C code.
+LISTING_TIMEOUT = 10.0
+#: A step that never gives the interpreter back (one C call holding the GIL).
+C_LOOP_SCRIPT = "GB('ShardsIDReader').map(lambda x: sum(range(10**15))).run()"
+#: A step that waits, and so shares the worker with the C loop.
+BYSTANDER_SCRIPT = "import time\nGB('ShardsIDReader').map(lambda x: time.sleep(120)).run()"
+
+
+@dataclass
+class AbortRun:
+    """``RG.ABORTEXECUTION`` of a step stuck in C code."""
+
+    seconds: float = 0.0  # from the abort until the execution ended
+    listing_seconds: float = 0.0  # how long RG.DUMPEXECUTIONS took meanwhile
+    listed: bool = False  # the stuck execution was in that listing
+    reply: list[Any] = field(default_factory=list)  # RG.GETRESULTSBLOCKING of the stuck one
+    bystander: list[Any] = field(default_factory=list)  # ... of another execution in the same worker
+
+
+def abort_c_loop(state: launcher.ClusterState, run: AbortRun) -> float:
+    """Start a bystander and a C loop, abort the loop, list executions meanwhile, wait for
+    both to end (filling ``run``); the abort's moment."""
+    client = state.client()
+    bystander = client.execute_command("RG.PYEXECUTE", BYSTANDER_SCRIPT, "UNBLOCKING")
+    stuck = client.execute_command("RG.PYEXECUTE", C_LOOP_SCRIPT, "UNBLOCKING")
+    wait_for(lambda: client.execute_command("RG.GETEXECUTION", stuck)[0][3][1] == "running", timeout=SETTLE_TIMEOUT,
+             what="the C loop running")
+    client.execute_command("RG.ABORTEXECUTION", stuck)
+    aborted = time.monotonic()
+    impatient = state.client(socket_timeout=LISTING_TIMEOUT)  # a listing that hangs fails here
+    run.listed = stuck in [entry[1] for entry in impatient.execute_command("RG.DUMPEXECUTIONS")]
+    run.listing_seconds = time.monotonic() - aborted
+    impatient.close()
+    run.reply = client.execute_command("RG.GETRESULTSBLOCKING", stuck)
+    run.seconds = time.monotonic() - aborted
+    run.bystander = client.execute_command("RG.GETRESULTSBLOCKING", bystander)
+    client.close()
+    return aborted
+
+
+@dataclass
+class FailoverRun:
+    """A master's host lost (server and gears node ``kill -9``) with a stream and keys written."""
+
+    master: launcher.NodeInfo
+    replica: launcher.NodeInfo
+    stream: Tally
+    keys: Tally
+    takeover: Takeover
+    fault: float
+    promoted: float
+    key_times: dict[int, float]  # acknowledgement moment of every counted key write
+
+
+def failover(state: launcher.ClusterState, tag: str, count: int, *, batch: int = 5) -> FailoverRun:
+    """Kill the stream's master host once a fifth of ``count`` entries are written, wait
+    for the replica's promotion, probe its node's takeover, ``gears cluster up`` (the old
+    master comes back as a replica), then count stream entries and key events."""
+    register(state, STREAM_SCRIPT % {"tag": tag, "batch": batch})
+    register(state, KEYS_SCRIPT % {"tag": tag})
+    master = owner_of(state, stream_name(tag))
+    replica = next(n for n in state.nodes if n.master_port == master.port)
+    stream = stream_name(tag)
+    streams = Writer(state.ports, lambda n: ["XADD", stream, "*", "n", n], count, replicated=True)
+    keys = Writer(state.ports, lambda n: ["SET", "ck{%s}:%d" % (tag, n), n], count, replicated=True)
+    streams.start()
+    keys.start()
+    wait_for(lambda: len(streams.written) >= count // 5 or streams.failure, timeout=SETTLE_TIMEOUT, what="writes before the fault")
+    fault = kill_server(master)
+    kill_gears_node(master)
+    promoted = await_promotion(replica)
+    takeover = measure_takeover(state, replica, tag, promoted)
+    launcher.up(dir=state.dir)
+    reload(state)
+    stream_count = stream_tally(state, tag, streams, promoted)
+    last = "ck{%s}:%d" % (tag, max(keys.written))
+    key_count = keys_tally(state, tag, keys, lambda: await_processed(state, "kdone{%s}" % tag, {last}))
+    return FailoverRun(master, replica, stream_count, key_count, takeover, fault, promoted, dict(keys.written))
+
+
+def poison(state: launcher.ClusterState, tag: str, other: str, count: int, entry: int, *, batch: int = 5) -> tuple[Tally, Tally, Tally]:
+    """A stream registration whose step kills the worker on entry ``entry`` (``os._exit``,
+    as a segfault would), beside another stream registration and a key registration;
+    ``count`` entries written to each stream, then 20 keys. Tallies of the poisoned
+    stream (every entry but the poison one awaited), the other stream and the keys."""
+    register(state, KEYS_SCRIPT % {"tag": other})
+    register(state, STREAM_SCRIPT % {"tag": other, "batch": batch})
+    other_writer = Writer(state.ports, lambda n: ["XADD", stream_name(other), "*", "n", n], count, interval=0.02)
+    other_writer.start()
+    script = POISON_SCRIPT % {"poison": entry, "tag": tag, "batch": batch}
+    poisoned = stream_fault(state, tag, count, time.monotonic, batch=batch, at=0, script=script, skipped=frozenset({entry}))
+    others = stream_tally(state, other, other_writer, time.monotonic())
+    keys = Writer(state.ports, lambda n: ["SET", "ck{%s}:%d" % (other, n), n], 20)
+    keys.start()
+    last = "ck{%s}:%d" % (other, 19)
+    key_count = keys_tally(state, other, keys, lambda: await_processed(state, "kdone{%s}" % other, {last}))
+    return poisoned, others, key_count
+
+
+#: Crashes the worker on entry ``poison``; counts every other entry like :data:`STREAM_SCRIPT`.
+POISON_SCRIPT = """
+import os
+def step(r):
+    if r['value']['n'] == '%(poison)d':
+        os._exit(7)
+    execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1)
+GB('StreamReader').foreach(step).register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100)
+"""
