@@ -5,6 +5,7 @@
     python scripts/bench.py ai [--clients 32] [--json]
     python scripts/bench.py nlp [--copies 3] [--json]
     python scripts/bench.py qa [--no-bert-large] [--json]
+    python scripts/bench.py chaos [--chaos-entries 1500] [--json]
 
 Each suite starts its own local cluster (in a temporary folder, on its own ports),
 measures the framework and the baseline, checks that both computed the same thing,
@@ -1016,7 +1017,53 @@ def _answerable(url: str, api: Any) -> list[str]:
     return found
 
 
+# ------------------------------------------------------------------------- chaos suite
+def suite_chaos(args: argparse.Namespace) -> list[Case]:
+    """One fault at a time with a writer running (see cluster/chaos.py, docs/operations.md):
+    a server node restart and a poison entry on one master, ``RG.ABORTEXECUTION`` of a
+    C loop, and a master host lost with ``--replicas 1`` (3 masters)."""
+    from cluster import chaos
+
+    batch = 5
+    entries = args.chaos_entries
+    with tempfile.TemporaryDirectory(prefix="gears-bench-chaos-") as folder:
+        state = launcher.up(masters=1, base_port=args.base_port, dir=folder)
+        try:
+            restart = chaos.stream_fault(state, "r", entries, lambda: chaos.restart_server(state, state.nodes[0]), batch=batch)
+            poisoned, others, keys = chaos.poison(state, "p", "o", entries // 5, 50, batch=batch)
+            abort = chaos.AbortRun()
+            chaos.stream_fault(state, "a", entries // 5, lambda: chaos.abort_c_loop(state, abort), batch=batch)
+        finally:
+            launcher.down(folder)
+    with tempfile.TemporaryDirectory(prefix="gears-bench-failover-") as folder:
+        state = launcher.up(masters=3, replicas=1, base_port=args.base_port + 100, dir=folder,
+                            config={"cluster-node-timeout": "1000"})
+        try:
+            lost_host = chaos.failover(state, "f", entries, batch=batch)
+        finally:
+            launcher.down(folder)
+    others_ok = (others.processed + keys.processed) / max(1, others.written + keys.written)
+    stream, takeover = lost_host.stream, lost_host.takeover
+    return [
+        Case("server_restart_lost", f"entries lost of {restart.written} (server kill -9 + restart)", float(restart.lost), None, False, "0"),
+        Case("server_restart_duplicates", "entries run twice", float(restart.duplicates), None, False, f"<= {batch} (one batch)"),
+        Case("server_restart_recovery_s", "s from the kill to the next entry processed (restart included)", restart.recovery_s, None, False, "-"),
+        Case("poison_other_registrations_ok", "share of the other registrations' work done", others_ok, None, True, "1.0"),
+        Case("poison_lost", "entries lost besides the poison one", float(poisoned.lost - 1), None, False, "0"),
+        Case("abort_seconds", "s from RG.ABORTEXECUTION of a C loop to its end", abort.seconds, None, False, "<= AbortGracePeriodMS (2 s) + 1"),
+        Case("abort_listing_seconds", "s RG.DUMPEXECUTIONS took meanwhile", abort.listing_seconds, None, False, "<= 2.5 (it waits 2 s for the worker)"),
+        Case("failover_lost", f"entries lost of {stream.written} confirmed by WAIT 1", float(stream.lost), None, False, "0"),
+        Case("failover_stuck_pending", "entries left pending", float(stream.pending), None, False, "0"),
+        Case("failover_duplicates", "entries run twice", float(stream.duplicates), None, False, "bounded"),
+        Case("failover_takeover_s", "s from promotion to a new entry processed", takeover.stream_s, None, False, "<= 2"),
+        Case("failover_keys_lost", "key events lost between promotion and takeover (probe every 10 ms)", float(takeover.keys_lost), None, False, "documented"),
+        Case("failover_keys_window_s", "s from promotion until key events are handled", takeover.keys_s, None, False, "<= 2"),
+        Case("failover_writer_keys_lost", f"key events lost of {lost_host.keys.written} written through the front doors", float(lost_host.keys.lost), None, False, "documented"),
+    ]
+
+
 SUITES: dict[str, Callable[[argparse.Namespace], list[Case]]] = {
+    "chaos": suite_chaos,
     "nlp": suite_nlp,
     "batch": suite_batch,
     "triggers": suite_triggers,
@@ -1039,6 +1086,7 @@ def main() -> int:
     parser.add_argument("--qa-clients", type=int, default=16, help="qa: concurrent /qasearch clients")
     parser.add_argument("--large-calls", type=int, default=6, help="qa: bert-large calls (each way)")
     parser.add_argument("--no-bert-large", dest="bert_large", action="store_false", help="qa: skip the bert-large case")
+    parser.add_argument("--chaos-entries", type=int, default=1500, help="chaos: stream entries per fault")
     parser.add_argument("--base-port", type=int, default=BASE_PORT)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
