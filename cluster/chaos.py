@@ -444,13 +444,15 @@ class FailoverRun:
     takeover: Takeover
     fault: float
     promoted: float
+    rejoined: float  # when ``gears cluster up`` had brought the old master back
     key_times: dict[int, float]  # acknowledgement moment of every counted key write
 
 
-def failover(state: launcher.ClusterState, tag: str, count: int, *, batch: int = 5) -> FailoverRun:
-    """Kill the stream's master host once a fifth of ``count`` entries are written, wait
-    for the replica's promotion, probe its node's takeover, ``gears cluster up`` (the old
-    master comes back as a replica), then count stream entries and key events."""
+def failover(state: launcher.ClusterState, tag: str, count: int, *, batch: int = 5, host: bool = True) -> FailoverRun:
+    """Kill the stream's master server (with ``host``, its gears node too, as when the
+    machine dies) once a fifth of ``count`` entries are written, wait for the replica's
+    promotion, probe its node's takeover, ``gears cluster up`` (the old master comes back
+    as a replica), then count stream entries and key events."""
     register(state, STREAM_SCRIPT % {"tag": tag, "batch": batch})
     register(state, KEYS_SCRIPT % {"tag": tag})
     master = owner_of(state, stream_name(tag))
@@ -462,15 +464,17 @@ def failover(state: launcher.ClusterState, tag: str, count: int, *, batch: int =
     keys.start()
     wait_for(lambda: len(streams.written) >= count // 5 or streams.failure, timeout=SETTLE_TIMEOUT, what="writes before the fault")
     fault = kill_server(master)
-    kill_gears_node(master)
+    if host:
+        kill_gears_node(master)
     promoted = await_promotion(replica)
     takeover = measure_takeover(state, replica, tag, promoted)
     launcher.up(dir=state.dir)
+    rejoined = time.monotonic()
     reload(state)
     stream_count = stream_tally(state, tag, streams, promoted)
     last = "ck{%s}:%d" % (tag, max(keys.written))
     key_count = keys_tally(state, tag, keys, lambda: await_processed(state, "kdone{%s}" % tag, {last}))
-    return FailoverRun(master, replica, stream_count, key_count, takeover, fault, promoted, dict(keys.written))
+    return FailoverRun(master, replica, stream_count, key_count, takeover, fault, promoted, rejoined, dict(keys.written))
 
 
 def poison(state: launcher.ClusterState, tag: str, other: str, count: int, entry: int, *, batch: int = 5) -> tuple[Tally, Tally, Tally]:

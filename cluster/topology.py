@@ -118,12 +118,13 @@ def shard_map_from_cluster_shards(reply: list[Any], my_node_id: str) -> ShardMap
             n = {(_text(k)): v for k, v in (node.items() if isinstance(node, dict) else zip(node[::2], node[1::2]))}
             address = (_text(n.get("ip") or n.get("endpoint")), int(n.get("port", 0)))
             role = _text(n.get("role"))
-            if _text(n.get("health", "online")) != "online" and role != "master":
-                continue
-            member_ids[_text(n["id"])] = role
+            node_id = _text(n["id"])
+            if _text(n.get("health", "online")) != "online" and role != "master" and node_id != my_node_id:
+                continue  # a replica still loading or failed (but never this node: its role counts)
+            member_ids[node_id] = role
             if role == "master":
-                master, master_id = address, _text(n["id"])
-            else:
+                master, master_id = address, node_id
+            elif _text(n.get("health", "online")) == "online":
                 replicas.append(address)
         if master is None or not ranges:
             continue

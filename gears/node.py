@@ -21,6 +21,8 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry
 
 from cluster.hashtags import key_slot
 from cluster.messaging import PeerLink
@@ -47,6 +49,7 @@ log = logging.getLogger(__name__)
 TOPOLOGY_REFRESH_SECONDS = 5.0
 #: How often the node asks its server node for its role (a promotion is acted on within this).
 ROLE_POLL_SECONDS = 0.25
+ROLE_POLL_TIMEOUT = 1.0
 SERVER_WAIT_SECONDS = 30.0
 
 
@@ -119,6 +122,11 @@ class GearsNode:
         self.command_table: CommandTable | None = None
         #: Whether the server node answered the last role poll.
         self.server_reachable = True
+        #: The role poll's own client: no retries, short timeouts, so an outage shows at once.
+        self._probe = aioredis.Redis(
+            host=server[0], port=server[1], password=password, socket_timeout=ROLE_POLL_TIMEOUT,
+            socket_connect_timeout=ROLE_POLL_TIMEOUT, retry=Retry(NoBackoff(), 0),
+        )
         self._refresh_lock = asyncio.Lock()
         #: ``AI.CONFIG`` values of this node.
         self.ai_config: dict[str, Any] = {"MODEL_CHUNK_SIZE": 511 * 1024 * 1024, "BACKENDSPATH": ""}
@@ -167,6 +175,7 @@ class GearsNode:
         for link in self._links.values():
             await link.close()
         await self.server.aclose()
+        await self._probe.aclose()
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -192,7 +201,7 @@ class GearsNode:
         while True:
             await asyncio.sleep(ROLE_POLL_SECONDS)
             try:
-                role = _text_reply((await self.server.execute_command("ROLE"))[0])
+                role = _text_reply((await self._probe.execute_command("ROLE"))[0])
             except (OSError, aioredis.RedisError) as exc:
                 if self.server_reachable:
                     log.error("server node %s:%d unreachable: %s", *self.server_address, exc)
@@ -219,7 +228,10 @@ class GearsNode:
         if (before.my_index, before.my_role, [s.id for s in before.shards], [s.ranges for s in before.shards]) != (
             after.my_index, after.my_role, [s.id for s in after.shards], [s.ranges for s in after.shards]
         ):
+            log.info("topology changed: shard %d of %d, %s", after.my_index, after.shard_count, after.my_role)
             self.worker.send("topology", after)
+        if before.my_role == "master" and after.my_role != "master":
+            log.warning("this node's server is now a replica: the shard's registrations pause here")
         if before.my_role != "master" and after.my_role == "master":
             log.info("this node's server was promoted: taking over the shard's registrations")
             await self.sessions.load()

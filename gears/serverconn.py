@@ -189,6 +189,14 @@ class ConnectionPerThread:
             self._local.conn = conn
         return conn
 
+    def wait_reachable(self) -> None:
+        """Block until the server node answers (backoff; see :func:`wait_until_reachable`);
+        this thread's connection is reopened on its next use."""
+        self.discard()
+        conn = wait_until_reachable((self.host, self.port), self.password, lambda: False)
+        if conn is not None:
+            conn.close()
+
     def discard(self) -> None:
         """Drop this thread's connection (after an I/O error)."""
         conn = getattr(self._local, "conn", None)

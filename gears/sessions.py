@@ -152,6 +152,9 @@ class SessionStore:
             if replica:
                 await server.aclose()
         for record in stored:
+            known = self.sessions.get(record.id)
+            if known is not None and (known.blob, known.removed) == (record.blob, record.removed):
+                continue  # already running here (a replica's node being promoted)
             try:
                 await self.apply(record, None)
             except Exception as exc:  # noqa: BLE001 - one broken session must not stop the others

@@ -109,7 +109,10 @@ class WorkerProcess:
                 self._exec_seq = itertools.count(int(args[0]["exec_seq"]))
             self.config.update(args[0])
         elif kind == "topology":
+            was_master = self.shard_map.my_role == "master"
             self.shard_map = args[0]
+            if self.shard_map.my_role == "master" and not was_master:
+                self.registry.promoted()
             if self.shard_map.my_role == "master" and not self._timers_loaded:
                 self._timers_loaded = True
                 threading.Thread(target=self.timers.load, name="load-timers", daemon=True).start()

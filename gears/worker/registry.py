@@ -22,7 +22,7 @@ from readers.keys import read_keys
 from ..records import GearsScriptError, to_reply
 from ..resp import ErrorValue
 from ..registration import Registration, dump_entry
-from ..serverconn import ConnectionPerThread, ServerUnavailable, wait_until_reachable
+from ..serverconn import ConnectionPerThread, ServerUnavailable
 from .host import CommandContext, Session, thread_context
 from .streams import StreamConsumer
 from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
@@ -124,20 +124,36 @@ class Registry:
         self.history[reg.id] = deque(maxlen=int(self._process.config.get("MaxExecutionsPerRegistration", 100)))
         if reg.reader == "KeysReader" and reg.mode != "sync" and not reg.options["commands"]:
             max_pending = int(self._process.config.get("extra", {}).get("MaxPendingEvents", DEFAULT_MAX_PENDING))
-            self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending, self._await_server)
-        if reg.reader == "StreamReader" and self._process.shard_map.my_role == "master":
-            self.consumers[reg.id] = StreamConsumer(
-                reg,
-                self._server,
-                self._password,
-                self._process.shard_map.my_id,
-                self.run,
-                lambda: self._process.shard_map.my_role == "master",
-                self._in_flight,
-                self._crash_count,
-            )
+            self.dispatchers[reg.id] = Dispatcher(reg, self._run_key_event, max_pending, self._reads.wait_reachable)
+        if reg.reader == "StreamReader" and self._is_master():
+            self._start_consumer(reg)
         if reg.reader in ("KeysReader", "StreamReader"):
             self._ensure_listener()
+
+    def _is_master(self) -> bool:
+        return self._process.shard_map.my_role == "master"
+
+    def _start_consumer(self, reg: Registration) -> None:
+        self.consumers[reg.id] = StreamConsumer(
+            reg,
+            self._server,
+            self._password,
+            self._process.shard_map.my_id,
+            self.run,
+            self._is_master,
+            self._in_flight,
+            self._crash_count,
+        )
+
+    def promoted(self) -> None:
+        """This shard's server became a master: its stream registrations start consuming
+        (claiming what the previous master left pending); key events are handled from now on."""
+        with self._lock:
+            for reg in self.registrations.values():
+                if reg.reader == "StreamReader" and reg.id not in self.consumers:
+                    self._start_consumer(reg)
+            for consumer in self.consumers.values():
+                consumer.resume()
 
     def _in_flight(self, reg_id: str, stream: str, entry_ids: list[str]) -> None:
         """Tell the node which stream entries a batch is running (it counts them if the worker dies)."""
@@ -200,15 +216,9 @@ class Registry:
         for consumer in list(self.consumers.values()):
             consumer.resume()
 
-    def _await_server(self) -> None:
-        """Block until the server node answers again (backoff; this thread's connections are reopened)."""
-        conn = wait_until_reachable(self._server, self._password, lambda: False)
-        if conn is not None:
-            conn.close()
-
     def on_key_event(self, key: str, event: str) -> None:
         """A keyevent notification: queue it for every matching registration."""
-        if self._process.shard_map.my_role != "master":
+        if not self._is_master():
             return
         if event == "xadd":
             for consumer in list(self.consumers.values()):

@@ -171,13 +171,16 @@ class StreamConsumer:
                 conn.close()
 
     def _cycle(self, conn: ServerConnection) -> bool:
-        """One pass over the streams; whether any batch ran."""
+        """One pass over the streams (none while this shard's server is a replica);
+        whether any batch ran."""
+        if not self._active():
+            return False
         with self._lock:
             rediscover, self._rediscover = self._rediscover, False
         if rediscover:
             self._discover(conn)
         worked = False
-        if self.registration.status in ("OK", "WAITING_FOR_RETRY_ON_FAILURE") and self._active():
+        if self.registration.status in ("OK", "WAITING_FOR_RETRY_ON_FAILURE"):
             for stream in list(self._streams):
                 worked |= self._consume(conn, stream)
                 if self._stopped or self.registration.status not in ("OK",):

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from ..records import GearsScriptError
-from ..serverconn import ConnectionPerThread
+from ..serverconn import ConnectionPerThread, ServerUnavailable
 
 __all__ = ["TimeEvents", "TIMER_KEY"]
 
@@ -82,7 +82,17 @@ class TimeEvents:
         return True
 
     def load(self) -> None:
-        """Restart the persisted time events of this shard (worker start or promotion)."""
+        """Restart the persisted time events of this shard (worker start or promotion),
+        once the server node answers."""
+        while True:
+            try:
+                self._load()
+                return
+            except ServerUnavailable as exc:
+                log.warning("time events not loaded yet (%s): waiting for the server node", exc)
+                self._connections.wait_reachable()
+
+    def _load(self) -> None:
         conn = self._connections.get()
         prefix = TIMER_KEY % (self._hashtag(), "")
         for keys in conn.scan(prefix + "*", 1000):
