@@ -63,7 +63,7 @@ __all__ = [
 #: partial batch runs once its first entry is 100 ms old.
 STREAM_SCRIPT = (
     "GB('StreamReader').foreach(lambda r: execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1))"
-    ".register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100)"
+    ".register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100, onFailedPolicy='%(policy)s')"
 )
 #: Counts every key event in ``kdone{tag}`` (field: the key).
 KEYS_SCRIPT = (
@@ -362,12 +362,14 @@ def stream_fault(
     at: float = 0.25,
     script: str | None = None,
     skipped: frozenset[int] = frozenset(),
+    policy: str = "continue",
 ) -> Tally:
     """Register ``script`` (default :data:`STREAM_SCRIPT`) for stream ``cs{tag}``, write
     ``count`` entries and call ``fault()`` (which returns the fault's moment, having
     restarted what it killed) once ``at`` of them are written; count what was processed
-    (every entry but the ``skipped`` ones awaited)."""
-    register(state, script or STREAM_SCRIPT % {"tag": tag, "batch": batch})
+    (every entry but the ``skipped`` ones awaited); ``policy`` is the default script's
+    ``onFailedPolicy``."""
+    register(state, script or STREAM_SCRIPT % {"tag": tag, "batch": batch, "policy": policy})
     stream = stream_name(tag)
     writer = Writer(state.ports, lambda n: ["XADD", stream, "*", "n", n], count)
     writer.start()
@@ -453,7 +455,7 @@ def failover(state: launcher.ClusterState, tag: str, count: int, *, batch: int =
     machine dies) once a fifth of ``count`` entries are written, wait for the replica's
     promotion, probe its node's takeover, ``gears cluster up`` (the old master comes back
     as a replica), then count stream entries and key events."""
-    register(state, STREAM_SCRIPT % {"tag": tag, "batch": batch})
+    register(state, STREAM_SCRIPT % {"tag": tag, "batch": batch, "policy": "abort"})
     register(state, KEYS_SCRIPT % {"tag": tag})
     master = owner_of(state, stream_name(tag))
     replica = next(n for n in state.nodes if n.master_port == master.port)
@@ -483,7 +485,7 @@ def poison(state: launcher.ClusterState, tag: str, other: str, count: int, entry
     ``count`` entries written to each stream, then 20 keys. Tallies of the poisoned
     stream (every entry but the poison one awaited), the other stream and the keys."""
     register(state, KEYS_SCRIPT % {"tag": other})
-    register(state, STREAM_SCRIPT % {"tag": other, "batch": batch})
+    register(state, STREAM_SCRIPT % {"tag": other, "batch": batch, "policy": "continue"})
     other_writer = Writer(state.ports, lambda n: ["XADD", stream_name(other), "*", "n", n], count, interval=0.02)
     other_writer.start()
     script = POISON_SCRIPT % {"poison": entry, "tag": tag, "batch": batch}

@@ -11,7 +11,8 @@ Faults:
 
 * **Server outage** (restart, crash): the consumer reconnects with backoff and reads its
   pending entries again from the group; a batch that met the outage is run again, and the
-  registration's ``onFailedPolicy`` is not applied (it is about the user's code).
+  registration's ``onFailedPolicy`` is not applied (it is about the user's code). Nor is
+  it to a batch whose server was demoted under it (its errors are then ``MOVED``).
 * **Failover**: on its first read of a stream the consumer claims (``XAUTOCLAIM``) the
   entries another consumer of its group was given and never acknowledged (the shard's
   previous master), so none stays pending forever and trimming goes on.
@@ -288,6 +289,9 @@ class StreamConsumer:
             self._in_flight(reg.id, stream, [])
         if outcome.server_lost:  # not the user's failure: the batch runs again after reconnecting
             raise ServerUnavailable(outcome.errors[0] if outcome.errors else "server node unavailable")
+        if outcome.errors and conn.call("ROLE")[0] != "master":
+            # the server was demoted under the batch (failover): its new master claims the batch
+            raise ServerError("READONLY this shard's server became a replica during the batch")
         return self._settle(conn, stream, batch, outcome.errors)
 
     def _back_off(self, message: str, crashes: int) -> None:
