@@ -355,7 +355,7 @@ def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[Proce
         return
     check_ports_free(node.gears_port for node in nodes)
     for node in nodes:
-        ref = start_gears_node(node.port, node.gears_port, Path(node.gears_log))
+        ref = start_gears_node(node.port, node.gears_port, Path(node.gears_log), Path(node.dir))
         started.append(ref)
         node.gears_pid = ref.pid
         node.python = ref.exe

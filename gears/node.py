@@ -85,6 +85,7 @@ class GearsNode:
         announce: tuple[str, int] | None = None,
         password: str | None = None,
         config: dict[str, str] | None = None,
+        server_socket: str | None = None,
     ) -> None:
         self.server_address = server
         self.listen = listen
@@ -138,6 +139,7 @@ class GearsNode:
             address_map=self.view.frontdoor_for,
             password=password,
             interceptor=self.interceptor,
+            server_socket=server_socket,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -482,6 +484,7 @@ def main(args: Any) -> int:
         announce=_address(args.announce) if getattr(args, "announce", None) else None,
         password=getattr(args, "password", None) or os.environ.get("GEARS_SERVER_PASSWORD") or None,
         config=_config_pairs(getattr(args, "config", None) or []),
+        server_socket=getattr(args, "redis_socket", None),
     )
     try:
         import uvloop
