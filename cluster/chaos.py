@@ -57,6 +57,8 @@ __all__ = [
     "failover",
     "poison",
     "POISON_SCRIPT",
+    "memory_bomb",
+    "stream_name",
 ]
 
 #: Counts every stream entry it runs in ``done{tag}`` (field: the entry's ``n``); a
@@ -507,3 +509,26 @@ def step(r):
     execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1)
 GB('StreamReader').foreach(step).register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100)
 """
+
+
+#: Grows the worker's memory by 4 MB per step until something stops it.
+BOMB_SCRIPT = (
+    "def bomb(x):\n    hoard = []\n    while True:\n        hoard.append(b'x' * (4 << 20))\n"
+    "GB('ShardsIDReader').map(bomb).run()"
+)
+
+
+def memory_bomb(state: launcher.ClusterState, limit_mb: int) -> tuple[list[Any], int]:
+    """Run a memory bomb under ``WorkerMaxMemoryMB=limit_mb`` (the previous value is put
+    back); the run's errors and the size, in MB, the worker was killed at (``0``: not
+    reported)."""
+    client = state.client()
+    previous = client.execute_command("RG.CONFIGGET", "WorkerMaxMemoryMB")[0]
+    client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", limit_mb)
+    try:
+        results, errors = client.execute_command("RG.PYEXECUTE", BOMB_SCRIPT)
+    finally:
+        client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", previous)
+        client.close()
+    killed_at = next((int(e.split("killed at ", 1)[1].split(" MB", 1)[0]) for e in errors if "killed at " in e), 0)
+    return errors, killed_at

@@ -1019,6 +1019,9 @@ def _answerable(url: str, api: Any) -> list[str]:
 
 
 # ------------------------------------------------------------------------- chaos suite
+MEMORY_LIMIT_MB = 300
+
+
 def suite_chaos(args: argparse.Namespace) -> list[Case]:
     """One fault at a time with a writer running (see cluster/chaos.py, docs/operations.md):
     a server node restart and a poison entry on one master, ``RG.ABORTEXECUTION`` of a
@@ -1034,6 +1037,7 @@ def suite_chaos(args: argparse.Namespace) -> list[Case]:
             poisoned, others, keys = chaos.poison(state, "p", "o", entries // 5, 50, batch=batch)
             abort = chaos.AbortRun()
             chaos.stream_fault(state, "a", entries // 5, lambda: chaos.abort_c_loop(state, abort), batch=batch)
+            _, killed_at = chaos.memory_bomb(state, MEMORY_LIMIT_MB)
         finally:
             launcher.down(folder)
     with tempfile.TemporaryDirectory(prefix="gears-bench-failover-") as folder:
@@ -1053,6 +1057,7 @@ def suite_chaos(args: argparse.Namespace) -> list[Case]:
         Case("poison_lost", "entries lost besides the poison one", float(poisoned.lost - 1), None, False, "0"),
         Case("abort_seconds", "s from RG.ABORTEXECUTION of a C loop to its end", abort.seconds, None, False, "<= AbortGracePeriodMS (2 s) + 1"),
         Case("abort_listing_seconds", "s RG.DUMPEXECUTIONS took meanwhile", abort.listing_seconds, None, False, "<= 2.5 (it waits 2 s for the worker)"),
+        Case("memory_killed_at_mb", f"MB a memory bomb reached under WorkerMaxMemoryMB={MEMORY_LIMIT_MB}", float(killed_at), None, False, f"< {2 * MEMORY_LIMIT_MB}"),
         Case("failover_lost", f"entries lost of {stream.written} confirmed by WAIT 1", float(stream.lost), None, False, "0"),
         Case("failover_stuck_pending", "entries left pending", float(stream.pending), None, False, "0"),
         Case("failover_duplicates", "entries run twice", float(stream.duplicates), None, False, "bounded"),

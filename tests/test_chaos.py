@@ -127,14 +127,9 @@ def test_memory_limit_is_on_by_default_and_stops_a_bomb_near_it(chaos1):
     assert client.execute_command("RG.CONFIGGET", "WorkerMaxMemoryMB") == [default_worker_memory_mb()]
     assert default_worker_memory_mb() > 0
     limit = 300
-    client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", limit)
-    try:
-        bomb = "def bomb(x):\n    hoard = []\n    while True:\n        hoard.append(b'x' * (4 << 20))\nGB('ShardsIDReader').map(bomb).run()"
-        results, errors = client.execute_command("RG.PYEXECUTE", bomb)
-    finally:
-        client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", default_worker_memory_mb())
-    assert results == [] and "WorkerMaxMemoryMB=300" in errors[0]
-    killed_at = int(errors[0].split("killed at ", 1)[1].split(" MB", 1)[0])
+    errors, killed_at = chaos.memory_bomb(chaos1, limit)
+    assert len(errors) == 1 and "WorkerMaxMemoryMB=300" in errors[0]
+    assert client.execute_command("RG.CONFIGGET", "WorkerMaxMemoryMB") == [default_worker_memory_mb()]
     assert limit < killed_at < 2 * limit, errors[0]  # stopped near the limit
 
 
