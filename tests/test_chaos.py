@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from cluster import chaos, launcher
-from conftest import free_base_port, launched_cluster, shifted_port
+from conftest import free_base_port, launched_cluster, shifted_port, wait_for
 
 #: A registration must be running again within this many seconds of a fault.
 RESUME_BOUND = chaos.SETTLE_TIMEOUT
@@ -107,6 +107,31 @@ def test_a_poison_entry_is_isolated_and_the_other_registrations_keep_running(cha
     assert health(client)["workerRestarts"] - restarts == MAX_WORKER_CRASHES  # one crash per try, then no more
     node_health = launcher.status(chaos1.dir)["nodes"][0]["health"]
     assert [entry[1], 1, stat(entry, "lastError")] in node_health["with_errors"]
+
+
+@pytest.mark.parametrize("policy, status", [("abort", "ABORTED"), ("retry", "WAITING_FOR_RETRY_ON_FAILURE")])
+def test_a_poison_entry_under_abort_or_retry_policy(chaos1, policy, status):
+    """``abort`` stops the registration at the poison entry (it stays pending); ``retry``
+    keeps it and tries again after a growing back-off."""
+    from gears.worker.streams import MAX_WORKER_CRASHES
+
+    tag = unique()
+    script = chaos.POISON_SCRIPT % {"tag": tag, "batch": 1, "poison": 3}
+    script = script.replace("duration=100", f"duration=100, onFailedPolicy='{policy}', onFailedRetryInterval=1")
+    client = chaos1.client()
+    client.execute_command("RG.PYEXECUTE", script)
+    reg_id = registration(client, f"cs{{{tag}}}")[1]
+    try:
+        for n in range(6):
+            client.xadd(chaos.stream_name(tag), {"n": n})
+        wait_for(lambda: stat(registration(client, f"cs{{{tag}}}"), "status") == status, timeout=RESUME_BOUND,
+                 what=f"the registration {status}")
+        entry = registration(client, f"cs{{{tag}}}")
+        assert f"crashed {MAX_WORKER_CRASHES} times" in stat(entry, "lastError")
+        assert set(client.hkeys("done{%s}" % tag)) == {"0", "1", "2"}  # nothing past the poison entry
+        assert client.xlen(chaos.stream_name(tag)) == 3  # the poison entry and those after it are kept
+    finally:
+        client.execute_command("RG.UNREGISTER", reg_id)
 
 
 def test_abort_replaces_a_worker_held_by_c_code_and_the_node_stays_responsive(chaos1):

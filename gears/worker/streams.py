@@ -278,6 +278,8 @@ class StreamConsumer:
                 reg.stats.finished(time.perf_counter(), [message])
                 return self._settle(conn, stream, batch, [message])
             self._back_off(message, crashes)
+            if self._stopped or reg.status != "OK":  # unregistered or paused meanwhile
+                return False
         stats = reg.stats
         stats.last_lag_ms = max(0.0, time.time() * 1000 - _entry_ms(batch[0]["id"]))
         stats.total_lag_ms += stats.last_lag_ms
