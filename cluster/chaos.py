@@ -34,6 +34,7 @@ __all__ = [
     "Tally",
     "Writer",
     "STREAM_SCRIPT",
+    "SLOW_STREAM_SCRIPT",
     "KEYS_SCRIPT",
     "register",
     "stream_tally",
@@ -67,6 +68,16 @@ STREAM_SCRIPT = (
     "GB('StreamReader').foreach(lambda r: execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1))"
     ".register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100, onFailedPolicy='%(policy)s')"
 )
+#: :data:`STREAM_SCRIPT` with a 5 ms step: the consumer is nearly always inside a batch,
+#: so a fault almost surely interrupts one.
+SLOW_STREAM_SCRIPT = """
+import time
+def step(r):
+    time.sleep(0.005)
+    execute('HINCRBY', 'done{%(tag)s}', r['value']['n'], 1)
+GB('StreamReader').foreach(step).register('cs{%(tag)s}', mode='async_local', batch=%(batch)d, duration=100,
+                                          onFailedPolicy='%(policy)s')
+"""
 #: Counts every key event in ``kdone{tag}`` (field: the key).
 KEYS_SCRIPT = (
     "GB().foreach(lambda r: execute('HINCRBY', 'kdone{%(tag)s}', r['key'], 1))"

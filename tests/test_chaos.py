@@ -61,9 +61,9 @@ def test_server_node_restart_loses_no_stream_entry_and_key_events_resume(chaos1)
         node_health = launcher.status(chaos1.dir)["nodes"][0]["health"]
         assert node_health["server"] == "unreachable" and node_health["worker"] == "alive"
 
-    tally = chaos.stream_fault(
-        chaos1, tag, 600, lambda: chaos.restart_server(chaos1, chaos1.nodes[0], outage_shows), batch=BATCH, policy="abort"
-    )
+    script = chaos.SLOW_STREAM_SCRIPT % {"tag": tag, "batch": BATCH, "policy": "abort"}  # the kill lands inside a batch
+    tally = chaos.stream_fault(chaos1, tag, 600, lambda: chaos.restart_server(chaos1, chaos1.nodes[0], outage_shows),
+                               batch=BATCH, script=script)
     assert tally.written == 600 and tally.lost == 0 and tally.processed == 600
     assert tally.duplicates <= BATCH  # at most the batch that was running when the server died
     assert tally.pending == 0 and tally.length == 0  # acknowledged and trimmed
