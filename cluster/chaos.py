@@ -130,7 +130,7 @@ class Writer(threading.Thread):
         self._door = 0
         #: Set when a write could not be made within :data:`WRITE_TIMEOUT` (the run stops).
         self.failure: str | None = None
-        #: ``n -> time.monotonic()`` of its acknowledgement, for every write that counts.
+        #: ``n -> time.monotonic()`` of its acknowledgement by the server, for every write that counts.
         self.written: dict[int, float] = {}
         #: Writes a server acknowledged but no replica confirmed (failover scenarios).
         self.unconfirmed = 0
@@ -146,10 +146,11 @@ class Writer(threading.Thread):
             while True:
                 try:
                     client.execute_command(*self._command(n))
+                    acknowledged = time.monotonic()  # not after WAIT: that may wait for a replica to come back
                     if self._replicated and client.execute_command("WAIT", 1, 2000) < 1:
                         self.unconfirmed += 1
                     else:
-                        self.written[n] = time.monotonic()
+                        self.written[n] = acknowledged
                     break
                 except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
                     self.errors += 1
@@ -459,7 +460,6 @@ class FailoverRun:
     takeover: Takeover
     fault: float
     promoted: float
-    rejoined: float  # when ``gears cluster up`` had brought the old master back
     key_times: dict[int, float]  # acknowledgement moment of every counted key write
 
 
@@ -484,12 +484,11 @@ def failover(state: launcher.ClusterState, tag: str, count: int, *, batch: int =
     promoted = await_promotion(replica)
     takeover = measure_takeover(state, replica, tag, promoted)
     launcher.up(dir=state.dir)
-    rejoined = time.monotonic()
     reload(state)
     stream_count = stream_tally(state, tag, streams, promoted)
     last = "ck{%s}:%d" % (tag, max(keys.written))
     key_count = keys_tally(state, tag, keys, lambda: await_processed(state, "kdone{%s}" % tag, {last}))
-    return FailoverRun(master, replica, stream_count, key_count, takeover, fault, promoted, rejoined, dict(keys.written))
+    return FailoverRun(master, replica, stream_count, key_count, takeover, fault, promoted, dict(keys.written))
 
 
 def poison(state: launcher.ClusterState, tag: str, other: str, count: int, entry: int, *, batch: int = 5) -> tuple[Tally, Tally, Tally]:
