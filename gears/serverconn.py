@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import hiredis
 
+from .credentials import Credentials
 from .errors import GearsError
 from .resp import encode_command
 
@@ -45,7 +46,7 @@ class ServerConnection:
         host: str,
         port: int,
         *,
-        password: str | None = None,
+        credentials: Credentials | None = None,
         timeout: float | None = None,
         decode: bool = False,
     ) -> None:
@@ -53,12 +54,13 @@ class ServerConnection:
         UTF-8 become surrogate escapes, which :func:`encode_command` turns back into the
         same bytes)."""
         self.address = (host, port)
-        self.password = password
+        self.credentials = credentials
         self._sock = socket.create_connection(self.address, timeout=timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape") if decode else hiredis.Reader()
-        if password:
-            self.call("AUTH", password)
+        auth = credentials.auth_args() if credentials is not None else []
+        if auth:
+            self.call("AUTH", *auth)
 
     def close(self) -> None:
         """Close the socket."""
@@ -123,8 +125,8 @@ class ServerConnection:
 class ConnectionPerThread:
     """Lazily opens one :class:`ServerConnection` per thread to the same server."""
 
-    def __init__(self, host: str, port: int, password: str | None = None, *, decode: bool = False) -> None:
-        self.host, self.port, self.password = host, port, password
+    def __init__(self, host: str, port: int, credentials: Credentials | None = None, *, decode: bool = False) -> None:
+        self.host, self.port, self.credentials = host, port, credentials
         self.decode = decode
         self._local = threading.local()
 
@@ -132,7 +134,7 @@ class ConnectionPerThread:
         """This thread's connection (opened on first use, reopened after a failure)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = ServerConnection(self.host, self.port, password=self.password, decode=self.decode)
+            conn = ServerConnection(self.host, self.port, credentials=self.credentials, decode=self.decode)
             self._local.conn = conn
         return conn
 

@@ -78,7 +78,7 @@ class _ReaderContext:
         return True
 
     def open_connection(self, decode: bool = False) -> Any:
-        return ServerConnection(*self.conn.address, password=self.conn.password, decode=decode)
+        return ServerConnection(*self.conn.address, credentials=self.conn.credentials, decode=decode)
 
 
 class LocalHost(Host):
