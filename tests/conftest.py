@@ -132,8 +132,10 @@ def launched_cluster(
     gears: bool = True,
     what: str,
     server: str | None = None,
+    requirepass: str | None = None,
 ) -> Iterator[launcher.ClusterState]:
-    """Start a cluster in ``tmp_dir`` and stop it (by pid) when done, whatever happens."""
+    """Start a cluster in ``tmp_dir`` (servers requiring ``requirepass`` if given) and
+    stop it (by pid) when done, whatever happens."""
     require_free_ports(masters, replicas, base_port, gears, what)
     _sigterm_to_exit()
 
@@ -144,7 +146,8 @@ def launched_cluster(
     atexit.register(stop)
     try:
         state = launcher.up(
-            masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears, server=server
+            masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears, server=server,
+            requirepass=requirepass,
         )
         yield state
     finally:

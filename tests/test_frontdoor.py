@@ -797,7 +797,7 @@ def test_password_gates_handlers(env: Env, tmp_path: Path) -> None:
     door = None
     try:
         wait_until(lambda: _can_connect(port), what="password server")
-        door = env.start_door(server=(HOST, port), password="s3cret")
+        door = env.start_door(server=(HOST, port))
         raw = Raw(door.address[1])
         try:
             assert raw.call("RG.ECHOX", "a") == b"-NOAUTH Authentication required.\r\n"
