@@ -7,6 +7,11 @@ Subcommands::
     gears cluster down [--dir DIR]
     gears cluster status [--dir DIR] [--json]
     gears node --redis HOST:PORT --listen HOST:PORT     (one gears node; see gears.node)
+               [--user U] [--password-file F] [--peer-secret-file F]
+
+Every command that talks to a deployment takes ``--user``/``--password``/``--password-file``
+and reads ``$GEARS_USER``/``$GEARS_PASSWORD`` (:mod:`gears.credentials`); ``cluster``
+commands read the password of a ``--requirepass`` cluster from its folder.
 
 Each subcommand is registered by one ``_add_<name>_parser`` function that sets
 ``func`` (the handler, returning the exit code); add new subcommands the same way
@@ -222,12 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=level, format=verbose_fmt if args.verbose else f"{PROG}: %(levelname)s: %(message)s")
         if args.verbose < 3:
             logging.getLogger("redis").setLevel(logging.WARNING)
+    from cluster.peerauth import SecretFileError
     from cluster.servers import LauncherError
     from gears.errors import GearsError
 
     try:
         return int(args.func(args) or 0)
-    except (LauncherError, UsageError, GearsError) as exc:
+    except (LauncherError, UsageError, GearsError, SecretFileError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

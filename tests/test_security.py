@@ -305,3 +305,33 @@ def _listening_addresses(port: int) -> set[str]:
 def test_everything_listens_on_loopback_only(cluster3: launcher.ClusterState) -> None:
     for port in cluster3.ports + cluster3.server_ports:
         assert _listening_addresses(port) == {"0100007F"}, port
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def test_cli_takes_credentials_from_the_environment(
+    secure1: launcher.ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gears.cli import main
+
+    script = tmp_path / "ids.py"
+    script.write_text("GB('ShardsIDReader').run()\n")
+    argv = ["run", str(script), "--port", str(secure1.ports[0]), "--color", "never"]
+    monkeypatch.delenv("GEARS_USER", raising=False)
+    monkeypatch.delenv("GEARS_PASSWORD", raising=False)
+    assert main(argv) == 1
+    assert "authenticate" in capsys.readouterr().err.lower()
+    monkeypatch.setenv("GEARS_USER", "default")
+    monkeypatch.setenv("GEARS_PASSWORD", PASSWORD)
+    assert main(argv) == 0
+    password_file = tmp_path / "pw"
+    password_file.write_text(PASSWORD)
+    password_file.chmod(0o644)
+    monkeypatch.delenv("GEARS_PASSWORD")
+    assert main([*argv, "--password-file", str(password_file)]) == 1
+    assert "accessible by other users" in capsys.readouterr().err
+    password_file.chmod(0o600)
+    assert main([*argv, "--password-file", str(password_file)]) == 0
+    assert main(["cluster", "status", "--dir", secure1.dir, "--json"]) == 0
+    assert '"state": "ok"' in capsys.readouterr().out
