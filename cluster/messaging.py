@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import ssl
 from collections import deque
 from typing import Any
 
@@ -52,9 +53,11 @@ def encode_message(kind: str, header: Any, blob: bytes | None) -> bytes:
 class PeerLink:
     """An ordered message connection to one peer gears node."""
 
-    def __init__(self, address: tuple[str, int], secret: PeerSecret) -> None:
+    def __init__(self, address: tuple[str, int], secret: PeerSecret, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: dial the peer's front door over TLS with this context."""
         self.address = address
         self._secret = secret
+        self._tls = tls
         self._writer: asyncio.StreamWriter | None = None
         self._replies: deque[asyncio.Future[Any] | None] = deque()
         self._backlog: list[tuple[bytes, asyncio.Future[Any] | None]] = []
@@ -86,7 +89,7 @@ class PeerLink:
 
     async def _connect(self) -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.address), CONNECT_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.address, ssl=self._tls), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             self._fail_backlog(NodeUnavailable(f"gears node {self.address[0]}:{self.address[1]} unreachable: {exc}"))
             return

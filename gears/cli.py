@@ -186,6 +186,9 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     from gears.credentials import add_arguments as add_credentials
 
     add_credentials(node)
+    from gears.tls import add_arguments as add_tls
+
+    add_tls(node)
     node.add_argument(
         "--peer-secret-file", metavar="PATH",
         help="file (mode 0600) with the deployment's peer secret (default: $GEARS_PEER_SECRET_FILE or $GEARS_PEER_SECRET)",

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -321,6 +322,7 @@ class FrontDoor:
     * ``authorize``: optional :data:`Authorizer`, run after that check before every
       handler (the server's ACL for ``RG.*``/``AI.*``).
     * ``interceptor``: optional :class:`Interceptor`.
+    * ``tls``: serve TLS with this context (``None``: plain TCP).
     """
 
     def __init__(
@@ -332,12 +334,14 @@ class FrontDoor:
         address_map: AddressMap,
         authorize: Authorizer | None = None,
         interceptor: Interceptor | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
         self.address_map = address_map
         self.authorize = authorize
         self.interceptor = interceptor
+        self.tls = tls
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
         #: Names (as sent) known to be forwarded plainly: the request fast path's check.
@@ -365,8 +369,10 @@ class FrontDoor:
         """Bind ``listen`` and start serving; raises :class:`OSError` if the port is taken."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
-        self._server = await loop.create_server(lambda: _Connection(self), host, port)
-        log.info("front door listening on %s:%d (server node %s)", *self.address, self._server_label)
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, ssl=self.tls)
+        log.info(
+            "front door listening on %s:%d%s (server node %s)", *self.address, " (TLS)" if self.tls else "", self._server_label
+        )
 
     @property
     def address(self) -> tuple[str, int]:

@@ -36,6 +36,8 @@ from .config import GearsConfig
 from .coordinator import Coordinator
 from .credentials import Credentials
 from .sessions import SessionRecord, SessionStore
+from .tls import TLSOptions
+from . import tls as _tls
 from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
 from .interception import CommandTable, RegistrationInterceptor
@@ -80,6 +82,7 @@ class GearsNode:
         credentials: Credentials | None = None,
         peer_secret: PeerSecret | None = None,
         config: dict[str, str] | None = None,
+        tls: TLSOptions | None = None,
     ) -> None:
         self.server_address = server
         self.listen = listen
@@ -87,6 +90,8 @@ class GearsNode:
         #: The announced front door address as peers dial it (``host:port``).
         self.announce_text = "%s:%d" % self.announce
         self.peer_secret = peer_secret or PeerSecret(PeerSecret.generate())
+        self.tls = tls
+        self._peer_tls = tls.client_context() if tls is not None else None
         self.config = GearsConfig(config)
         self.run_id = secrets.token_hex(20)
         self.server = aioredis.Redis(
@@ -129,6 +134,7 @@ class GearsNode:
             address_map=self.view.frontdoor_for,
             authorize=self.access.authorize,
             interceptor=self.interceptor,
+            tls=tls.server_context() if tls is not None else None,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -204,7 +210,7 @@ class GearsNode:
             raise NodeUnavailable(f"no gears node is known for shard {index} yet")
         link = self._links.get(address)
         if link is None:
-            link = self._links[address] = PeerLink(address, self.peer_secret)
+            link = self._links[address] = PeerLink(address, self.peer_secret, self._peer_tls)
         return link
 
     def peer_run_id(self, index: int) -> str | None:
@@ -281,6 +287,7 @@ class GearsNode:
             "user": self._worker_credentials.user,
             "password": self._worker_credentials.password,
             "node_user": self.access.node_user,
+            "frontdoor_ca": (self.tls.ca_cert_file or "") if self.tls is not None else None,
         }
 
     def _on_worker_started(self) -> None:
@@ -457,7 +464,8 @@ def main(args: Any) -> int:
     try:
         credentials = _credentials.from_args(args)
         peer_secret = _peer_secret(args)
-    except SecretFileError as exc:
+        tls = _tls.from_args(args)
+    except (SecretFileError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     finally:
         _credentials.scrub_environment()
@@ -468,6 +476,7 @@ def main(args: Any) -> int:
         credentials=credentials,
         peer_secret=peer_secret,
         config=_config_pairs(getattr(args, "config", None) or []),
+        tls=tls,
     )
     try:
         import uvloop

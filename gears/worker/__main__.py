@@ -1,7 +1,9 @@
 """``python -m gears.worker --fd N --server HOST:PORT --frontdoor HOST:PORT``.
 
 Started by a gears node (never by hand). The node's first message on the socket
-carries the server credentials (``("secrets", {"user", "password", "node_user"})``).
+carries the server credentials and how to reach the front door (``("secrets", {"user",
+"password", "node_user", "frontdoor_ca"})``; ``frontdoor_ca`` is ``None`` for a plain
+front door, else the CA file that verifies its TLS certificate, ``""`` for the system's).
 Requirement environments listed in
 ``GEARS_REQUIREMENT_PATHS`` (``os.pathsep``-separated) are put in front of
 ``sys.path`` before any user code runs.
@@ -42,8 +44,14 @@ def main() -> None:
     if kind != "secrets":
         raise SystemExit(f"gears-worker: expected the node's credentials first, got {kind!r}")
     channel = ThreadChannel(sock)
+    frontdoor_tls = None
+    if secrets["frontdoor_ca"] is not None:
+        import ssl
+
+        frontdoor_tls = ssl.create_default_context(cafile=secrets["frontdoor_ca"] or None)
     worker = WorkerProcess(
-        channel, args.server, args.frontdoor, Credentials(secrets["user"], secrets["password"]), secrets["node_user"]
+        channel, args.server, args.frontdoor, Credentials(secrets["user"], secrets["password"]), secrets["node_user"],
+        frontdoor_tls,
     )
     try:
         channel.serve(worker.handle_message, worker.handle_call, worker.start_call)

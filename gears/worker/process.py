@@ -21,6 +21,7 @@ import collections
 import itertools
 import logging
 import os
+import ssl
 import sys
 import threading
 import uuid
@@ -64,12 +65,13 @@ class WorkerProcess:
         frontdoor: tuple[str, int],
         credentials: Credentials,
         node_user: str,
+        frontdoor_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.channel = channel
         #: The ACL user of the gears node: code started by it needs no per-command check.
         self.node_user = node_user
         self.server = ConnectionPerThread(server[0], server[1], credentials)
-        self.frontdoor = ConnectionPerThread(frontdoor[0], frontdoor[1], credentials)
+        self.frontdoor = ConnectionPerThread(frontdoor[0], frontdoor[1], credentials, tls=frontdoor_tls)
         self.config: dict[str, Any] = {"ExecutionMaxIdleTime": 5000, "PythonAttemptTraceback": 1, "extra": {}}
         self.shard_map = ShardMap.standalone()
         self.executions: dict[str, LocalExecution] = {}
