@@ -17,7 +17,8 @@ Per client connection
   reached the waiting commands get ``-ERR server node <host:port> unavailable (...)``
   and the next forwarded command tries again; if an established upstream
   connection is lost (the server closed it, or died) the client connection is
-  closed too, as the server would have done.
+  closed too, with no reply for the requests still waiting, as the server would
+  have done.
 * **Forwarding.** Requests are framed (not re-encoded) as they arrive, and a run
   of forwarded requests is written upstream in one piece as soon as it is parsed.
   Replies are matched FIFO to the requests that produced them and a run of replies
@@ -44,9 +45,18 @@ Per client connection
   ``-ERR Command not allowed inside a transaction`` and makes the ``EXEC`` fail,
   as the server does for such commands. ``CLUSTER ...`` replies inside a
   transaction (in the ``EXEC`` array) are not rewritten.
-* **Bad input.** Malformed RESP gets ``-ERR Protocol error: ...`` (the server's
-  wording) and the connection is closed; a bulk argument over 512 MB is refused
-  from its header, before its bytes are buffered.
+* **Framing.** Requests are framed by the server's own rules (see
+  :func:`gears.respparse.scan_command`), however the input is cut into reads, so the
+  front door and the server always agree on where each request ends and how many
+  replies will come. Inline requests that are forwarded go to the server as they
+  came (the server splits their arguments itself); a blank inline line gets no
+  reply, as on the server.
+* **Bad input.** Input outside standard RESP framing (a bad length or CRLF, a NUL
+  in a request line, an inline request over 64 KB, unbalanced quotes, a bulk over
+  512 MB, judged from its header before its bytes are buffered) is not framed by
+  the front door: from there on the connection is a pipe and the server answers
+  as it does (``-ERR Protocol error: ...`` and a close, in its own words and by
+  its own version's rules).
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ from .commands import MARKED_REPLIES, MARKED_REPLY
 from .errors import GearsError, NodeUnavailable
 from .resp import RawReply, encode, encode_command, encode_error
 from .respparse import (
+    INLINE_BLANKS,
     MAX_INLINE_LEN,
     Node,
     RespProtocolError,
@@ -240,6 +251,9 @@ _BUILTIN_ROUTES = {
 
 #: A reply slot whose reply is dropped (a command sent only for its side effect).
 _DROP = object()
+#: What the fast paths' readers return when no whole message is left (``False``, the
+#: default, would equal a ``:0`` reply and end ``iter(reader.gets, ...)`` early).
+_INCOMPLETE = object()
 #: Fed to a hiredis reader after a chunk: it parses as ``[]`` only if the chunk ended
 #: on a message boundary (else it lands inside the unfinished message).
 _SENTINEL = b"*0\r\n"
@@ -269,11 +283,48 @@ def _set_nodelay(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _reader() -> hiredis.Reader:
+    """A hiredis reader for the fast paths (see :data:`_INCOMPLETE`)."""
+    return hiredis.Reader(notEnoughData=_INCOMPLETE)
+
+
+def _ends_on_boundary(reader: hiredis.Reader) -> bool:
+    """Whether ``reader`` (every whole message taken out) stopped on a message boundary.
+
+    It is fed :data:`_SENTINEL`: that parses as ``[]`` only from a boundary. Inside an
+    unfinished message it either completes something else, leaves the message
+    unfinished, or is malformed there (a chunk that ended on a type byte or inside a
+    length: hiredis raises), so the reader must be replaced after a ``False``.
+    """
+    reader.feed(_SENTINEL)
+    try:
+        return reader.gets() == []  # type: ignore[no-any-return]
+    except hiredis.ProtocolError:
+        return False
+
+
 def _args_of(raw: bytes) -> list[bytes]:
     """The arguments of one complete, already framed multibulk request."""
     reader = hiredis.Reader()
     reader.feed(raw)
     return reader.gets()  # type: ignore[no-any-return]
+
+
+def _inline_args(line: bytes) -> list[bytes] | None:
+    """The arguments of an inline request line (without its ``\\n``), or ``None`` for a
+    blank line (the server skips it without a reply).
+
+    Raises :class:`RespProtocolError` for a line the front door does not frame: one
+    over the inline size limit, one with a NUL (the server never sees its end) or one
+    :func:`split_inline` refuses.
+    """
+    if len(line) > MAX_INLINE_LEN:
+        raise RespProtocolError("too big inline request")
+    if b"\0" in line:
+        raise RespProtocolError("NUL byte in an inline request")
+    if all(map(INLINE_BLANKS.__contains__, line)):
+        return None
+    return split_inline(line[:-1] if line.endswith(b"\r") else line)
 
 
 def _error_line(text: str) -> bytes:
@@ -619,7 +670,7 @@ class _Connection(asyncio.Protocol):
         # client input
         self._inbuf = bytearray()  # unparsed input (an incomplete request, or input held by a barrier)
         self._need = 0  # length _inbuf must reach before parsing can go on
-        self._reqreader = hiredis.Reader()  # request fast path
+        self._reqreader = _reader()  # request fast path
         self._blocked = False  # a barrier is waiting or running: input is held
         self._barrier_job: Callable[[], Awaitable[bytes]] | None = None  # waiting for earlier replies
         self._barrier_task: asyncio.Task[None] | None = None
@@ -633,7 +684,7 @@ class _Connection(asyncio.Protocol):
         self._special = 0  # slots that are not None
         self._upbuf = bytearray()
         self._upneed = 0
-        self._repreader = hiredis.Reader()  # reply fast path
+        self._repreader = _reader()  # reply fast path
         self._resp3 = False  # HELLO 3 was sent: push frames may come, replies take the exact path
         self._up_pipe = False  # server → client is a pipe (only redirections rewritten)
 
@@ -714,7 +765,7 @@ class _Connection(asyncio.Protocol):
         reader = self._reqreader
         reader.feed(data)
         try:
-            cmds = list(iter(reader.gets, False))
+            cmds = list(iter(reader.gets, _INCOMPLETE))
         except hiredis.ProtocolError:
             cmds = None
         if cmds and data[0] == 42 and not reader.has_data():
@@ -723,15 +774,20 @@ class _Connection(asyncio.Protocol):
             except (TypeError, LookupError):  # not a list of bulk strings
                 plain = False
             if plain and b"\r\n~" not in data and b"\r\n>" not in data and b"\r\n|" not in data:
-                reader.feed(_SENTINEL)
-                if reader.gets() == []:
+                if _ends_on_boundary(reader):
                     self._forward_run(data, len(cmds))
                     return True
-        self._reqreader = hiredis.Reader()
+        self._reqreader = _reader()
         return False
 
     def _process(self, buf: bytes) -> None:
-        """Frame and dispatch the requests in ``buf`` (input not yet parsed), exactly."""
+        """Frame and dispatch the requests in ``buf`` (input not yet parsed), exactly.
+
+        Framing follows the server's rules (:func:`scan_command`; inline requests end
+        at ``\\n``), so the front door counts the same requests, and so the same
+        replies, as the server will. Plain requests, inline ones too, are forwarded as
+        they came: the server parses them itself.
+        """
         n = len(buf)
         pos = 0
         span = -1  # start of a run of plain requests not yet written upstream
@@ -745,7 +801,7 @@ class _Connection(asyncio.Protocol):
                     if end < 0:
                         need = -end
                         break
-                    if name_start == name_end:  # "*0": ignored, like the server does
+                    if name_start == name_end:  # a count <= 0: skipped, like the server does
                         if span >= 0:
                             self._forward_run(buf[span:pos], count)
                             span, count = -1, 0
@@ -760,7 +816,6 @@ class _Connection(asyncio.Protocol):
                         count += 1
                         pos = end
                         continue
-                    raw: bytes | None = buf[pos:end]
                     args = _args_of(buf[pos:end])
                 else:  # inline request
                     e = buf.find(b"\n", pos, n)
@@ -770,22 +825,33 @@ class _Connection(asyncio.Protocol):
                         need = n + 1
                         break
                     end = e + 1
-                    args = split_inline(buf[pos:e])
-                    raw = None
-                    kind = self.door._routes.get(args[0].upper(), _PLAIN) if args else _PLAIN
+                    args = _inline_args(buf[pos:e])
+                    if args is None:  # a blank line: no reply
+                        if span >= 0:
+                            self._forward_run(buf[span:pos], count)
+                            span, count = -1, 0
+                        pos = end
+                        continue
+                    kind = self.door._routes.get(args[0].upper(), _PLAIN)
+                    if kind == _PLAIN:
+                        if span < 0:
+                            span = pos
+                        count += 1
+                        pos = end
+                        continue
                 if span >= 0:
                     self._forward_run(buf[span:pos], count)
                     span, count = -1, 0
+                raw = buf[pos:end]
                 pos = end
-                if args:
-                    self._dispatch(kind, args, raw)
-                    if self._blocked or self._pipe:
-                        break
+                self._dispatch(kind, args, raw)
+                if self._blocked or self._pipe:
+                    break
         except RespProtocolError as exc:
-            if span >= 0:
-                self._forward_run(buf[span:pos], count)
-            self._protocol_error(str(exc))
-            return
+            # Not framed here: the rest goes to the server as it is, and so does
+            # everything the client sends later; the server answers what it will.
+            log.debug("client %d: %s; the connection becomes a pipe", self._cid, exc)
+            self._pipe = True
         if span >= 0:
             self._forward_run(buf[span:pos], count)
         if pos < n:
@@ -800,13 +866,9 @@ class _Connection(asyncio.Protocol):
         else:
             self._need = 0
 
-    def _dispatch(self, kind: int, args: list[bytes], raw: bytes | None) -> None:
-        """Handle one request that is not plain forwarding."""
-        if raw is None:
-            raw = encode_command(args)
-        if kind == _PLAIN:
-            self._forward(raw, None)
-        elif kind == _HANDLER:
+    def _dispatch(self, kind: int, args: list[bytes], raw: bytes) -> None:
+        """Handle one request that is not plain forwarding (``raw``: as it came)."""
+        if kind == _HANDLER:
             handler = self.door._handlers[args[0].upper()]
             self._barrier(partial(self._run_handler, handler, args))
         elif kind == _INTERCEPT:
@@ -833,12 +895,6 @@ class _Connection(asyncio.Protocol):
         if name == b"HELLO":
             return _S_AUTH
         return _WATCH_KINDS.get(name)
-
-    def _protocol_error(self, message: str) -> None:
-        log.debug("client %d: protocol error: %s", self._cid, message)
-        self._inbuf = bytearray()
-        self._close_after = True
-        self._barrier(partial(_constant, _error_line("ERR Protocol error: " + message)))
 
     # ------------------------------------------------------------------ forwarding
 
@@ -913,15 +969,14 @@ class _Connection(asyncio.Protocol):
         reader = self._repreader
         reader.feed(data)
         try:
-            k = len(list(iter(reader.gets, False)))
+            k = len(list(iter(reader.gets, _INCOMPLETE)))
         except hiredis.ProtocolError:
             k = 0
         ok = 0 < k <= len(self._pending) and not reader.has_data() and b"-MOVED " not in data and b"-ASK " not in data
         if ok and k < len(self._pending):  # (all awaited replies in: nothing can be left over)
-            reader.feed(_SENTINEL)
-            ok = reader.gets() == []
+            ok = _ends_on_boundary(reader)
         if not ok:
-            self._repreader = hiredis.Reader()
+            self._repreader = _reader()
             return False
         if k == len(self._pending):
             self._pending.clear()
@@ -1054,11 +1109,15 @@ class _Connection(asyncio.Protocol):
         self._upneed = 0
         if self.closed:
             return
+        if up.established or self._pipe:
+            # The server ended the session (a protocol error it answered, CLIENT KILL, a
+            # crash): a client of the server would see the connection close and nothing
+            # more, so the requests still waiting get no made-up reply.
+            self.transport.close()  # type: ignore[union-attr]
+            return
         if replies:
             self.transport.write(replies)  # type: ignore[union-attr]
-        if up.established or self._pipe:
-            self.transport.close()  # type: ignore[union-attr]
-        elif self._barrier_job is not None:
+        if self._barrier_job is not None:
             self._start_barrier()
 
     def _fail_slots(self, error: NodeUnavailable) -> bytes:

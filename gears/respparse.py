@@ -7,7 +7,7 @@ wire format, all here:
   command name is, checking the framing like the server does (so a malformed or
   oversized request is rejected before it is buffered);
 * :func:`split_inline` splits an inline request (``PING`` typed in telnet) the way
-  the server's ``sdssplitargs`` does;
+  the server does (needed only for the commands the front door answers itself);
 * :func:`scan_reply` finds where one reply ends (RESP2 and RESP3 types
   ``+ - : $ * _ , # ( ! = % ~ > |``) so replies can be matched to requests and
   passed on as raw bytes;
@@ -21,7 +21,10 @@ length needed before scanning again can make progress.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
+    "INLINE_BLANKS",
     "MAX_INLINE_LEN",
     "PROTO_MAX_BULK_LEN",
     "Node",
@@ -51,124 +54,161 @@ _AGGREGATE_TYPES = frozenset(b"*~>%|")
 
 
 class RespProtocolError(ValueError):
-    """Malformed RESP; ``str()`` is the server's wording after ``Protocol error: ``."""
+    """Input or a reply outside the framing the scanners accept; ``str()`` says why."""
 
 
 # --------------------------------------------------------------------------- requests
+
+
+#: Lengths as every server version reads them (its ``string2ll``): no sign but ``-``,
+#: no leading zero, no blanks, at most 19 digits; range-checked after matching.
+_LONG_LONG = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+_LL_MIN, _LL_MAX = -(2**63), 2**63 - 1
+
+
+def _server_int(text: bytes) -> int | None:
+    """``text`` as a long long the way the server reads lengths, or ``None``."""
+    if _LONG_LONG.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if _LL_MIN <= value <= _LL_MAX else None
+
+
+def _header(buf: bytes, p: int, n: int, what: str) -> tuple[int, int]:
+    """Read the ``<type><integer>\\r\\n`` header at ``p``: ``(value, next_pos)``, or
+    ``(0, -1)`` when it is not complete in ``buf[:n]`` yet."""
+    e = buf.find(b"\r", p, n)
+    if buf.find(b"\0", p, n if e < 0 else e) >= 0:
+        raise RespProtocolError(f"NUL byte in a {what} line")  # the server never finds its end
+    if e < 0 or e + 1 >= n:
+        if n - p > MAX_INLINE_LEN:
+            raise RespProtocolError(f"too big {what} line")
+        return 0, -1
+    if buf[e + 1] != 10:
+        raise RespProtocolError("invalid CRLF in request")
+    value = _server_int(buf[p + 1 : e])
+    if value is None:
+        raise RespProtocolError(f"invalid {what}")
+    return value, e + 2
 
 
 def scan_command(buf: bytes, pos: int, n: int) -> tuple[int, int, int]:
     """Frame one multibulk request starting at ``buf[pos] == ord("*")``.
 
     Returns ``(end, name_start, name_end)``: the request is ``buf[pos:end]`` and its
-    command name ``buf[name_start:name_end]`` (empty for ``*0``, which the server
-    ignores). When the request is not complete in ``buf[:n]`` it returns
-    ``(-need, 0, 0)`` where ``need`` is the buffer length required to go on; the
-    length of every complete bulk header is already checked then, so an oversized
-    argument is refused before its bytes arrive.
+    command name ``buf[name_start:name_end]`` (empty for a count ``<= 0``, which the
+    server skips without a reply). When the request is not complete in ``buf[:n]`` it
+    returns ``(-need, 0, 0)`` where ``need`` is the buffer length required to go on.
 
-    Raises :class:`RespProtocolError` with the server's message for bad framing.
+    Framing is the strictest any server applies (headers ``*<n>\\r\\n`` and
+    ``$<len>\\r\\n`` with strict decimal lengths, every bulk followed by ``\\r\\n``,
+    bulks up to the default ``proto-max-bulk-len``). Input outside it raises
+    :class:`RespProtocolError` as soon as it is seen: servers disagree about such
+    input (Redis skips the two bytes after a bulk unread, Valkey's patch releases
+    refuse them; a NUL hides a line's end from the server), so the front door does
+    not frame it and lets the server judge it.
     """
-    e = buf.find(_CRLF, pos, n)
-    if e < 0:
-        if n - pos > MAX_INLINE_LEN:
-            raise RespProtocolError("too big mbulk count string")
+    argc, p = _header(buf, pos, n, "multibulk length")
+    if p < 0:
         return -(n + 1), 0, 0
-    try:
-        argc = int(buf[pos + 1 : e])
-    except ValueError:
-        raise RespProtocolError("invalid multibulk length") from None
     if argc > _MAX_MULTIBULK:
         raise RespProtocolError("invalid multibulk length")
-    p = e + 2
     name_start = name_end = p
     for i in range(argc):
         if p >= n:
             return -(p + 1), 0, 0
         if buf[p] != _DOLLAR:
             raise RespProtocolError(f"expected '$', got '{chr(buf[p])}'")
-        e = buf.find(_CRLF, p, n)
-        if e < 0:
-            if n - p > MAX_INLINE_LEN:
-                raise RespProtocolError("too big bulk count string")
+        size, data = _header(buf, p, n, "bulk length")
+        if data < 0:
             return -(n + 1), 0, 0
-        try:
-            size = int(buf[p + 1 : e])
-        except ValueError:
-            raise RespProtocolError("invalid bulk length") from None
         if size < 0 or size > PROTO_MAX_BULK_LEN:
             raise RespProtocolError("invalid bulk length")
         if i == 0:
-            name_start = e + 2
-            name_end = name_start + size
-        p = e + 4 + size
+            name_start, name_end = data, data + size
+        p = data + size + 2
         if p > n:
             return -p, 0, 0
+        if buf[p - 2 : p] != b"\r\n":
+            raise RespProtocolError("invalid CRLF in request")
     return p, name_start, name_end
 
 
+#: What the server skips before an inline request's first argument (C ``isspace``).
+INLINE_BLANKS = frozenset(b" \t\n\v\f\r")
+#: What ends an unquoted inline argument.
+_SEPARATORS = frozenset(b" \t\n\r\0")
 _ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("a"): b"\a"}
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-_SPACES = frozenset(b" \n\r\t\0\x0b\x0c")
 
 
 def split_inline(line: bytes) -> list[bytes]:
-    """Split an inline request line into arguments like the server's ``sdssplitargs``.
+    r"""Split an inline request line into arguments the way the server does.
 
-    Handles ``"double"`` quotes (with ``\\n``, ``\\xHH`` ... escapes) and ``'single'``
-    quotes. Raises :class:`RespProtocolError` for unbalanced quotes.
+    Arguments are separated by blanks; ``"double"`` quotes take ``\n``, ``\xHH`` ...
+    escapes and ``'single'`` quotes take ``\'``; quoted and unquoted parts next to each
+    other join into one argument (``"a"b`` is ``ab``, as Valkey 8+ reads it). Raises
+    :class:`RespProtocolError` for an unterminated quote.
+
+    The front door needs this only for the commands it answers or intercepts itself:
+    every other inline request goes to the server as it came, and the server splits it.
+
+    >>> split_inline(b'SET k "a b\x41"x \'it\\\'s\'')
+    [b'SET', b'k', b'a bAx', b"it's"]
     """
     args: list[bytes] = []
     i, n = 0, len(line)
     while True:
-        while i < n and line[i] in _SPACES:
+        while i < n and line[i] in INLINE_BLANKS:
             i += 1
         if i >= n:
             return args
         current = bytearray()
-        in_double = in_single = False
-        while True:
-            if in_double:
-                if i >= n:
-                    raise RespProtocolError("unbalanced quotes in request")
-                c = line[i]
-                if c == 92 and i + 3 < n and line[i + 1] == 120 and line[i + 2] in _HEX and line[i + 3] in _HEX:
-                    current.append(int(line[i + 2 : i + 4], 16))
-                    i += 3
-                elif c == 92 and i + 1 < n:
-                    i += 1
-                    current += _ESCAPES.get(line[i], bytes((line[i],)))
-                elif c == 34:
-                    if i + 1 < n and line[i + 1] not in _SPACES:
-                        raise RespProtocolError("unbalanced quotes in request")
-                    in_double = False
-                else:
-                    current.append(c)
-            elif in_single:
-                if i >= n:
-                    raise RespProtocolError("unbalanced quotes in request")
-                c = line[i]
-                if c == 92 and i + 1 < n and line[i + 1] == 39:
-                    i += 1
-                    current.append(39)
-                elif c == 39:
-                    if i + 1 < n and line[i + 1] not in _SPACES:
-                        raise RespProtocolError("unbalanced quotes in request")
-                    in_single = False
-                else:
-                    current.append(c)
+        while i < n and line[i] not in _SEPARATORS:
+            c = line[i]
+            if c == 34:  # '"'
+                i = _double_quoted(line, i + 1, current)
+            elif c == 39:  # "'"
+                i = _single_quoted(line, i + 1, current)
             else:
-                if i >= n or line[i] in _SPACES:
-                    break
-                c = line[i]
-                if c == 34:
-                    in_double = True
-                elif c == 39:
-                    in_single = True
-                else:
-                    current.append(c)
-            i += 1
+                current.append(c)
+                i += 1
         args.append(bytes(current))
+
+
+def _double_quoted(line: bytes, i: int, out: bytearray) -> int:
+    """Append the double-quoted part starting after its quote; return the index after it."""
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c == 92 and i + 3 < n and line[i + 1] == 120 and line[i + 2] in _HEX and line[i + 3] in _HEX:
+            out.append(int(line[i + 2 : i + 4], 16))
+            i += 4
+        elif c == 92 and i + 1 < n:
+            out += _ESCAPES.get(line[i + 1], line[i + 1 : i + 2])
+            i += 2
+        elif c == 34:
+            return i + 1
+        else:
+            out.append(c)
+            i += 1
+    raise RespProtocolError("unbalanced quotes in request")
+
+
+def _single_quoted(line: bytes, i: int, out: bytearray) -> int:
+    """Append the single-quoted part starting after its quote; return the index after it."""
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if c == 92 and i + 1 < n and line[i + 1] == 39:
+            out.append(39)
+            i += 2
+        elif c == 39:
+            return i + 1
+        else:
+            out.append(c)
+            i += 1
+    raise RespProtocolError("unbalanced quotes in request")
 
 
 # --------------------------------------------------------------------------- replies

@@ -100,6 +100,24 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
         time.sleep(interval)
 
 
+def get_following_moved(port: int, key: str, timeout: float = 60.0) -> str | None:
+    """``GET key`` as a plain (non-cluster) client does it, the way ``redis-cli -c`` does:
+    ask the front door on ``port`` and follow one ``MOVED`` to the address it names."""
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=timeout)
+    try:
+        return client.get(key)  # type: ignore[return-value]
+    except redis.exceptions.MovedError as moved:
+        target = redis.Redis(host=moved.host, port=moved.port, decode_responses=True, socket_timeout=timeout)
+        try:
+            return target.get(key)  # type: ignore[return-value]
+        finally:
+            target.close()
+    finally:
+        client.close()
+
+
 @contextlib.contextmanager
 def serving(app: object, port: int) -> Iterator[str]:
     """Serve an ASGI ``app`` with uvicorn on ``port`` in a thread; yields its base URL."""

@@ -1,15 +1,14 @@
 """The front door (gears/frontdoor.py) and its RESP scanners (gears/respparse.py).
 
 Three real front doors run in-process (on a uvloop loop in a background thread) in
-front of the ``server_cluster3`` servers; clients (raw sockets, redis-py,
-redis-cli) talk to them as they would to a gears node.
+front of the ``server_cluster3`` servers; clients (raw sockets, redis-py)
+talk to them as they would to a gears node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -461,18 +460,6 @@ def test_moved_and_ask_rewritten(env: Env) -> None:
         target.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
         source.close()
         target.close()
-
-
-def test_redis_cli_cluster_mode(env: Env) -> None:
-    cli = shutil.which("redis-cli")
-    if cli is None:
-        pytest.skip("redis-cli is not installed")
-    key = env.key_on(2, "cli")
-    base = [cli, "-c", "-h", HOST, "-p", str(env.ports[0])]
-    done = subprocess.run([*base, "SET", key, "via-cli"], capture_output=True, text=True, timeout=10)
-    assert done.stdout.strip() == "OK"
-    done = subprocess.run([*base, "GET", key], capture_output=True, text=True, timeout=10)
-    assert done.stdout.strip() == "via-cli"
 
 
 def parsed(raw: Raw, *args: Any) -> Any:
