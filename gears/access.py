@@ -165,19 +165,25 @@ class AccessControl:
         )
 
     async def user_of(self, ctx: Any) -> str:
-        """The ACL user of a front door client (``ctx``: its :class:`~gears.frontdoor.ClientContext`)."""
+        """The ACL user of a front door client (``ctx``: its :class:`~gears.frontdoor.ClientContext`).
+
+        Found in ``CLIENT LIST`` by the address of the client's upstream connection; where
+        that does not name exactly one connection (a Unix socket), the client's own
+        ``ACL WHOAMI`` answers (for users allowed to run it)."""
         if ctx.user is None:
             address = ctx.upstream_address()
-            listing = _text(await self._server.execute_command("CLIENT", "LIST")) if address else ""
-            wanted = "addr=%s:%d" % address if address else None
-            for line in listing.splitlines():
-                fields = line.split(" ")
-                if wanted in fields:
-                    ctx.user = next((f[5:] for f in fields if f.startswith("user=")), None)
-                    break
-            if ctx.user is None:
-                raise PermissionDenied("the gears node cannot tell which ACL user this connection is")
-        return ctx.user
+            users = []
+            if address is not None:
+                wanted = "addr=%s:%d" % address
+                for line in _text(await self._server.execute_command("CLIENT", "LIST")).splitlines():
+                    fields = line.split(" ")
+                    if wanted in fields:
+                        users.append(next((f[5:] for f in fields if f.startswith("user=")), None))
+            if len(users) == 1 and users[0]:
+                ctx.user = users[0]
+            else:
+                ctx.user = _text(await ctx.call_server("ACL", "WHOAMI"))
+        return ctx.user  # type: ignore[no-any-return]
 
     async def authorize(self, ctx: Any, args: list[bytes]) -> None:
         """The front door's :data:`~gears.frontdoor.Authorizer`: may this client run ``args``?

@@ -283,6 +283,20 @@ def test_user_code_runs_with_the_callers_rights(where: str, request: pytest.Fixt
         assert wait_for(lambda: str(registration()[7][17]).startswith("NOPERM"), timeout=20, what="NOPERM recorded")
         with state.client() as admin:
             assert admin.execute_command("RG.UNREGISTER", registration()[1]) == "OK"
+        # so does a time event: it keeps the user who registered it
+        script = (
+            "def tick():\n"
+            "    try:\n        execute('GET', 'secret{a}')\n        seen = 'read'\n"
+            "    except Exception as exc:\n        seen = str(exc)\n"
+            "    execute('SET', 'foo:tick{a}', seen)\n"
+            "GB('ShardsIDReader').map(lambda x: registerTE(1, tick, 'foo:timer{a}')).run(mode='async_local')"
+        )
+        results, errors = cluster.execute_command("RG.PYEXECUTE", script, target_nodes=owner)
+        assert results == ["True"] and not errors
+        try:
+            assert wait_for(lambda: (cluster.get("foo:tick{a}") or "").startswith("NOPERM"), timeout=20, what="tick")
+        finally:
+            cluster.delete("foo:timer{a}")
     finally:
         cluster.close()
 
@@ -335,3 +349,29 @@ def test_cli_takes_credentials_from_the_environment(
     assert main([*argv, "--password-file", str(password_file)]) == 0
     assert main(["cluster", "status", "--dir", secure1.dir, "--json"]) == 0
     assert '"state": "ok"' in capsys.readouterr().out
+
+
+def test_cluster_up_requirepass_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import free_base_port
+    from gears.cli import main
+
+    base = free_base_port(11421, 1)
+    folder = tmp_path / "c"
+    try:
+        assert main(["cluster", "up", "--masters", "1", "--base-port", str(base), "--dir", str(folder),
+                     "--requirepass", PASSWORD]) == 0
+        state = launcher.load_state(folder)
+        assert state is not None and state.requirepass and state.password == PASSWORD
+        with _door(state) as anonymous:
+            with pytest.raises(redis.AuthenticationError):
+                anonymous.ping()
+        with state.client() as client:
+            assert client.execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').run()")[0]
+        assert main(["cluster", "up", "--dir", str(folder), "--requirepass", "other"]) == 1
+        assert "another --requirepass" in capsys.readouterr().err
+        assert main(["cluster", "up", "--dir", str(tmp_path / "d"), "--config", "requirepass=x"]) == 1
+        assert "use --requirepass" in capsys.readouterr().err
+    finally:
+        assert main(["cluster", "down", "--dir", str(folder)]) == 0
+    assert "stopped 2 processes" in capsys.readouterr().out
+    assert launcher.status(folder)["state"] == "down"

@@ -244,7 +244,10 @@ class WorkerHost:
         return self._process.ai
 
     def register_time_event(self, args: tuple[Any, ...]) -> bool:
-        return self._process.timers.register(args)
+        user = current_user()
+        if len(args) > 2:  # the event's key is written as the user
+            self._process.check_access(user, ("SET", args[2], "x"))
+        return self._process.timers.register(args, user)
 
     def hashtag(self) -> str:
         return self._process.shard_map.hashtag

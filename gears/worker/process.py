@@ -240,9 +240,9 @@ class WorkerProcess:
         return False
 
     @staticmethod
-    def _call_in_session(fn: Any) -> Any:
-        """Run a time event's function with a session, so it may build and run flows."""
-        thread_context.session = Session("time-event", None, getattr(fn, "__globals__", {}))
+    def _call_in_session(fn: Any, user: str | None) -> Any:
+        """Run a time event's function with a session (as ``user``), so it may build and run flows."""
+        thread_context.session = Session("time-event", None, getattr(fn, "__globals__", {}), user=user)
         try:
             return fn()
         finally:
