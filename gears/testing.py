@@ -144,6 +144,9 @@ class LocalHost(Host):
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         self.execute(args)
 
+    def check_access(self, commands: list[tuple[Any, ...]]) -> None:
+        """Local runs have the rights of their connection: nothing to check."""
+
     def ai_service(self) -> Any:
         raise GearsScriptError("redisAI needs a gears node")
 

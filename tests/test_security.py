@@ -263,6 +263,12 @@ def test_user_code_runs_with_the_callers_rights(where: str, request: pytest.Fixt
             "RG.PYEXECUTE", "GB('ShardsIDReader').map(lambda x: execute('FLUSHALL')).run()", target_nodes=node
         )
         assert errors and all(e.startswith("NOPERM") for e in errors), errors
+        results, errors = cluster.execute_command(  # the redisAI module reads keys as the user too
+            "RG.PYEXECUTE",
+            "import redisAI\nGB('ShardsIDReader').map(lambda x: redisAI.getTensorFromKey('secret{%s}' % hashtag())).run()",
+            target_nodes=node,
+        )
+        assert not results and errors and all(e.startswith("NOPERM") for e in errors), errors
         # a registration keeps its user: its triggered executions cannot read secret keys either
         description = "coder-" + where
         reply = cluster.execute_command(

@@ -240,6 +240,11 @@ class WorkerHost:
             raise GearsScriptError(str(reply))
         return map_reply(reply)
 
+    def check_access(self, commands: list[tuple[Any, ...]]) -> None:
+        denied = self._process.denied(current_user(), commands)
+        if denied:
+            raise GearsScriptError(denied[min(denied)])
+
     def ai_service(self) -> Any:
         return self._process.ai
 
