@@ -164,6 +164,7 @@ def test_gears_nodes(replicated: launcher.ClusterState) -> None:
         cmdline = Path(f"/proc/{node.gears_pid}/cmdline").read_bytes().split(b"\0")[:-1]
         assert [part.decode() for part in cmdline[1:]] == [
             "-m", "gears", "node", "--redis", f"127.0.0.1:{node.port}", "--listen", f"127.0.0.1:{node.gears_port}",
+            "--peer-secret-file", str(Path(replicated.dir) / "peer.secret"),
         ]
         assert os.readlink(f"/proc/{node.gears_pid}/cwd") == os.getcwd()
         assert (Path(replicated.dir) / f"gears-{node.gears_port}.log").is_file()
