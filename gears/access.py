@@ -6,8 +6,9 @@ answers from the live rules (so a rule changed with ``ACL SETUSER`` applies to t
 command).
 
 * **Who a client is.** The ACL user its own upstream connection is authenticated as: the
-  node finds that connection in ``CLIENT LIST`` (by its address) on its own connection
-  and caches the name until the client sends ``AUTH``, ``HELLO`` or ``RESET``.
+  user named by the last ``AUTH``/``HELLO ... AUTH`` the server accepted on it, else
+  ``default`` (the front door tracks this, :attr:`gears.frontdoor.ClientContext.user`;
+  the authentication itself was checked before).
 * **What a command needs** (:func:`probes`). Each ``RG.*``/``AI.*`` command maps to the
   server commands whose rights it requires: running or changing code (``RG.PYEXECUTE``,
   triggers, registrations, aborting executions) needs ``EVAL``; reading gears state needs
@@ -164,26 +165,11 @@ class AccessControl:
             "ACL", "SETUSER", WORKER_USER, "reset", *WORKER_RULES, ">%s" % credentials.password
         )
 
-    async def user_of(self, ctx: Any) -> str:
-        """The ACL user of a front door client (``ctx``: its :class:`~gears.frontdoor.ClientContext`).
-
-        Found in ``CLIENT LIST`` by the address of the client's upstream connection; where
-        that does not name exactly one connection (a Unix socket), the client's own
-        ``ACL WHOAMI`` answers (for users allowed to run it)."""
-        if ctx.user is None:
-            address = ctx.upstream_address()
-            users = []
-            if address is not None:
-                wanted = "addr=%s:%d" % address
-                for line in _text(await self._server.execute_command("CLIENT", "LIST")).splitlines():
-                    fields = line.split(" ")
-                    if wanted in fields:
-                        users.append(next((f[5:] for f in fields if f.startswith("user=")), None))
-            if len(users) == 1 and users[0]:
-                ctx.user = users[0]
-            else:
-                ctx.user = _text(await ctx.call_server("ACL", "WHOAMI"))
-        return ctx.user  # type: ignore[no-any-return]
+    @staticmethod
+    def user_of(ctx: Any) -> str:
+        """The ACL user of an authenticated front door client (``ctx``: its
+        :class:`~gears.frontdoor.ClientContext`)."""
+        return ctx.user or "default"  # type: ignore[no-any-return]
 
     async def authorize(self, ctx: Any, args: list[bytes]) -> None:
         """The front door's :data:`~gears.frontdoor.Authorizer`: may this client run ``args``?
@@ -191,7 +177,7 @@ class AccessControl:
         A worker's own connection (user code's ``execute()``) was checked for the user the
         code runs for before it was sent; but what it would start there would run as the
         worker's account, so code-running commands are refused to it."""
-        user = await self.user_of(ctx)
+        user = self.user_of(ctx)
         if user == WORKER_USER:
             if args[0].upper().startswith(b"RG.") and probes(args)[0][0] == "EVAL":
                 raise PermissionDenied(f"{args[0].decode('utf-8', 'replace').upper()} cannot be run from user code")

@@ -145,7 +145,7 @@ async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     if options["requirements"]:
         await node.install_requirements_everywhere(options["requirements"], force=options["force_reinstall"])
     try:
-        user = await node.access.user_of(ctx)
+        user = node.access.user_of(ctx)
         outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"], user)
     except ChannelClosed:
         raise ExecutionError("worker process exited while running the script; it is being restarted") from None

@@ -104,9 +104,10 @@ class ClientContext:
     ``id`` is unique within the front door (counting from 1); ``peer`` is the
     client's ``host:port``. ``gears_peer`` is True once the connection proved it is
     another gears node of the deployment (see :mod:`cluster.peerauth`);
-    ``handshake`` holds the nonces of a handshake in progress. ``user`` caches the
-    ACL user the client's upstream connection is authenticated as (``None``: not
-    known yet; forgotten whenever the client sends ``AUTH``, ``HELLO`` or ``RESET``).
+    ``handshake`` holds the nonces of a handshake in progress. ``user`` is the ACL
+    user the client last authenticated as with ``AUTH``/``HELLO ... AUTH`` (taken from
+    the command once the server accepted it; ``None`` before any, and after ``RESET``:
+    the connection is then ``default``'s, if it is authenticated at all).
     """
 
     __slots__ = ("_conn", "gears_peer", "handshake", "id", "peer", "user")
@@ -118,15 +119,6 @@ class ClientContext:
         self.gears_peer = False
         self.handshake: tuple[bytes, bytes] | None = None
         self.user: str | None = None
-
-    def upstream_address(self) -> tuple[str, int] | None:
-        """The local ``(host, port)`` of this client's connection to the server node: the
-        ``addr`` the server lists for it in ``CLIENT LIST`` (``None`` while unconnected)."""
-        up = self._conn._up
-        if up is None or up.transport is None:
-            return None
-        name = up.transport.get_extra_info("sockname")
-        return (name[0], name[1]) if isinstance(name, tuple) else None
 
     async def call_server(self, *args: Any) -> Any:
         """Run one command on the server node on this client's upstream connection.
@@ -325,6 +317,17 @@ def _inline_args(line: bytes) -> list[bytes] | None:
     if all(map(INLINE_BLANKS.__contains__, line)):
         return None
     return split_inline(line[:-1] if line.endswith(b"\r") else line)
+
+
+def _auth_user(args: list[bytes]) -> str | None:
+    """The ACL user ``AUTH``/``HELLO`` would authenticate as (``None``: a ``HELLO`` without ``AUTH``)."""
+    name = args[0].upper()
+    if name == b"AUTH":
+        return args[1].decode("utf-8", "surrogateescape") if len(args) > 2 else "default"
+    for i in range(2, len(args) - 2):
+        if args[i].upper() == b"AUTH":
+            return args[i + 1].decode("utf-8", "surrogateescape")
+    return None
 
 
 def _error_line(text: str) -> bytes:
@@ -665,6 +668,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.authed = False
         self.in_multi = False
+        self._auth_users: deque[str | None] = deque()  # per AUTH/HELLO in flight: the user it names
         self._tx_marked = False  # a queued form in this transaction may return marked replies
         self.out_paused = False
         # client input
@@ -884,7 +888,10 @@ class _Connection(asyncio.Protocol):
         else:
             if kind == _HELLO and len(args) > 1 and args[1] != b"2":
                 self._resp3 = True
-            self._forward(raw, self._slot_kind(args))
+            slot = self._slot_kind(args)
+            if slot == _S_AUTH:
+                self._auth_users.append(_auth_user(args))
+            self._forward(raw, slot)
 
     @staticmethod
     def _slot_kind(args: list[bytes]) -> int | None:
@@ -1073,8 +1080,14 @@ class _Connection(asyncio.Protocol):
             self.authed = False
             self._forget_identity()
         elif slot == _S_AUTH:
-            self.authed = self.authed or ok
-            self._forget_identity()
+            user = self._auth_users.popleft() if self._auth_users else None
+            # +OK (AUTH) or the HELLO map: authenticated (a +QUEUED inside MULTI is not)
+            if raw.startswith(b"+OK") or raw[:1] in (b"*", b"%"):
+                self.authed = True
+                if user is not None:
+                    self._forget_identity()
+                    if self.ctx is not None:
+                        self.ctx.user = user
         return raw
 
     def _forget_identity(self) -> None:
@@ -1130,6 +1143,7 @@ class _Connection(asyncio.Protocol):
             elif slot is not _DROP and not slot.done():
                 slot.set_exception(error)
         self._pending.clear()
+        self._auth_users.clear()
         self._inflight = 0
         self._special = 0
         return b"".join(replies)

@@ -198,6 +198,7 @@ def test_user_code_cannot_read_the_password(secure: launcher.ClusterState) -> No
 def test_limited_user_is_refused_code_and_gears_state(where: str, request: pytest.FixtureRequest) -> None:
     state = request.getfixturevalue(where)
     _set_user(state, "limited", "on", ">lpw", "~foo:*", "+get", "+set", "+ping")
+    _set_user(state, "reader", "on", ">rpw", "~*", "+@all")
     for i in _masters(state):
         with _door(state, i, username="limited", password="lpw") as client:
             client.set("foo:{%s}" % hashtag_for_slot(state.nodes[i].slots[0][0]), "v")  # its own rights work
@@ -212,6 +213,16 @@ def test_limited_user_is_refused_code_and_gears_state(where: str, request: pytes
             ):
                 with pytest.raises(redis.exceptions.NoPermissionError, match="limited has no permissions"):
                     client.execute_command(*command)
+            # the front door follows the connection's user as the server does
+            with pytest.raises(redis.AuthenticationError):
+                client.execute_command("AUTH", "nobody", "x")
+            with pytest.raises(redis.exceptions.NoPermissionError, match="limited has no permissions"):
+                client.execute_command("RG.DUMPEXECUTIONS")  # a failed AUTH changes nothing
+            client.execute_command("AUTH", "reader", "rpw")
+            assert client.execute_command("RG.DUMPEXECUTIONS") is not None
+            client.execute_command("HELLO", "2", "AUTH", "limited", "lpw")
+            with pytest.raises(redis.exceptions.NoPermissionError, match="limited has no permissions"):
+                client.execute_command("RG.DUMPEXECUTIONS")
     with state.client() as admin:  # the node's own user is unaffected
         assert admin.execute_command("RG.DUMPEXECUTIONS") is not None
 
