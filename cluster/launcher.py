@@ -380,7 +380,9 @@ def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[Proce
     check_ports_free(node.gears_port for node in nodes)
     password_file = Path(state.dir) / PASSWORD_FILE if state.requirepass else None
     for node in nodes:
-        ref = start_gears_node(node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file)
+        ref = start_gears_node(
+            node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file, Path(node.dir)
+        )
         started.append(ref)
         node.gears_pid = ref.pid
         node.python = ref.exe

@@ -384,11 +384,14 @@ def start_server(
     secrets_conf = node_dir / "secrets.conf"
     lines = [] if password is None else [f"requirepass {_config_quote(password)}", f"masterauth {_config_quote(password)}"]
     write_secret_file(secrets_conf, "\n".join(lines))
+    socket_path = server_socket(node_dir)
+    unix = ["--unixsocket", str(socket_path), "--unixsocketperm", "700"] if socket_path is not None else []
     cmd = [
         binary,
         str(secrets_conf),
         "--port", str(port),
         "--bind", HOST,
+        *unix,
         "--daemonize", "no",
         "--dir", str(node_dir),
         "--cluster-enabled", "yes",
@@ -402,17 +405,34 @@ def start_server(
     return ProcessRef(pid=pid, exe=binary, marker=str(port), name=f"server {HOST}:{port}")
 
 
+#: The Unix socket file of a server node, in its folder.
+SERVER_SOCKET = "server.sock"
+#: Longest Unix socket path the kernel takes (``sun_path`` holds 108 bytes with the NUL).
+_MAX_SOCKET_PATH = 107
+
+
+def server_socket(node_dir: Path) -> Path | None:
+    """Where the server node with data in ``node_dir`` listens on a Unix socket (``None``
+    when the path would be too long for one)."""
+    path = node_dir.resolve() / SERVER_SOCKET
+    return path if len(str(path).encode()) <= _MAX_SOCKET_PATH else None
+
+
 def gears_node_command(
-    server_port: int, gears_port: int, peer_secret_file: Path, password_file: Path | None = None
+    server_port: int, gears_port: int, peer_secret_file: Path, password_file: Path | None = None,
+    socket_path: Path | None = None,
 ) -> list[str]:
-    """The command line of the gears node serving the server node on ``server_port``
-    (secrets are named by their files, never given on it)."""
+    """The command line of the gears node serving the server node on ``server_port`` (and
+    on the Unix socket ``socket_path``, if given); secrets are named by their files, never
+    given on it."""
     cmd = [
         sys.executable, "-m", "gears", "node",
         "--redis", f"{HOST}:{server_port}",
         "--listen", f"{HOST}:{gears_port}",
         "--peer-secret-file", str(peer_secret_file),
     ]
+    if socket_path is not None:
+        cmd += ["--redis-socket", str(socket_path)]
     if password_file is not None:
         cmd += ["--password-file", str(password_file)]
     return cmd
@@ -436,14 +456,17 @@ def _gears_env() -> dict[str, str]:
 
 
 def start_gears_node(
-    server_port: int, gears_port: int, log_path: Path, peer_secret_file: Path, password_file: Path | None = None
+    server_port: int, gears_port: int, log_path: Path, peer_secret_file: Path, password_file: Path | None = None,
+    node_dir: Path | None = None,
 ) -> ProcessRef:
-    """Start a detached gears node for the server node on ``server_port``.
+    """Start a detached gears node for the server node on ``server_port`` (whose data
+    is in ``node_dir``: its front door forwards over the server's Unix socket there).
 
     It inherits this process' environment and working directory, so settings such as
     ``HF_HOME`` reach user code; its output goes to ``log_path``.
     """
-    cmd = gears_node_command(server_port, gears_port, peer_secret_file, password_file)
+    socket_path = server_socket(node_dir) if node_dir is not None else None
+    cmd = gears_node_command(server_port, gears_port, peer_secret_file, password_file, socket_path)
     pid = _spawn(cmd, log_path=log_path, cwd=os.getcwd(), env=_gears_env())
     log.info("started gears node %s:%d for server port %d (pid %d)", HOST, gears_port, server_port, pid)
     return ProcessRef(

@@ -183,6 +183,10 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     node.add_argument(
         "--announce", metavar="HOST:PORT", help="front door address clients and peers should use (default: --listen)"
     )
+    node.add_argument(
+        "--redis-socket", metavar="PATH",
+        help="the server node's Unix socket (same host): clients' commands are forwarded over it (TCP if it fails)",
+    )
     from gears.credentials import add_arguments as add_credentials
 
     add_credentials(node)

@@ -83,6 +83,7 @@ class GearsNode:
         peer_secret: PeerSecret | None = None,
         config: dict[str, str] | None = None,
         tls: TLSOptions | None = None,
+        server_socket: str | None = None,
     ) -> None:
         self.server_address = server
         self.listen = listen
@@ -135,6 +136,7 @@ class GearsNode:
             authorize=self.access.authorize,
             interceptor=self.interceptor,
             tls=tls.server_context() if tls is not None else None,
+            server_socket=server_socket,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -477,6 +479,7 @@ def main(args: Any) -> int:
         peer_secret=peer_secret,
         config=_config_pairs(getattr(args, "config", None) or []),
         tls=tls,
+        server_socket=getattr(args, "redis_socket", None),
     )
     try:
         import uvloop

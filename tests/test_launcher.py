@@ -162,10 +162,16 @@ def test_gears_nodes(replicated: launcher.ClusterState) -> None:
     for node in launcher.load_state(replicated.dir).nodes:  # type: ignore[union-attr]
         assert redis.Redis(port=node.gears_port, decode_responses=True).ping()
         cmdline = Path(f"/proc/{node.gears_pid}/cmdline").read_bytes().split(b"\0")[:-1]
+        socket_path = Path(node.dir).resolve() / "server.sock"
         assert [part.decode() for part in cmdline[1:]] == [
             "-m", "gears", "node", "--redis", f"127.0.0.1:{node.port}", "--listen", f"127.0.0.1:{node.gears_port}",
-            "--peer-secret-file", str(Path(replicated.dir) / "peer.secret"),
+            "--peer-secret-file", str(Path(replicated.dir) / "peer.secret"), "--redis-socket", str(socket_path),
         ]
+        assert socket_path.is_socket() and socket_path.stat().st_mode & 0o777 == 0o700
+        # clients' commands reach the server over the socket: their connections show its path
+        client = redis.Redis(port=node.gears_port, decode_responses=True)
+        assert client.client_setname("via-door") and str(socket_path) in client.client_info()["addr"]
+        client.close()
         assert os.readlink(f"/proc/{node.gears_pid}/cwd") == os.getcwd()
         assert (Path(replicated.dir) / f"gears-{node.gears_port}.log").is_file()
 
