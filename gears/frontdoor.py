@@ -372,8 +372,9 @@ class FrontDoor:
     * Authentication: a client must have authenticated with the server node
       (``AUTH``/``HELLO ... AUTH``, forwarded) before a handler or interceptor hook
       serves it: the front door checks with a ``PING`` on the client's own upstream
-      connection before the first one (and again after ``AUTH``, ``HELLO`` or
-      ``RESET``) and answers ``-NOAUTH Authentication required.`` (hooks: the command
+      connection before the first one (and again after ``RESET``), unless a successful
+      ``AUTH``, ``HELLO`` or ``MULTI`` proved it, and answers
+      ``-NOAUTH Authentication required.`` (hooks: the command
       is forwarded and the server refuses it). The front door never authenticates on
       a client's behalf.
     * ``authorize``: optional :data:`Authorizer`, run after that check before every
