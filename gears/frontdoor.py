@@ -193,7 +193,9 @@ class Interceptor(Protocol):
         reply as raw RESP, ``MOVED``/``ASK``/``CLUSTER`` addresses already rewritten)."""
 
 
-# Routing kinds of a command name (``0``: plain forwarding, the fast path).
+# Routing kinds of a command name (``0``: plain forwarding, the fast path; ``-1``: a
+# request the server skips without a reply, forwarded along with plain ones).
+_SKIPPED = -1
 _PLAIN = 0
 _HANDLER = 1
 _INTERCEPT = 2
@@ -803,58 +805,25 @@ class _Connection(asyncio.Protocol):
         span = -1  # start of a run of plain requests not yet written upstream
         count = 0  # requests in that run
         need = 0
-        cache = self.door._route_cache
         try:
             while pos < n:
-                if buf[pos] == 42:  # "*": multibulk
-                    end, name_start, name_end = scan_command(buf, pos, n)
-                    if end < 0:
-                        need = -end
-                        break
-                    if name_start == name_end:  # a count <= 0: skipped, like the server does
-                        if span >= 0:
-                            self._forward_run(buf[span:pos], count)
-                            span, count = -1, 0
-                        pos = end
-                        continue
-                    name = buf[name_start:name_end]
-                    cached = cache.get(name)
-                    kind = self.door.route(name) if cached is None else cached
+                end, kind, args = self._frame(buf, pos, n)
+                if end < 0:
+                    need = -end
+                    break
+                if kind in (_PLAIN, _SKIPPED):  # (one the server skips goes along: no reply comes)
+                    if span < 0:
+                        span = pos
                     if kind == _PLAIN:
-                        if span < 0:
-                            span = pos
                         count += 1
-                        pos = end
-                        continue
-                    args = _args_of(buf[pos:end])
-                else:  # inline request
-                    e = buf.find(b"\n", pos, n)
-                    if e < 0:
-                        if n - pos > MAX_INLINE_LEN:
-                            raise RespProtocolError("too big inline request")
-                        need = n + 1
-                        break
-                    end = e + 1
-                    args = _inline_args(buf[pos:e])
-                    if args is None:  # a blank line: no reply
-                        if span >= 0:
-                            self._forward_run(buf[span:pos], count)
-                            span, count = -1, 0
-                        pos = end
-                        continue
-                    kind = self.door._routes.get(args[0].upper(), _PLAIN)
-                    if kind == _PLAIN:
-                        if span < 0:
-                            span = pos
-                        count += 1
-                        pos = end
-                        continue
+                    pos = end
+                    continue
                 if span >= 0:
                     self._forward_run(buf[span:pos], count)
                     span, count = -1, 0
                 raw = buf[pos:end]
                 pos = end
-                self._dispatch(kind, args, raw)
+                self._dispatch(kind, args, raw)  # type: ignore[arg-type]
                 if self._blocked or self._pipe:
                     break
         except RespProtocolError as exc:
@@ -875,6 +844,33 @@ class _Connection(asyncio.Protocol):
                     self.pause_reading("blocked")
         else:
             self._need = 0
+
+    def _frame(self, buf: bytes, pos: int, n: int) -> tuple[int, int, list[bytes] | None]:
+        """Frame the request at ``buf[pos]``: ``(end, kind, args)``, where ``kind`` is its
+        routing kind or ``_SKIPPED`` (the server skips it without a reply) and ``args`` is
+        set for the requests the front door handles itself; ``end`` is ``-need`` while the
+        request is incomplete. Raises :class:`RespProtocolError` for input it does not frame.
+        """
+        if buf[pos] == 42:  # "*": multibulk
+            end, name_start, name_end = scan_command(buf, pos, n)
+            if end < 0:
+                return end, _PLAIN, None
+            if name_start == name_end:  # a count <= 0
+                return end, _SKIPPED, None
+            name = buf[name_start:name_end]
+            kind = self.door._route_cache.get(name)
+            if kind is None:
+                kind = self.door.route(name)
+            return end, kind, None if kind == _PLAIN else _args_of(buf[pos:end])
+        e = buf.find(b"\n", pos, n)  # inline: up to the newline
+        if e < 0:
+            if n - pos > MAX_INLINE_LEN:
+                raise RespProtocolError("too big inline request")
+            return -(n + 1), _PLAIN, None
+        args = _inline_args(buf[pos:e])
+        if args is None:  # a blank line
+            return e + 1, _SKIPPED, None
+        return e + 1, self.door._routes.get(args[0].upper(), _PLAIN), args
 
     def _dispatch(self, kind: int, args: list[bytes], raw: bytes) -> None:
         """Handle one request that is not plain forwarding (``raw``: as it came)."""

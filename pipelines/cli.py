@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
 
@@ -110,7 +111,7 @@ def _load_qa(args: argparse.Namespace) -> int:
             cluster, args.model_dir, args.backend, args.device, args.batch_size, args.min_batch_size, args.min_batch_timeout
         )
     except (DeployError, OSError, ValueError) as exc:
-        print(f"load-qa failed: {exc}")
+        print(f"load-qa failed: {exc}", file=sys.stderr)
         return 1
     finally:
         cluster.close()
