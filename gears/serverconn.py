@@ -8,11 +8,13 @@ the standard library, never on redis-py, so that user code may import whatever
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from typing import Any, Iterable, Sequence
 
 import hiredis
 
+from .credentials import Credentials
 from .errors import GearsError
 from .resp import encode_command
 
@@ -45,20 +47,23 @@ class ServerConnection:
         host: str,
         port: int,
         *,
-        password: str | None = None,
+        credentials: Credentials | None = None,
         timeout: float | None = None,
         decode: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``decode=True`` makes replies ``str`` (UTF-8, decoded in C; bytes that are not
         UTF-8 become surrogate escapes, which :func:`encode_command` turns back into the
-        same bytes)."""
+        same bytes). ``tls``: speak TLS with this context (the host name is verified)."""
         self.address = (host, port)
-        self.password = password
-        self._sock = socket.create_connection(self.address, timeout=timeout)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.credentials = credentials
+        sock = socket.create_connection(self.address, timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = tls.wrap_socket(sock, server_hostname=host) if tls is not None else sock
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape") if decode else hiredis.Reader()
-        if password:
-            self.call("AUTH", password)
+        auth = credentials.auth_args() if credentials is not None else []
+        if auth:
+            self.call("AUTH", *auth)
 
     def close(self) -> None:
         """Close the socket."""
@@ -123,16 +128,20 @@ class ServerConnection:
 class ConnectionPerThread:
     """Lazily opens one :class:`ServerConnection` per thread to the same server."""
 
-    def __init__(self, host: str, port: int, password: str | None = None, *, decode: bool = False) -> None:
-        self.host, self.port, self.password = host, port, password
+    def __init__(
+        self, host: str, port: int, credentials: Credentials | None = None, *, decode: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.credentials = host, port, credentials
         self.decode = decode
+        self.tls = tls
         self._local = threading.local()
 
     def get(self) -> ServerConnection:
         """This thread's connection (opened on first use, reopened after a failure)."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = ServerConnection(self.host, self.port, password=self.password, decode=self.decode)
+            conn = ServerConnection(self.host, self.port, credentials=self.credentials, decode=self.decode, tls=self.tls)
             self._local.conn = conn
         return conn
 

@@ -21,6 +21,7 @@ from readers.keys import read_keys
 
 from ..records import GearsScriptError, to_reply
 from ..resp import ErrorValue
+from ..credentials import Credentials
 from ..registration import Registration, dump_entry
 from ..serverconn import ConnectionPerThread
 from .host import CommandContext, Session, thread_context
@@ -52,11 +53,11 @@ class TriggeredExecution:
 class Registry:
     """Sessions, registrations and their dispatchers on this shard."""
 
-    def __init__(self, process: "WorkerProcess", server: tuple[str, int], password: str | None) -> None:
+    def __init__(self, process: "WorkerProcess", server: tuple[str, int], credentials: Credentials) -> None:
         self._process = process
         self._server = server
-        self._password = password
-        self._reads = ConnectionPerThread(server[0], server[1], password, decode=True)
+        self._credentials = credentials
+        self._reads = ConnectionPerThread(server[0], server[1], credentials, decode=True)
         self.sessions: dict[str, dict[str, Any]] = {}
         self.registrations: dict[str, Registration] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
@@ -97,7 +98,7 @@ class Registry:
                 "description": session.get("description"),
                 "requirements": session.get("requirements", []),
                 "registrations": [r.id for r in active],
-                "session": Session(session["id"], session.get("description"), {}),
+                "session": Session(session["id"], session.get("description"), {}, user=session.get("user")),
             }
         for reg in active:
             self._call_on_registered(reg)
@@ -124,7 +125,7 @@ class Registry:
             self.consumers[reg.id] = StreamConsumer(
                 reg,
                 self._server,
-                self._password,
+                self._credentials,
                 self._process.shard_map.my_id,
                 self.run,
                 lambda: self._process.shard_map.my_role == "master",
@@ -172,7 +173,7 @@ class Registry:
     # ---------------------------------------------------------------- events
     def _ensure_listener(self) -> None:
         if self._listener is None:
-            self._listener = NotificationListener(self._server, self._password, self.on_key_event)
+            self._listener = NotificationListener(self._server, self._credentials, self.on_key_event)
 
     def on_key_event(self, key: str, event: str) -> None:
         """A keyevent notification: queue it for every matching registration."""

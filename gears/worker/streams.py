@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from readers.streams import stream_record
 
+from ..credentials import Credentials
 from ..registration import Registration
 from ..serverconn import ServerConnection, ServerError
 
@@ -47,14 +48,14 @@ class StreamConsumer:
         self,
         registration: Registration,
         server: tuple[str, int],
-        password: str | None,
+        credentials: Credentials,
         consumer: str,
         run: Callable[[Registration, list[Any]], "TriggeredExecution"],
         active: Callable[[], bool],
     ) -> None:
         """``active()`` says whether this shard's server is a master (replicas consume nothing)."""
         self.registration = registration
-        self._server, self._password = server, password
+        self._server, self._credentials = server, credentials
         self._group = GROUP_PREFIX + registration.id
         self._consumer = consumer
         self._run = run
@@ -93,7 +94,7 @@ class StreamConsumer:
 
     # --------------------------------------------------------------------- loop
     def _loop(self) -> None:
-        conn = ServerConnection(*self._server, password=self._password, decode=True)
+        conn = ServerConnection(*self._server, credentials=self._credentials, decode=True)
         try:
             self._discover(conn)
             while not self._stopped:

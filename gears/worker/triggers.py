@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 
 from readers.keys import INTERNAL_PREFIX
 
+from ..credentials import Credentials
 from ..registration import Registration
 from ..serverconn import ServerConnection
 
@@ -54,8 +55,10 @@ class EventReader:
 class NotificationListener:
     """Keyevent notifications of the local server node, on a dedicated thread."""
 
-    def __init__(self, server: tuple[str, int], password: str | None, on_event: Callable[[str, str], None]) -> None:
-        self._conn = ServerConnection(server[0], server[1], password=password, decode=True)
+    def __init__(
+        self, server: tuple[str, int], credentials: Credentials, on_event: Callable[[str, str], None]
+    ) -> None:
+        self._conn = ServerConnection(server[0], server[1], credentials=credentials, decode=True)
         self._on_event = on_event
         self._barriers: deque[threading.Event] = deque()
         self._write_lock = threading.Lock()
