@@ -147,7 +147,8 @@ class RegistrationInterceptor:
             meta for meta in metas
             if (meta.get("eventTypes") is None or "keymiss" in meta["eventTypes"]) and _matches(meta["prefix"], key)
         ]
-        if not matching or await ctx.call_server("EXISTS", key_bytes):
+        # (asked on the node's own connection: the client may be allowed GET but not EXISTS)
+        if not matching or await node.server.exists(key_bytes):
             return None
         argv = [a.decode("utf-8", "surrogateescape") for a in args]
         for meta in matching:
