@@ -5,9 +5,12 @@ replicas): the gears node (front door) listens on ``P+i-1``, its server node on
 ``P+10000+i-1`` and the server's cluster bus on ``P+20000+i-1``.
 
 Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
-(the state file: topology, binary, config, pids), ``node-<server port>/`` per server
-node (``nodes.conf``, AOF/RDB, ``server.log``) and ``gears-<front door port>.log``
-per gears node. Running :func:`up` again on that folder restarts whatever is not
+(the state file: topology, binary, config, pids; no secrets), ``peer.secret`` (the
+gears nodes' shared peer secret, :mod:`cluster.peerauth`), ``password`` (with
+``requirepass``: the servers' password), ``node-<server port>/`` per server node
+(``secrets.conf``, ``nodes.conf``, AOF/RDB, ``server.log``) and
+``gears-<front door port>.log`` per gears node. Files holding secrets are mode 0600 and
+the folder 0700. Running :func:`up` again on that folder restarts whatever is not
 running, keeping data and topology. With ``graph_port`` (``--with-graph``) a FalkorDB
 graph server runs beside the cluster, its files in ``graph/`` (see :mod:`cluster.graph`).
 
@@ -39,6 +42,7 @@ import redis
 from cluster.formation import cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
 from cluster.graph import graph_status, start_graph, stop_graph
 from cluster.hashtags import SLOTS, hashtag_for_slot
+from cluster.peerauth import PeerSecret, SecretFileError, read_secret_file, write_secret_file
 from cluster.servers import (
     HOST,
     LauncherError,
@@ -52,6 +56,7 @@ from cluster.servers import (
     probe_client,
     resolve_server_binary,
     server_version,
+    set_probe_password,
     start_gears_node,
     start_server,
     stop_processes,
@@ -84,6 +89,10 @@ DEFAULT_MASTERS = 3
 DEFAULT_REPLICAS = 0
 DEFAULT_SERVER = "valkey"
 STATE_FILE = "cluster.json"
+PEER_SECRET_FILE = "peer.secret"
+PASSWORD_FILE = "password"
+#: Server directives that hold secrets: given with ``requirepass=`` only, never in ``config``.
+SECRET_DIRECTIVES = ("requirepass", "masterauth")
 SERVER_PORT_OFFSET = 10000
 BUS_PORT_OFFSET = 10000  # the servers' default: bus port = server port + 10000
 STATE_VERSION = 1
@@ -181,6 +190,18 @@ class ClusterState:
     version: int = STATE_VERSION
     graph_port: int | None = None
     graph_pid: int | None = None
+    #: The servers require a password (kept in ``<dir>/password``, not here).
+    requirepass: bool = False
+
+    @property
+    def password(self) -> str | None:
+        """The servers' password (read from ``<dir>/password``), or None."""
+        return read_secret_file(Path(self.dir) / PASSWORD_FILE) if self.requirepass else None
+
+    @property
+    def peer_secret_file(self) -> Path:
+        """The gears nodes' peer secret file."""
+        return Path(self.dir) / PEER_SECRET_FILE
 
     @property
     def graph_dir(self) -> str:
@@ -195,20 +216,24 @@ class ClusterState:
     def server_ports(self) -> list[int]:
         return [node.port for node in self.nodes]
 
-    def client(self, **kwargs: Any) -> redis.Redis:
-        """A ``redis.Redis`` on the first front door (``decode_responses=True``)."""
+    def _client_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         kwargs.setdefault("decode_responses", True)
-        return redis.Redis(host=HOST, port=self.ports[0], **kwargs)
+        if self.requirepass and "password" not in kwargs:
+            kwargs["password"] = self.password
+        return kwargs
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A ``redis.Redis`` on the first front door (``decode_responses=True``; as
+        ``default`` with the servers' password when they require one)."""
+        return redis.Redis(host=HOST, port=self.ports[0], **self._client_kwargs(kwargs))
 
     def cluster_client(self, **kwargs: Any) -> redis.RedisCluster:
         """A ``redis.RedisCluster`` started from the first front door."""
-        kwargs.setdefault("decode_responses", True)
-        return redis.RedisCluster(host=HOST, port=self.ports[0], **kwargs)
+        return redis.RedisCluster(host=HOST, port=self.ports[0], **self._client_kwargs(kwargs))
 
     def server_client(self, i: int = 0, **kwargs: Any) -> redis.Redis:
         """A ``redis.Redis`` straight on server node ``i`` (0-based, node order)."""
-        kwargs.setdefault("decode_responses", True)
-        return redis.Redis(host=HOST, port=self.server_ports[i], **kwargs)
+        return redis.Redis(host=HOST, port=self.server_ports[i], **self._client_kwargs(kwargs))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -354,8 +379,11 @@ def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[Proce
     if not nodes:
         return
     check_ports_free(node.gears_port for node in nodes)
+    password_file = Path(state.dir) / PASSWORD_FILE if state.requirepass else None
     for node in nodes:
-        ref = start_gears_node(node.port, node.gears_port, Path(node.gears_log), Path(node.dir))
+        ref = start_gears_node(
+            node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file, Path(node.dir)
+        )
         started.append(ref)
         node.gears_pid = ref.pid
         node.python = ref.exe
@@ -400,8 +428,9 @@ def _start_servers(state: ClusterState, nodes: list[NodeInfo], started: list[Pro
     if not nodes:
         return
     check_ports_free([node.port for node in nodes] + [node.bus_port for node in nodes])
+    password = state.password
     for node in nodes:
-        ref = start_server(node.binary, node.port, Path(node.dir), node.config)
+        ref = start_server(node.binary, node.port, Path(node.dir), node.config, password)
         started.append(ref)
         node.pid = ref.pid
     _save(state)
@@ -541,8 +570,14 @@ def up(
     gears: bool = True,
     timeout: float = 120.0,
     graph_port: int | None = None,
+    requirepass: str | None = None,
 ) -> ClusterState:
     """Start (or restart) the local cluster in ``dir`` and return its state.
+
+    ``requirepass`` protects a new cluster's servers with that password (``requirepass``
+    and ``masterauth``); it is kept in ``<dir>/password`` (0600), and the gears nodes and
+    later calls read it from there. The gears nodes share a peer secret that a new
+    cluster gets in ``<dir>/peer.secret`` (0600).
 
     A new folder gets ``masters`` (default 3) masters with ``replicas`` (default 0)
     replicas each on ``base_port`` (default 30001), run by ``server`` (``valkey``
@@ -560,8 +595,15 @@ def up(
     """
     path = Path(dir).resolve()
     config = {str(k): str(v) for k, v in (config or {}).items()}
+    for name in SECRET_DIRECTIVES:
+        if name in config:
+            raise LauncherError(f"--config {name}=... would put the password in process arguments; use --requirepass")
+    if requirepass is not None and (not requirepass or requirepass != requirepass.strip()):
+        raise LauncherError("--requirepass must be non-empty, without leading or trailing white space")
     try:
-        return _up(path, masters, replicas, base_port, server, config, gears, timeout, graph_port)
+        return _up(path, masters, replicas, base_port, server, config, gears, timeout, graph_port, requirepass)
+    except SecretFileError as exc:
+        raise LauncherError(str(exc)) from exc
     except redis.RedisError as exc:
         raise LauncherError(f"cluster set-up failed: {exc}") from exc
     except OSError as exc:
@@ -573,12 +615,19 @@ def up(
 def _up(
     path: Path, masters: int | None, replicas: int | None, base_port: int | None, server: str | None,
     config: dict[str, str], gears: bool, timeout: float, graph_port: int | None = None,
+    requirepass: str | None = None,
 ) -> ClusterState:
     started_at = time.monotonic()
     with folder_lock(path):
+        path.chmod(0o700)
         saved = load_state(path)
         if saved is not None and saved.created:
             _conflicts(saved, masters, replicas, base_port, server, config, graph_port)
+            if requirepass is not None and requirepass != saved.password:
+                raise LauncherError(f"the cluster in {path} was created with another --requirepass (or none)")
+            set_probe_password(saved.password)
+            if not saved.peer_secret_file.exists():  # a folder made before peer secrets existed
+                write_secret_file(saved.peer_secret_file, PeerSecret.generate())
             saved.gears = gears or saved.gears
             if graph_port is not None:
                 _check_graph_port(saved, graph_port)
@@ -600,10 +649,24 @@ def _up(
             _check_graph_port(state, graph_port)
             state.graph_port = graph_port
         if saved is not None:
+            set_probe_password(saved.password)
             _discard_partial(saved)
+        _write_secrets(state, requirepass)
+        set_probe_password(requirepass)
         _create(state, gears, timeout)
         log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
         return state
+
+
+def _write_secrets(state: ClusterState, requirepass: str | None) -> None:
+    """A new cluster's secret files: a fresh peer secret and, with ``requirepass``, the password."""
+    write_secret_file(state.peer_secret_file, PeerSecret.generate())
+    password_file = Path(state.dir) / PASSWORD_FILE
+    if requirepass is None:
+        password_file.unlink(missing_ok=True)
+    else:
+        write_secret_file(password_file, requirepass)
+    state.requirepass = requirepass is not None
 
 
 def _check_graph_port(state: ClusterState, graph_port: int) -> None:
@@ -672,6 +735,8 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
     """
     try:
         return _status(dir)
+    except SecretFileError as exc:
+        raise LauncherError(str(exc)) from exc
     finally:
         close_probes()
 
@@ -707,6 +772,7 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
     state = load_state(dir)
     if state is None:
         return {"state": "absent", "nodes": []}
+    set_probe_password(state.password)
     running = {node.port: node.server_running() for node in state.nodes}
     gears_running = {node.port: node.gears_running() for node in state.nodes}
     graph = graph_status(state.graph_dir) if state.graph_port is not None else None

@@ -9,9 +9,11 @@ A message is answered by the command's reply: ``+OK`` for one-way messages, a va
 for calls. Payload blobs (pickled records, plans) are forwarded untouched; the nodes
 never unpickle records.
 
-Trust: the payloads are pickles, so the front doors must only be reachable by trusted
-clients (as with RedisGears, whose protocol shipped pickled functions too). Use the
-server's ``requirepass``: gears nodes then authenticate to each other with it.
+Trust: headers are pickles, so a link first proves, in both directions, that both
+nodes hold the deployment's peer secret (:mod:`cluster.peerauth`); a front door
+accepts ``RG.INNERMSG`` only on a connection that passed that handshake. The link
+never authenticates with the server, so the server's password is not needed (nor
+sent) to talk to peers.
 """
 
 from __future__ import annotations
@@ -19,19 +21,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import ssl
 from collections import deque
 from typing import Any
 
 import hiredis
 
+from cluster.peerauth import PeerAuthError, PeerSecret
 from gears.errors import GearsError, NodeUnavailable
 from gears.resp import encode_command
 
-__all__ = ["PeerLink", "INNER_COMMAND", "encode_message"]
+__all__ = ["PeerLink", "INNER_COMMAND", "HELLO_COMMAND", "AUTH_COMMAND", "encode_message"]
 
 log = logging.getLogger(__name__)
 
 INNER_COMMAND = "RG.INNERMSG"
+#: The handshake commands (see :mod:`cluster.peerauth`).
+HELLO_COMMAND = "RG.PEERHELLO"
+AUTH_COMMAND = "RG.PEERAUTH"
 CONNECT_TIMEOUT = 5.0
 
 
@@ -46,9 +53,11 @@ def encode_message(kind: str, header: Any, blob: bytes | None) -> bytes:
 class PeerLink:
     """An ordered message connection to one peer gears node."""
 
-    def __init__(self, address: tuple[str, int], password: str | None = None) -> None:
+    def __init__(self, address: tuple[str, int], secret: PeerSecret, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: dial the peer's front door over TLS with this context."""
         self.address = address
-        self._password = password
+        self._secret = secret
+        self._tls = tls
         self._writer: asyncio.StreamWriter | None = None
         self._replies: deque[asyncio.Future[Any] | None] = deque()
         self._backlog: list[tuple[bytes, asyncio.Future[Any] | None]] = []
@@ -80,19 +89,40 @@ class PeerLink:
 
     async def _connect(self) -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.address), CONNECT_TIMEOUT)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(*self.address, ssl=self._tls), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             self._fail_backlog(NodeUnavailable(f"gears node {self.address[0]}:{self.address[1]} unreachable: {exc}"))
             return
-        if self._password:
-            self._replies.append(None)
-            writer.write(encode_command(["AUTH", self._password]))
+        parser = hiredis.Reader()
+        try:
+            await asyncio.wait_for(self._handshake(reader, writer, parser), CONNECT_TIMEOUT)
+        except (OSError, EOFError, asyncio.TimeoutError, PeerAuthError, hiredis.ProtocolError) as exc:
+            writer.close()
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.error("gears node %s:%d failed the peer handshake: %s", *self.address, reason)
+            self._fail_backlog(NodeUnavailable(f"gears node {self.address[0]}:{self.address[1]} failed the peer handshake ({reason})"))
+            return
         self._writer = writer
-        self._reader_task = asyncio.ensure_future(self._read(reader))
+        self._reader_task = asyncio.ensure_future(self._read(reader, parser))
         backlog, self._backlog = self._backlog, []
         for frame, future in backlog:
             self._replies.append(future)
             writer.write(frame)
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: hiredis.Reader) -> None:
+        """Prove to the peer, and have it prove to us, that both hold the peer secret."""
+        address = "%s:%d" % self.address
+        caller_nonce = PeerSecret.nonce()
+        writer.write(encode_command([HELLO_COMMAND, caller_nonce]))
+        reply = await _read_reply(reader, parser)
+        if not (isinstance(reply, list) and len(reply) == 2 and all(isinstance(x, bytes) for x in reply)):
+            raise PeerAuthError(f"unexpected answer to {HELLO_COMMAND}: {reply!r:.200}")
+        peer_nonce, proof = reply
+        self._secret.check(b"peer", caller_nonce, peer_nonce, address, proof)
+        writer.write(encode_command([AUTH_COMMAND, self._secret.proof(b"caller", caller_nonce, peer_nonce, address)]))
+        reply = await _read_reply(reader, parser)
+        if isinstance(reply, hiredis.ReplyError):
+            raise PeerAuthError(str(reply))
 
     def _fail_backlog(self, error: Exception) -> None:
         backlog, self._backlog = self._backlog, []
@@ -102,8 +132,7 @@ class PeerLink:
         if backlog:
             log.warning("%s (%d messages dropped)", error, len(backlog))
 
-    async def _read(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader()
+    async def _read(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
         try:
             while True:
                 data = await reader.read(1 << 16)
@@ -139,3 +168,15 @@ class PeerLink:
             self._writer.close()
         if self._reader_task is not None:
             self._reader_task.cancel()
+
+
+async def _read_reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
+    """The next complete reply on ``reader`` (an error reply as a ``hiredis.ReplyError`` value)."""
+    while True:
+        reply = parser.gets()
+        if reply is not False:
+            return reply
+        data = await reader.read(1 << 16)
+        if not data:
+            raise EOFError("connection closed")
+        parser.feed(data)

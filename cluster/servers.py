@@ -32,6 +32,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cluster.peerauth import write_secret_file
+from gears.credentials import SECRET_VARIABLES
+
 __all__ = [
     "LauncherError",
     "ProcessRef",
@@ -50,6 +53,7 @@ __all__ = [
     "stop_processes",
     "wait_for",
     "probe_client",
+    "set_probe_password",
     "ping",
     "close_probes",
     "log_failure_line",
@@ -129,6 +133,17 @@ def wait_for(
 _PROBES: dict[tuple[int, float], redis.Redis] = {}
 _PING_SOCKETS: dict[int, socket.socket] = {}
 _PING = b"*1\r\n$4\r\nPING\r\n"
+#: The ``requirepass`` of the deployment being probed (see :func:`set_probe_password`).
+_probe_password: str | None = None
+
+
+def set_probe_password(password: str | None) -> None:
+    """Authenticate every later probe (:func:`probe_client`, :func:`ping`) with ``password``
+    (``None``: no ``AUTH``), until :func:`close_probes`."""
+    global _probe_password
+    if password != _probe_password:
+        close_probes()
+    _probe_password = password
 
 
 def probe_client(port: int, *, timeout: float = 2.0) -> redis.Redis:
@@ -148,6 +163,7 @@ def probe_client(port: int, *, timeout: float = 2.0) -> redis.Redis:
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
+            password=_probe_password,
         )
     return client
 
@@ -170,21 +186,34 @@ def ping(port: int, *, timeout: float = 2.0) -> bool:
         if sock is None:
             sock = socket.create_connection((HOST, port), timeout=timeout)
             _PING_SOCKETS[port] = sock
+            if _probe_password is not None:
+                sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(_probe_password.encode()), _probe_password.encode()))
+                if _line(sock) != b"+OK\r\n":
+                    raise ConnectionError("AUTH refused")
         sock.sendall(_PING)
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            chunk = sock.recv(512)
-            if not chunk or len(reply) > 4096:
-                raise ConnectionError("connection closed")
-            reply += chunk
+        reply = _line(sock)
     except OSError:
         _drop_ping_socket(port)
         return False
     return reply == b"+PONG\r\n"
 
 
+def _line(sock: socket.socket) -> bytes:
+    """One reply line (a status or an error) read from a probe socket."""
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(512)
+        if not chunk or len(reply) > 4096:
+            raise ConnectionError("connection closed")
+        reply += chunk
+    return reply
+
+
 def close_probes() -> None:
-    """Close every polling connection opened by :func:`probe_client` and :func:`ping`."""
+    """Close every polling connection opened by :func:`probe_client` and :func:`ping`
+    and forget the probe password."""
+    global _probe_password
+    _probe_password = None
     for client in _PROBES.values():
         with contextlib.suppress(Exception):
             client.close()
@@ -334,20 +363,32 @@ def _spawn(cmd: Sequence[str], *, log_path: Path, cwd: str, env: Mapping[str, st
     return proc.pid
 
 
+def _config_quote(value: str) -> str:
+    """``value`` as one double-quoted argument of a server config file."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
+
+
 def start_server(
-    binary: str, port: int, node_dir: Path, config: Mapping[str, str]
+    binary: str, port: int, node_dir: Path, config: Mapping[str, str], password: str | None = None
 ) -> ProcessRef:
     """Start one cluster-mode server node on ``127.0.0.1:port`` with data in ``node_dir``.
 
     ``config`` holds server directives (later ones win over the launcher's own).
-    The server logs to ``node_dir/server.log`` (its stdout, so start-up errors land
-    there too).
+    ``password`` becomes ``requirepass`` and ``masterauth``, written to
+    ``node_dir/secrets.conf`` (mode 0600), the server's config file, so it never
+    appears in the process' arguments. The server logs to ``node_dir/server.log``
+    (its stdout, so start-up errors land there too).
     """
     node_dir.mkdir(parents=True, exist_ok=True)
+    node_dir.chmod(0o700)
+    secrets_conf = node_dir / "secrets.conf"
+    lines = [] if password is None else [f"requirepass {_config_quote(password)}", f"masterauth {_config_quote(password)}"]
+    write_secret_file(secrets_conf, "\n".join(lines))
     socket_path = server_socket(node_dir)
     unix = ["--unixsocket", str(socket_path), "--unixsocketperm", "700"] if socket_path is not None else []
     cmd = [
         binary,
+        str(secrets_conf),
         "--port", str(port),
         "--bind", HOST,
         *unix,
@@ -377,22 +418,32 @@ def server_socket(node_dir: Path) -> Path | None:
     return path if len(str(path).encode()) <= _MAX_SOCKET_PATH else None
 
 
-def gears_node_command(server_port: int, gears_port: int, socket_path: Path | None = None) -> list[str]:
-    """The command line of the gears node serving the server node on ``server_port``
-    (and on the Unix socket ``socket_path``, if given)."""
-    command = [
+def gears_node_command(
+    server_port: int, gears_port: int, peer_secret_file: Path, password_file: Path | None = None,
+    socket_path: Path | None = None,
+) -> list[str]:
+    """The command line of the gears node serving the server node on ``server_port`` (and
+    on the Unix socket ``socket_path``, if given); secrets are named by their files, never
+    given on it."""
+    cmd = [
         sys.executable, "-m", "gears", "node",
         "--redis", f"{HOST}:{server_port}",
         "--listen", f"{HOST}:{gears_port}",
+        "--peer-secret-file", str(peer_secret_file),
     ]
-    return command + (["--redis-socket", str(socket_path)] if socket_path is not None else [])
+    if socket_path is not None:
+        cmd += ["--redis-socket", str(socket_path)]
+    if password_file is not None:
+        cmd += ["--password-file", str(password_file)]
+    return cmd
 
 
 def _gears_env() -> dict[str, str]:
-    """The caller's environment, plus the folder holding ``gears`` on ``PYTHONPATH``
-    when the package is used from a source tree (not installed), so the node finds
-    it from any working directory."""
-    env = dict(os.environ)
+    """The caller's environment without its secret variables (the node reads its
+    secrets from files), plus the folder holding ``gears`` on ``PYTHONPATH`` when the
+    package is used from a source tree (not installed), so the node finds it from any
+    working directory."""
+    env = {name: value for name, value in os.environ.items() if name not in SECRET_VARIABLES}
     import gears  # the package we are part of
 
     root = str(Path(gears.__file__).resolve().parent.parent)
@@ -404,14 +455,18 @@ def _gears_env() -> dict[str, str]:
     return env
 
 
-def start_gears_node(server_port: int, gears_port: int, log_path: Path, node_dir: Path | None = None) -> ProcessRef:
+def start_gears_node(
+    server_port: int, gears_port: int, log_path: Path, peer_secret_file: Path, password_file: Path | None = None,
+    node_dir: Path | None = None,
+) -> ProcessRef:
     """Start a detached gears node for the server node on ``server_port`` (whose data
     is in ``node_dir``: its front door forwards over the server's Unix socket there).
 
     It inherits this process' environment and working directory, so settings such as
     ``HF_HOME`` reach user code; its output goes to ``log_path``.
     """
-    cmd = gears_node_command(server_port, gears_port, server_socket(node_dir) if node_dir is not None else None)
+    socket_path = server_socket(node_dir) if node_dir is not None else None
+    cmd = gears_node_command(server_port, gears_port, peer_secret_file, password_file, socket_path)
     pid = _spawn(cmd, log_path=log_path, cwd=os.getcwd(), env=_gears_env())
     log.info("started gears node %s:%d for server port %d (pid %d)", HOST, gears_port, server_port, pid)
     return ProcessRef(

@@ -180,12 +180,13 @@ class ClusterView:
         import redis.asyncio as aioredis
 
         found: dict[tuple[str, int], tuple[str, int]] = {self.server_address: self.frontdoor}
-        password = self._server.connection_pool.connection_kwargs.get("password")
+        kwargs = self._server.connection_pool.connection_kwargs
+        credentials = {"username": kwargs.get("username"), "password": kwargs.get("password")}
         servers = [a for shard in self.shard_map.shards for a in (shard.master, *shard.replicas)]
         for address in servers:
             if address in found:
                 continue
-            client = aioredis.Redis(host=address[0], port=address[1], password=password)
+            client = aioredis.Redis(host=address[0], port=address[1], **credentials)
             try:
                 listing = await client.execute_command("CLIENT", "LIST", "TYPE", "normal")
             except Exception as exc:  # noqa: BLE001 - a node that is down keeps its old entry

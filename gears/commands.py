@@ -13,7 +13,10 @@ import pickle
 import re
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from .errors import ArityError, CommandError, ExecutionError, WorkerBusy
+from cluster.messaging import AUTH_COMMAND, HELLO_COMMAND, INNER_COMMAND
+from cluster.peerauth import PeerAuthError, PeerSecret
+
+from .errors import ArityError, CommandError, ExecutionError, PermissionDenied, WorkerBusy
 from .ipc import ChannelClosed
 from .records import GearsScriptError
 from .resp import OK, ErrorValue, Status
@@ -45,15 +48,22 @@ MARKED_REPLIES: dict[bytes, Callable[[list[Any]], bytes]] = {}
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+#: Commands the front door runs without its authentication and ACL checks (the peer
+#: channel, which has its own).
+BEFORE_AUTH: set[str] = set()
+
+
 def command(
-    name: str, *, in_transaction: str | None = None, queued: TransactionForm | None = None
+    name: str, *, in_transaction: str | None = None, queued: TransactionForm | None = None, before_auth: bool = False
 ) -> Callable[[Handler], Handler]:
     """Register a handler for ``name`` (upper case). Inside a transaction the command is
     refused with ``in_transaction`` (or the front door's generic error), or, with
-    ``queued``, queued on the server in that form."""
+    ``queued``, queued on the server in that form. ``before_auth``: see :data:`BEFORE_AUTH`."""
 
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = handler
+        if before_auth:
+            BEFORE_AUTH.add(name)
         if in_transaction is not None:
             TRANSACTION_ERRORS[name] = in_transaction
         if queued is not None:
@@ -72,6 +82,7 @@ def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Aw
         async def bound(ctx: Any, args: list[bytes]) -> Any:
             return await handler(node, ctx, args)
 
+        bound.before_auth = name in BEFORE_AUTH  # type: ignore[attr-defined]
         if name in TRANSACTION_ERRORS:
             bound.transaction_error = TRANSACTION_ERRORS[name]  # type: ignore[attr-defined]
         if name in TRANSACTION_FORMS:
@@ -139,14 +150,17 @@ async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     if options["requirements"]:
         await node.install_requirements_everywhere(options["requirements"], force=options["force_reinstall"])
     try:
-        outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"])
+        user = node.access.user_of(ctx)
+        outcome = await node.worker.call("pyexecute", options["script"], options["id"], options["description"], user)
     except ChannelClosed:
         raise ExecutionError("worker process exited while running the script; it is being restarted") from None
     session = outcome["session"]
     errors: list[str] = []
     if session is not None:
         replaces = options["replace_with"] or (session["id"] if session["id"] in node.sessions.sessions else None)
-        record = SessionRecord(session["id"], session["blob"], session["description"], session["registrations"])
+        record = SessionRecord(
+            session["id"], session["blob"], session["description"], session["registrations"], user=session["user"]
+        )
         errors = await node.apply_session_everywhere(record, replaces)
     exec_id = outcome["execution_id"]
     if exec_id is None:
@@ -262,11 +276,39 @@ async def refreshcluster(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return OK
 
 
-@command("RG.INNERMSG")
+# ---------------------------------------------------------------- peer channel
+@command(HELLO_COMMAND, before_auth=True)
+async def peerhello(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Step 2 of the peer handshake (:mod:`cluster.peerauth`): our nonce and our proof."""
+    _exactly(args, 2)
+    peer_nonce = PeerSecret.nonce()
+    ctx.gears_peer = False
+    ctx.handshake = (args[1], peer_nonce)
+    return [peer_nonce, node.peer_secret.proof(b"peer", args[1], peer_nonce, node.announce_text)]
+
+
+@command(AUTH_COMMAND, before_auth=True)
+async def peerauth(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Step 3 of the peer handshake: the caller's proof makes this a peer connection."""
+    _exactly(args, 2)
+    handshake, ctx.handshake = ctx.handshake, None
+    if handshake is None:
+        raise CommandError(f"ERR {AUTH_COMMAND} without {HELLO_COMMAND}")
+    try:
+        node.peer_secret.check(b"caller", handshake[0], handshake[1], node.announce_text, args[1])
+    except PeerAuthError as exc:
+        raise PermissionDenied(str(exc)) from None
+    ctx.gears_peer = True
+    return OK
+
+
+@command(INNER_COMMAND, before_auth=True)
 async def innermsg(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """A message from another gears node (see cluster/messaging.py)."""
+    """A message from another gears node (see cluster/messaging.py); nothing a client sends is unpickled."""
+    if not ctx.gears_peer:
+        raise PermissionDenied(f"{INNER_COMMAND} is only accepted from gears nodes that passed the peer handshake")
     if len(args) not in (3, 4):
-        raise ArityError("RG.INNERMSG")
+        raise ArityError(INNER_COMMAND)
     return await node.on_peer_message(_text(args[1]), pickle.loads(args[2]), args[3] if len(args) == 4 else None)
 
 

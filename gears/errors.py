@@ -19,6 +19,7 @@ __all__ = [
     "NodeUnavailable",
     "WorkerBusy",
     "MovedError",
+    "PermissionDenied",
 ]
 
 
@@ -79,3 +80,9 @@ class MovedError(ClusterError):
 
     def __init__(self, slot: int, address: tuple[str, int]) -> None:
         super().__init__(f"{slot} {address[0]}:{address[1]}")
+
+
+class PermissionDenied(GearsError):
+    """The client's ACL user may not run this: ``NOPERM <why>``, as the server words it."""
+
+    code = "NOPERM"

@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -101,15 +102,23 @@ class ClientContext:
     """The client connection a handler or interceptor hook is serving.
 
     ``id`` is unique within the front door (counting from 1); ``peer`` is the
-    client's ``host:port``.
+    client's ``host:port``. ``gears_peer`` is True once the connection proved it is
+    another gears node of the deployment (see :mod:`cluster.peerauth`);
+    ``handshake`` holds the nonces of a handshake in progress. ``user`` is the ACL
+    user the client last authenticated as with ``AUTH``/``HELLO ... AUTH`` (taken from
+    the command once the server accepted it; ``None`` before any, and after ``RESET``:
+    the connection is then ``default``'s, if it is authenticated at all).
     """
 
-    __slots__ = ("_conn", "id", "peer")
+    __slots__ = ("_conn", "gears_peer", "handshake", "id", "peer", "user")
 
     def __init__(self, conn_id: int, peer: str, conn: _Connection) -> None:
         self.id = conn_id
         self.peer = peer
         self._conn = conn
+        self.gears_peer = False
+        self.handshake: tuple[bytes, bytes] | None = None
+        self.user: str | None = None
 
     async def call_server(self, *args: Any) -> Any:
         """Run one command on the server node on this client's upstream connection.
@@ -143,7 +152,7 @@ class ClientContext:
 
     @property
     def authenticated(self) -> bool:
-        """True when the front door has no password or the client is known to have authenticated."""
+        """True when the client is known to have authenticated with the server node."""
         return self._conn.authed
 
 
@@ -151,8 +160,14 @@ class ClientContext:
 #: It returns a reply value (see :mod:`gears.resp`) or raises; a
 #: :class:`gears.errors.GearsError` becomes its error reply, a
 #: :class:`hiredis.ReplyError` (from :meth:`ClientContext.call_server`) is relayed
-#: as is, anything else becomes ``-ERR <type>: <message>`` (and is logged).
+#: as is, anything else becomes ``-ERR <type>: <message>`` (and is logged). A
+#: handler with a true ``before_auth`` attribute runs without the authentication
+#: and authorization checks (it does its own: the peer handshake).
 Handler = Callable[[ClientContext, list[bytes]], Awaitable[Any]]
+
+#: Decides whether the client may run a handler command: raises (a
+#: :class:`gears.errors.GearsError`, answered as the handler's error) to refuse.
+Authorizer = Callable[[ClientContext, list[bytes]], Awaitable[None]]
 
 
 class Interceptor(Protocol):
@@ -178,7 +193,9 @@ class Interceptor(Protocol):
         reply as raw RESP, ``MOVED``/``ASK``/``CLUSTER`` addresses already rewritten)."""
 
 
-# Routing kinds of a command name (``0``: plain forwarding, the fast path).
+# Routing kinds of a command name (``0``: plain forwarding, the fast path; ``-1``: a
+# request the server skips without a reply, forwarded along with plain ones).
+_SKIPPED = -1
 _PLAIN = 0
 _HANDLER = 1
 _INTERCEPT = 2
@@ -198,6 +215,7 @@ _S_PIPE = 5
 _S_MULTI = 6
 _S_ENDTX = 7
 _S_RESET = 8
+_S_AUTH = 9
 
 _CLUSTER_SLOTS_KINDS = {
     b"SLOTS": _S_SLOTS,
@@ -211,6 +229,7 @@ _WATCH_KINDS = {
     b"EXEC": _S_ENDTX,
     b"DISCARD": _S_ENDTX,
     b"RESET": _S_RESET,
+    b"AUTH": _S_AUTH,
 }
 _BUILTIN_ROUTES = {
     b"CLUSTER": _CLUSTER,
@@ -220,8 +239,8 @@ _BUILTIN_ROUTES = {
     b"MONITOR": _PIPE,
     b"QUIT": _QUIT,
     b"CLIENT": _CLIENT,
-    b"HELLO": _HELLO,
     **{name: _WATCH for name in _WATCH_KINDS},
+    b"HELLO": _HELLO,
 }
 
 #: A reply slot whose reply is dropped (a command sent only for its side effect).
@@ -302,6 +321,17 @@ def _inline_args(line: bytes) -> list[bytes] | None:
     return split_inline(line[:-1] if line.endswith(b"\r") else line)
 
 
+def _auth_user(args: list[bytes]) -> str | None:
+    """The ACL user ``AUTH``/``HELLO`` would authenticate as (``None``: a ``HELLO`` without ``AUTH``)."""
+    name = args[0].upper()
+    if name == b"AUTH":
+        return args[1].decode("utf-8", "surrogateescape") if len(args) > 2 else "default"
+    for i in range(2, len(args) - 2):
+        if args[i].upper() == b"AUTH":
+            return args[i + 1].decode("utf-8", "surrogateescape")
+    return None
+
+
 def _error_line(text: str) -> bytes:
     return b"-" + text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace") + b"\r\n"
 
@@ -341,14 +371,18 @@ class FrontDoor:
     * ``handlers``: upper-case command name → :data:`Handler`.
     * ``address_map``: server node address → front door address, used to rewrite
       topology replies (``None``: keep the address).
-    * ``password``: the server node's ``requirepass``. When set, a client must have
-      authenticated with the server node (``AUTH``/``HELLO ... AUTH``, forwarded)
-      before a handler or interceptor hook serves it: the front door checks with a
-      ``PING`` on the client's own upstream connection before the first one (and
-      again after ``RESET``) and answers ``-NOAUTH Authentication required.``
-      (hooks: the command is forwarded and the server refuses it). The front door
-      never authenticates on a client's behalf.
+    * Authentication: a client must have authenticated with the server node
+      (``AUTH``/``HELLO ... AUTH``, forwarded) before a handler or interceptor hook
+      serves it: the front door checks with a ``PING`` on the client's own upstream
+      connection before the first one (and again after ``RESET``), unless a successful
+      ``AUTH``, ``HELLO`` or ``MULTI`` proved it, and answers
+      ``-NOAUTH Authentication required.`` (hooks: the command
+      is forwarded and the server refuses it). The front door never authenticates on
+      a client's behalf.
+    * ``authorize``: optional :data:`Authorizer`, run after that check before every
+      handler (the server's ACL for ``RG.*``/``AI.*``).
     * ``interceptor``: optional :class:`Interceptor`.
+    * ``tls``: serve TLS with this context (``None``: plain TCP).
     """
 
     def __init__(
@@ -358,16 +392,18 @@ class FrontDoor:
         server: tuple[str, int],
         handlers: Mapping[str, Handler],
         address_map: AddressMap,
-        password: str | None = None,
+        authorize: Authorizer | None = None,
         interceptor: Interceptor | None = None,
         server_socket: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
         self.server_socket = server_socket
         self.address_map = address_map
-        self.password = password
+        self.authorize = authorize
         self.interceptor = interceptor
+        self.tls = tls
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
         #: Names (as sent) known to be forwarded plainly: the request fast path's check.
@@ -395,8 +431,10 @@ class FrontDoor:
         """Bind ``listen`` and start serving; raises :class:`OSError` if the port is taken."""
         loop = asyncio.get_running_loop()
         host, port = self.listen
-        self._server = await loop.create_server(lambda: _Connection(self), host, port)
-        log.info("front door listening on %s:%d (server node %s)", *self.address, self._server_label)
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, ssl=self.tls)
+        log.info(
+            "front door listening on %s:%d%s (server node %s)", *self.address, " (TLS)" if self.tls else "", self._server_label
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -636,8 +674,9 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.ctx: ClientContext | None = None
         self.closed = False
-        self.authed = door.password is None
+        self.authed = False
         self.in_multi = False
+        self._auth_users: deque[str | None] = deque()  # per AUTH/HELLO in flight: the user it names
         self._tx_marked = False  # a queued form in this transaction may return marked replies
         self.out_paused = False
         # client input
@@ -766,58 +805,25 @@ class _Connection(asyncio.Protocol):
         span = -1  # start of a run of plain requests not yet written upstream
         count = 0  # requests in that run
         need = 0
-        cache = self.door._route_cache
         try:
             while pos < n:
-                if buf[pos] == 42:  # "*": multibulk
-                    end, name_start, name_end = scan_command(buf, pos, n)
-                    if end < 0:
-                        need = -end
-                        break
-                    if name_start == name_end:  # a count <= 0: skipped, like the server does
-                        if span >= 0:
-                            self._forward_run(buf[span:pos], count)
-                            span, count = -1, 0
-                        pos = end
-                        continue
-                    name = buf[name_start:name_end]
-                    cached = cache.get(name)
-                    kind = self.door.route(name) if cached is None else cached
+                end, kind, args = self._frame(buf, pos, n)
+                if end < 0:
+                    need = -end
+                    break
+                if kind in (_PLAIN, _SKIPPED):  # (one the server skips goes along: no reply comes)
+                    if span < 0:
+                        span = pos
                     if kind == _PLAIN:
-                        if span < 0:
-                            span = pos
                         count += 1
-                        pos = end
-                        continue
-                    args = _args_of(buf[pos:end])
-                else:  # inline request
-                    e = buf.find(b"\n", pos, n)
-                    if e < 0:
-                        if n - pos > MAX_INLINE_LEN:
-                            raise RespProtocolError("too big inline request")
-                        need = n + 1
-                        break
-                    end = e + 1
-                    args = _inline_args(buf[pos:e])
-                    if args is None:  # a blank line: no reply
-                        if span >= 0:
-                            self._forward_run(buf[span:pos], count)
-                            span, count = -1, 0
-                        pos = end
-                        continue
-                    kind = self.door._routes.get(args[0].upper(), _PLAIN)
-                    if kind == _PLAIN:
-                        if span < 0:
-                            span = pos
-                        count += 1
-                        pos = end
-                        continue
+                    pos = end
+                    continue
                 if span >= 0:
                     self._forward_run(buf[span:pos], count)
                     span, count = -1, 0
                 raw = buf[pos:end]
                 pos = end
-                self._dispatch(kind, args, raw)
+                self._dispatch(kind, args, raw)  # type: ignore[arg-type]
                 if self._blocked or self._pipe:
                     break
         except RespProtocolError as exc:
@@ -839,6 +845,33 @@ class _Connection(asyncio.Protocol):
         else:
             self._need = 0
 
+    def _frame(self, buf: bytes, pos: int, n: int) -> tuple[int, int, list[bytes] | None]:
+        """Frame the request at ``buf[pos]``: ``(end, kind, args)``, where ``kind`` is its
+        routing kind or ``_SKIPPED`` (the server skips it without a reply) and ``args`` is
+        set for the requests the front door handles itself; ``end`` is ``-need`` while the
+        request is incomplete. Raises :class:`RespProtocolError` for input it does not frame.
+        """
+        if buf[pos] == 42:  # "*": multibulk
+            end, name_start, name_end = scan_command(buf, pos, n)
+            if end < 0:
+                return end, _PLAIN, None
+            if name_start == name_end:  # a count <= 0
+                return end, _SKIPPED, None
+            name = buf[name_start:name_end]
+            kind = self.door._route_cache.get(name)
+            if kind is None:
+                kind = self.door.route(name)
+            return end, kind, None if kind == _PLAIN else _args_of(buf[pos:end])
+        e = buf.find(b"\n", pos, n)  # inline: up to the newline
+        if e < 0:
+            if n - pos > MAX_INLINE_LEN:
+                raise RespProtocolError("too big inline request")
+            return -(n + 1), _PLAIN, None
+        args = _inline_args(buf[pos:e])
+        if args is None:  # a blank line
+            return e + 1, _SKIPPED, None
+        return e + 1, self.door._routes.get(args[0].upper(), _PLAIN), args
+
     def _dispatch(self, kind: int, args: list[bytes], raw: bytes) -> None:
         """Handle one request that is not plain forwarding (``raw``: as it came)."""
         if kind == _HANDLER:
@@ -857,7 +890,10 @@ class _Connection(asyncio.Protocol):
         else:
             if kind == _HELLO and len(args) > 1 and args[1] != b"2":
                 self._resp3 = True
-            self._forward(raw, self._slot_kind(args))
+            slot = self._slot_kind(args)
+            if slot == _S_AUTH:
+                self._auth_users.append(_auth_user(args))
+            self._forward(raw, slot)
 
     @staticmethod
     def _slot_kind(args: list[bytes]) -> int | None:
@@ -865,6 +901,8 @@ class _Connection(asyncio.Protocol):
         name = args[0].upper()
         if name == b"CLUSTER":
             return _CLUSTER_SLOTS_KINDS.get(args[1].upper()) if len(args) > 1 else None
+        if name == b"HELLO":
+            return _S_AUTH
         return _WATCH_KINDS.get(name)
 
     # ------------------------------------------------------------------ forwarding
@@ -1052,8 +1090,23 @@ class _Connection(asyncio.Protocol):
                 return _unmark_replies(raw)
         elif slot == _S_RESET:
             self.in_multi = self._tx_marked = False
-            self.authed = self.door.password is None
+            self.authed = False
+            self._forget_identity()
+        elif slot == _S_AUTH:
+            user = self._auth_users.popleft() if self._auth_users else None
+            # +OK (AUTH) or the HELLO map: authenticated (a +QUEUED inside MULTI is not)
+            if raw.startswith(b"+OK") or raw[:1] in (b"*", b"%"):
+                self.authed = True
+                if user is not None:
+                    self._forget_identity()
+                    if self.ctx is not None:
+                        self.ctx.user = user
         return raw
+
+    def _forget_identity(self) -> None:
+        if self.ctx is not None:
+            self.ctx.user = None
+            self.ctx.gears_peer = False
 
     @property
     def _cid(self) -> int:
@@ -1103,6 +1156,7 @@ class _Connection(asyncio.Protocol):
             elif slot is not _DROP and not slot.done():
                 slot.set_exception(error)
         self._pending.clear()
+        self._auth_users.clear()
         self._inflight = 0
         self._special = 0
         return b"".join(replies)
@@ -1182,8 +1236,11 @@ class _Connection(asyncio.Protocol):
             return _error_line(own) if own else _NOT_IN_MULTI
 
         async def checked(ctx: ClientContext, args: list[bytes]) -> Any:
-            if not await self._check_auth():
-                return RawReply(_NOAUTH)
+            if not getattr(handler, "before_auth", False):
+                if not await self._check_auth():
+                    return RawReply(_NOAUTH)
+                if self.door.authorize is not None:
+                    await self.door.authorize(ctx, args)
             return await handler(ctx, args)
 
         return await self._answer(args, checked, self.ctx, args)

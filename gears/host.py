@@ -38,6 +38,10 @@ class Host(Protocol):
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         """Queue a command for the local server node; no reply (see ``execute_deferred``)."""
 
+    def check_access(self, commands: list[tuple[Any, ...]]) -> None:
+        """Raise the server's error for the first of ``commands`` the running code's ACL user
+        may not run (commands the engine runs for user code on its own connections)."""
+
     def ai_service(self) -> Any:
         """The shard's model-serving service (``redisAI`` functions)."""
 

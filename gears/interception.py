@@ -3,9 +3,12 @@
 * **Hooks** (``CommandReader`` with ``hook=``): the command runs the registration
   instead; ``call_next(...)`` runs the next hook or the original command on the client's
   own connection; the hook's single result is the reply.
-* **Read-through** (``KeysReader`` with ``commands=[...]``): when such a command (``GET``)
-  finds no key, the reply is held while the registration runs, and its
-  ``override_reply(...)`` value becomes the reply.
+* **Read-through** (``KeysReader`` with ``commands=[...]`` and a ``keymiss`` event): when
+  such a command (``GET``, ``SMEMBERS``, ``HGETALL``, ``EXISTS`` ...) is about to read a
+  missing key, the registration runs first; its ``override_reply(...)`` value is the
+  reply, or else the command runs after it and sees what it wrote. The miss is decided
+  by the key's existence (as the server's ``keymiss`` event is), not by the reply's
+  shape, so commands whose miss reply is an empty array trigger it too.
 * **sync registrations**: after a write command, the reply is held until the worker has
   handled every keyspace event the command caused.
 
@@ -25,8 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["RegistrationInterceptor", "CommandTable"]
 
-_NIL_REPLIES = (b"$-1\r\n", b"_\r\n")
-
+#: No hook took the command (a hook's reply may itself be ``None``).
+_NO_HOOK = object()
 
 class CommandTable:
     """Command flags and first-key positions, read once from the server's ``COMMAND``."""
@@ -84,12 +87,22 @@ class RegistrationInterceptor:
             names |= table.writes
         self.commands = frozenset(names)
 
-    # ---------------------------------------------------------------- hooks
     async def before(self, ctx: Any, args: list[bytes]) -> Any | None:
+        """A command hook's reply, a read-through's override, or ``None`` to forward."""
         name = _text(args[0]).upper()
         hooks = self._hooks.get(name)
-        if not hooks:
-            return None
+        if hooks:
+            reply = await self._hook(ctx, args, hooks)
+            if reply is not _NO_HOOK:
+                return reply
+        read_through = self._read_through.get(name)
+        if read_through:
+            return await self._read_through_miss(ctx, args, read_through)
+        return None
+
+    # ---------------------------------------------------------------- hooks
+    async def _hook(self, ctx: Any, args: list[bytes], hooks: list[dict[str, Any]]) -> Any:
+        """The reply of the hook that takes the command, or :data:`_NO_HOOK`."""
         node = self._node
         key = node.command_table.key_of(args) if node.command_table else None
         if key is not None and not node.key_is_local(key):
@@ -98,7 +111,7 @@ class RegistrationInterceptor:
             prefix = meta.get("keyprefix")
             if prefix is None or (key is not None and key.decode("utf-8", "surrogateescape").startswith(prefix)):
                 return await self._run_hook(meta, ctx, args)
-        return None
+        return _NO_HOOK
 
     async def _run_hook(self, meta: dict[str, Any], ctx: Any, args: list[bytes]) -> Any:
         context_id = next(self._ids)
@@ -122,22 +135,33 @@ class RegistrationInterceptor:
             raise CommandError("Can not get CommandHook ctx")
         return await ctx.call_server(*args)
 
+    # ------------------------------------------------------- read-through
+    async def _read_through_miss(self, ctx: Any, args: list[bytes], metas: list[dict[str, Any]]) -> Any | None:
+        """Run the keymiss registrations of a command about to read a missing key."""
+        node = self._node
+        key_bytes = node.command_table.key_of(args) if node.command_table else (args[1] if len(args) > 1 else None)
+        if key_bytes is None or ctx.in_transaction or not node.key_is_local(key_bytes):
+            return None  # keyless, queued in MULTI, or another shard's key (the server answers MOVED)
+        key = key_bytes.decode("utf-8", "surrogateescape")
+        matching = [
+            meta for meta in metas
+            if (meta.get("eventTypes") is None or "keymiss" in meta["eventTypes"]) and _matches(meta["prefix"], key)
+        ]
+        # (asked on the node's own connection: the client may be allowed GET but not EXISTS)
+        if not matching or await node.server.exists(key_bytes):
+            return None
+        argv = [a.decode("utf-8", "surrogateescape") for a in args]
+        for meta in matching:
+            override = await node.worker.call("command_event", meta["id"], key, "keymiss", argv)
+            if override is not None:
+                return override
+        return None
+
     # ------------------------------------------------------- after the reply
     async def after(self, ctx: Any, args: list[bytes], raw_reply: bytes) -> Any | None:
-        name = _text(args[0]).upper()
+        """Hold a write's reply until a sync registration has handled its events."""
         node = self._node
-        metas = self._read_through.get(name)
-        if metas and raw_reply in _NIL_REPLIES and len(args) > 1:
-            key = args[1].decode("utf-8", "surrogateescape")
-            for meta in metas:
-                events = meta.get("eventTypes")
-                if (events is None or "keymiss" in events) and _matches(meta["prefix"], key):
-                    override = await node.worker.call(
-                        "command_event", meta["id"], key, "keymiss", [a.decode("utf-8", "surrogateescape") for a in args]
-                    )
-                    if override is not None:
-                        return override
-        if self._sync_writes and node.command_table is not None and name in node.command_table.writes:
+        if self._sync_writes and node.command_table is not None and _text(args[0]).upper() in node.command_table.writes:
             await node.worker.call("barrier")
         return None
 

@@ -21,7 +21,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-__all__ = ["ThreadChannel", "AsyncChannel", "ChannelClosed", "RemoteError"]
+__all__ = ["ThreadChannel", "AsyncChannel", "ChannelClosed", "RemoteError", "read_message"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,23 @@ class RemoteError(Exception):
 def _frame(message: tuple[Any, ...]) -> bytes:
     payload = pickle.dumps(message, protocol=_PROTOCOL)
     return _HEADER.pack(len(payload)) + payload
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = bytearray()
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ChannelClosed("the node closed the channel")
+        data += chunk
+    return bytes(data)
+
+
+def read_message(sock: socket.socket) -> tuple[Any, ...]:
+    """Read exactly one frame (blocking) before a :class:`ThreadChannel` takes the socket over:
+    the first message a node sends its new worker."""
+    (size,) = _HEADER.unpack(_recv_exactly(sock, _HEADER.size))
+    return pickle.loads(_recv_exactly(sock, size))
 
 
 def _outcome(handler: Callable[..., Any], kind: str, args: tuple[Any, ...]) -> tuple[bool, Any]:

@@ -26,15 +26,21 @@ from redis.asyncio.retry import Retry
 
 from cluster.hashtags import key_slot
 from cluster.messaging import PeerLink
+from cluster.peerauth import PeerSecret, SecretFileError, read_secret_file
 from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
 
+from . import credentials as _credentials
 from . import requirements
 from . import ai as _ai  # noqa: F401 - registers the AI.* commands
+from .access import AccessControl
 from .commands import handlers_for
 from .config import GearsConfig
 from .coordinator import Coordinator
 from .crashes import CrashLedger
+from .credentials import Credentials
 from .sessions import SessionRecord, SessionStore
+from .tls import TLSOptions
+from . import tls as _tls
 from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
 from .interception import CommandTable, RegistrationInterceptor
@@ -83,22 +89,32 @@ class GearsNode:
         listen: tuple[str, int],
         *,
         announce: tuple[str, int] | None = None,
-        password: str | None = None,
+        credentials: Credentials | None = None,
+        peer_secret: PeerSecret | None = None,
         config: dict[str, str] | None = None,
+        tls: TLSOptions | None = None,
         server_socket: str | None = None,
     ) -> None:
         self.server_address = server
         self.listen = listen
         self.announce = announce or listen
-        self.password = password
+        #: The announced front door address as peers dial it (``host:port``).
+        self.announce_text = "%s:%d" % self.announce
+        self.peer_secret = peer_secret or PeerSecret(PeerSecret.generate())
+        self.tls = tls
+        self._peer_tls = tls.client_context() if tls is not None else None
         self.config = GearsConfig(config)
         self.run_id = secrets.token_hex(20)
+        #: How this node's clients of its server node log in.
+        self._server_login = (credentials or Credentials()).redis_kwargs()
         self.server = aioredis.Redis(
             host=server[0],
             port=server[1],
-            password=password,
-            client_name=CLIENT_NAME_PREFIX + "%s:%d" % self.announce,
+            client_name=CLIENT_NAME_PREFIX + self.announce_text,
+            **self._server_login,
         )
+        self.access = AccessControl(self.server)
+        self._worker_credentials = Credentials()
         self.view = ClusterView(self.server, server, self.announce)
         self.coordinator = Coordinator(self)
         self.sessions = SessionStore(self)
@@ -116,6 +132,7 @@ class GearsNode:
             on_call=self._on_worker_call,
             on_started=self._on_worker_started,
             on_lost=self._on_worker_lost,
+            secrets=self._worker_secrets,
             requirement_paths=lambda: requirements.search_paths(self.requirements_root),
             memory_limit_mb=lambda: int(self.config["WorkerMaxMemoryMB"]),
             execution_threads=int(self.config["ExecutionThreads"]),
@@ -125,8 +142,8 @@ class GearsNode:
         self.server_reachable = True
         #: The role poll's own client: no retries, short timeouts, so an outage shows at once.
         self._probe = aioredis.Redis(
-            host=server[0], port=server[1], password=password, socket_timeout=ROLE_POLL_TIMEOUT,
-            socket_connect_timeout=ROLE_POLL_TIMEOUT, retry=Retry(NoBackoff(), 0),
+            host=server[0], port=server[1], socket_timeout=ROLE_POLL_TIMEOUT,
+            socket_connect_timeout=ROLE_POLL_TIMEOUT, retry=Retry(NoBackoff(), 0), **self._server_login,
         )
         self._refresh_lock = asyncio.Lock()
         #: ``AI.CONFIG`` values of this node.
@@ -137,8 +154,9 @@ class GearsNode:
             server=server,
             handlers=handlers_for(self),
             address_map=self.view.frontdoor_for,
-            password=password,
+            authorize=self.access.authorize,
             interceptor=self.interceptor,
+            tls=tls.server_context() if tls is not None else None,
             server_socket=server_socket,
         )
 
@@ -146,6 +164,8 @@ class GearsNode:
     async def start(self) -> None:
         """Connect to the server node, learn the topology, start the worker, open the front door."""
         await self._wait_for_server()
+        await self.access.start()
+        self._worker_credentials = await self.access.create_worker_account()
         await self.view.refresh()
         self.command_table = CommandTable(await self.server.command())
         await self.worker.start()
@@ -183,6 +203,7 @@ class GearsNode:
         while True:
             await asyncio.sleep(TOPOLOGY_REFRESH_SECONDS)
             try:
+                await self.access.keep_worker_account(self._worker_credentials)
                 await self.refresh_topology()
             except Exception as exc:  # noqa: BLE001 - keep serving with the last known topology
                 log.warning("topology refresh failed: %s", exc)
@@ -190,10 +211,9 @@ class GearsNode:
     def replica_reads(self) -> aioredis.Redis:
         """A one-connection client of the local server node, for reads that need ``READONLY``
         (the caller sends it and closes the client)."""
-        kwargs = self.server.connection_pool.connection_kwargs
         return aioredis.Redis(
-            host=self.server_address[0], port=self.server_address[1], password=kwargs.get("password"),
-            single_connection_client=True,
+            host=self.server_address[0], port=self.server_address[1], single_connection_client=True,
+            **self._server_login,
         )
 
     async def _watch_server(self) -> None:
@@ -212,6 +232,10 @@ class GearsNode:
             if not self.server_reachable:
                 log.info("server node %s:%d answers again", *self.server_address)
                 self.server_reachable = True
+                try:  # a restarted server may have lost the worker's account: the worker waits for it
+                    await self.access.keep_worker_account(self._worker_credentials)
+                except (OSError, aioredis.RedisError) as exc:
+                    log.warning("could not check the worker's account: %s", exc)
             if self.view.server_cluster_enabled and (role == "master") != (self.view.shard_map.my_role == "master"):
                 try:
                     await self.refresh_topology()
@@ -252,7 +276,7 @@ class GearsNode:
             raise NodeUnavailable(f"no gears node is known for shard {index} yet")
         link = self._links.get(address)
         if link is None:
-            link = self._links[address] = PeerLink(address, self.password)
+            link = self._links[address] = PeerLink(address, self.peer_secret, self._peer_tls)
         return link
 
     def peer_run_id(self, index: int) -> str | None:
@@ -323,6 +347,15 @@ class GearsNode:
             self._hellos.pop(index, None)
 
     # ----------------------------------------------------------------- worker
+    def _worker_secrets(self) -> dict[str, Any]:
+        """What a new worker gets over its socket before anything else (never in argv or env)."""
+        return {
+            "user": self._worker_credentials.user,
+            "password": self._worker_credentials.password,
+            "node_user": self.access.node_user,
+            "frontdoor_ca": (self.tls.ca_cert_file or "") if self.tls is not None else None,
+        }
+
     def _on_worker_started(self) -> None:
         self.worker.send("config", {**self.config.for_worker(), "exec_seq": self.coordinator.high_water + 1})
         self.worker.send("topology", self.view.shard_map)
@@ -365,6 +398,10 @@ class GearsNode:
             if meta["distributed"]:
                 await self.ensure_peers()
             return await self.coordinator.start(blob, meta)
+        if kind == "authorize":
+            user, words = args
+            await self.access.check(user, words)
+            return None
         if kind == "registration_id":
             return f"{self.view.shard_map.my_id}-{next(self._reg_seq)}"
         if kind == "call_next":
@@ -393,7 +430,7 @@ class GearsNode:
         previous = self.sessions.sessions.get(replaces) if replaces else None
         targets: list[int | None] = [None, *self.peer_indexes()]
         header = ({"id": record.id, "blob": record.blob, "description": record.description,
-                   "registrations": record.registrations, "removed": []}, replaces)
+                   "registrations": record.registrations, "removed": [], "user": record.user}, replaces)
 
         async def apply_on(index: int | None) -> None:
             if index is None:
@@ -413,7 +450,8 @@ class GearsNode:
     async def _undo_apply(self, index: int | None, session_id: str, previous: SessionRecord | None) -> None:
         if previous is not None:
             header = ({"id": previous.id, "blob": previous.blob, "description": previous.description,
-                       "registrations": previous.registrations, "removed": previous.removed}, session_id)
+                       "registrations": previous.registrations, "removed": previous.removed, "user": previous.user},
+                      session_id)
             if index is None:
                 await self.sessions.apply(SessionRecord(**header[0]), session_id)
             else:
@@ -472,18 +510,51 @@ async def _serve(node: GearsNode) -> None:
     await node.close()
 
 
+def _peer_secret(args: Any) -> PeerSecret:
+    """The deployment's peer secret: ``--peer-secret-file``, ``$GEARS_PEER_SECRET_FILE`` or
+    ``$GEARS_PEER_SECRET``; without one, a random secret (this node then talks to no peer)."""
+    path = getattr(args, "peer_secret_file", None) or os.environ.get("GEARS_PEER_SECRET_FILE")
+    text = read_secret_file(path) if path else os.environ.get("GEARS_PEER_SECRET")
+    if not text:
+        log.warning("no peer secret given (--peer-secret-file): other gears nodes will not accept this one")
+        text = PeerSecret.generate()
+    return PeerSecret(text)
+
+
+def _forbid_inspection() -> None:
+    """Make this process non-dumpable: other processes of the same OS user (user code in a
+    worker included) can then read neither its memory nor its ``/proc`` environment."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        log.warning("could not make the gears node non-dumpable")
+
+
 def main(args: Any) -> int:
     """``gears node --redis HOST:PORT --listen HOST:PORT [--announce HOST:PORT]``."""
     logging.basicConfig(
         level=os.environ.get("GEARS_LOG_LEVEL", "INFO"),
         format="%(asctime)s node[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
+    _forbid_inspection()
+    try:
+        credentials = _credentials.from_args(args)
+        peer_secret = _peer_secret(args)
+        tls = _tls.from_args(args)
+    except (SecretFileError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        _credentials.scrub_environment()
     node = GearsNode(
         _address(args.redis),
         _address(args.listen),
         announce=_address(args.announce) if getattr(args, "announce", None) else None,
-        password=getattr(args, "password", None) or os.environ.get("GEARS_SERVER_PASSWORD") or None,
+        credentials=credentials,
+        peer_secret=peer_secret,
         config=_config_pairs(getattr(args, "config", None) or []),
+        tls=tls,
         server_socket=getattr(args, "redis_socket", None),
     )
     try:

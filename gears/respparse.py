@@ -166,44 +166,28 @@ def split_inline(line: bytes) -> list[bytes]:
         current = bytearray()
         while i < n and line[i] not in _SEPARATORS:
             c = line[i]
-            if c == 34:  # '"'
-                i = _double_quoted(line, i + 1, current)
-            elif c == 39:  # "'"
-                i = _single_quoted(line, i + 1, current)
+            if c in (34, 39):  # '"' or "'"
+                i = _quoted(line, i + 1, current, c)
             else:
                 current.append(c)
                 i += 1
         args.append(bytes(current))
 
 
-def _double_quoted(line: bytes, i: int, out: bytearray) -> int:
-    """Append the double-quoted part starting after its quote; return the index after it."""
+def _quoted(line: bytes, i: int, out: bytearray, quote: int) -> int:
+    """Append the part quoted by ``quote`` (``"`` or ``'``) that starts after the quote at
+    ``line[i - 1]``; return the index after its closing quote. Double quotes take
+    ``\\xHH`` and backslash escapes, single quotes only ``\\'``."""
     n = len(line)
     while i < n:
         c = line[i]
-        if c == 92 and i + 3 < n and line[i + 1] == 120 and line[i + 2] in _HEX and line[i + 3] in _HEX:
+        if quote == 34 and c == 92 and i + 3 < n and line[i + 1] == 120 and line[i + 2] in _HEX and line[i + 3] in _HEX:
             out.append(int(line[i + 2 : i + 4], 16))
             i += 4
-        elif c == 92 and i + 1 < n:
+        elif c == 92 and i + 1 < n and (quote == 34 or line[i + 1] == 39):
             out += _ESCAPES.get(line[i + 1], line[i + 1 : i + 2])
             i += 2
-        elif c == 34:
-            return i + 1
-        else:
-            out.append(c)
-            i += 1
-    raise RespProtocolError("unbalanced quotes in request")
-
-
-def _single_quoted(line: bytes, i: int, out: bytearray) -> int:
-    """Append the single-quoted part starting after its quote; return the index after it."""
-    n = len(line)
-    while i < n:
-        c = line[i]
-        if c == 92 and i + 1 < n and line[i + 1] == 39:
-            out.append(39)
-            i += 2
-        elif c == 39:
+        elif c == quote:
             return i + 1
         else:
             out.append(c)

@@ -2,7 +2,7 @@
 
 ::
 
-    gears run SCRIPT [--host 127.0.0.1] [--port 30001] [--user U] [--password PW]
+    gears run SCRIPT [--host 127.0.0.1] [--port 30001] [--user U] [--password PW | --password-file F]
                      [--requirements FILE] [--unblocking] [--id ID] [--description D]
                      [--upgrade] [--replace-with ID] [--color auto|always|never]
                      [EXTRA_ARGS ...]
@@ -34,6 +34,8 @@ import argparse
 import json
 import sys
 from typing import Any, TextIO
+
+from gears import credentials
 
 __all__ = ["add_parser", "format_reply", "read_requirements", "run_script"]
 
@@ -137,7 +139,7 @@ def run_script(args: argparse.Namespace, out: TextIO | None = None, err: TextIO 
         requirements=requirements,
         extra_args=args.extra_args,
     )
-    client = GearsClient(host=args.host, port=args.port, password=args.password, username=args.user)
+    client = GearsClient(host=args.host, port=args.port, **credentials.from_args(args).redis_kwargs())
     try:
         try:
             client.ping()
@@ -164,8 +166,7 @@ def _one_line(exc: BaseException) -> str:
 def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="front door host (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=30001, help="front door port (default 30001)")
-    parser.add_argument("--user", default=None, help="ACL user")
-    parser.add_argument("--password", default=None, help="password (the server's requirepass)")
+    credentials.add_arguments(parser)
     parser.add_argument("--requirements", metavar="FILE", default=None, help="requirements file (one per line)")
     parser.add_argument("--unblocking", action="store_true", default=None, help="do not wait: print the execution id")
     parser.add_argument("--id", default=None, help="session id (ID)")

@@ -8,12 +8,14 @@ the standard library, never on redis-py, so that user code may import whatever
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from typing import Any, Callable, Iterable, Sequence
 
 import hiredis
 
+from .credentials import Credentials
 from .errors import GearsError
 from .resp import encode_command
 
@@ -46,9 +48,10 @@ class ServerUnavailable(GearsError, ConnectionError):
 
 def wait_until_reachable(
     address: tuple[str, int],
-    password: str | None,
+    credentials: Credentials | None,
     stopped: Callable[[], bool],
     *,
+    tls: ssl.SSLContext | None = None,
     first_delay: float = 0.05,
     max_delay: float = 1.0,
 ) -> "ServerConnection | None":
@@ -57,14 +60,15 @@ def wait_until_reachable(
     delay = first_delay
     while not stopped():
         try:
-            conn = ServerConnection(*address, password=password, decode=True)
+            conn = ServerConnection(*address, credentials=credentials, decode=True, tls=tls)
             conn.call("PING")
             return conn
         except ServerUnavailable:
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
-        except ServerError:  # LOADING: the server is up but still reading its data
+        except ServerError:  # LOADING, or (a restarted server) the login not recreated yet
             time.sleep(delay)
+            delay = min(delay * 2, max_delay)
     return None
 
 
@@ -76,25 +80,28 @@ class ServerConnection:
         host: str,
         port: int,
         *,
-        password: str | None = None,
+        credentials: Credentials | None = None,
         timeout: float | None = None,
         decode: bool = False,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``decode=True`` makes replies ``str`` (UTF-8, decoded in C; bytes that are not
         UTF-8 become surrogate escapes, which :func:`encode_command` turns back into the
-        same bytes)."""
+        same bytes). ``tls``: speak TLS with this context (the host name is verified)."""
         self.address = (host, port)
-        self.password = password
+        self.credentials = credentials
         #: Set once an I/O error lost the connection (a :class:`ConnectionPerThread` then reopens it).
         self.broken = False
         try:
-            self._sock = socket.create_connection(self.address, timeout=timeout)
+            sock = socket.create_connection(self.address, timeout=timeout)
         except OSError as exc:
             raise ServerUnavailable(f"server node {host}:{port} unavailable: {exc}") from None
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = tls.wrap_socket(sock, server_hostname=host) if tls is not None else sock
         self._reader = hiredis.Reader(encoding="utf-8", errors="surrogateescape") if decode else hiredis.Reader()
-        if password:
-            self.call("AUTH", password)
+        auth = credentials.auth_args() if credentials is not None else []
+        if auth:
+            self.call("AUTH", *auth)
 
     def close(self) -> None:
         """Close the socket."""
@@ -173,9 +180,13 @@ class ServerConnection:
 class ConnectionPerThread:
     """Lazily opens one :class:`ServerConnection` per thread to the same server."""
 
-    def __init__(self, host: str, port: int, password: str | None = None, *, decode: bool = False) -> None:
-        self.host, self.port, self.password = host, port, password
+    def __init__(
+        self, host: str, port: int, credentials: Credentials | None = None, *, decode: bool = False,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        self.host, self.port, self.credentials = host, port, credentials
         self.decode = decode
+        self.tls = tls
         self._local = threading.local()
 
     def get(self) -> ServerConnection:
@@ -185,7 +196,7 @@ class ConnectionPerThread:
             conn.close()
             conn = None
         if conn is None:
-            conn = ServerConnection(self.host, self.port, password=self.password, decode=self.decode)
+            conn = ServerConnection(self.host, self.port, credentials=self.credentials, decode=self.decode, tls=self.tls)
             self._local.conn = conn
         return conn
 
@@ -193,7 +204,7 @@ class ConnectionPerThread:
         """Block until the server node answers (backoff; see :func:`wait_until_reachable`);
         this thread's connection is reopened on its next use."""
         self.discard()
-        conn = wait_until_reachable((self.host, self.port), self.password, lambda: False)
+        conn = wait_until_reachable((self.host, self.port), self.credentials, lambda: False, tls=self.tls)
         if conn is not None:
             conn.close()
 

@@ -38,9 +38,11 @@ class SessionRecord:
     registrations: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     metas: list[dict[str, Any]] = field(default_factory=list)
+    #: The ACL user who registered the session: its registrations run with that user's rights.
+    user: str | None = None
 
     def to_worker(self) -> dict[str, Any]:
-        return {"id": self.id, "blob": self.blob, "description": self.description, "removed": self.removed}
+        return {"id": self.id, "blob": self.blob, "description": self.description, "removed": self.removed, "user": self.user}
 
     def to_hash(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class SessionRecord:
             "description": self.description or "",
             "registrations": json.dumps(self.registrations),
             "removed": json.dumps(self.removed),
+            "user": self.user or "",
         }
 
     @classmethod
@@ -58,6 +61,7 @@ class SessionRecord:
             fields.get(b"description", b"").decode() or None,
             json.loads(fields.get(b"registrations", b"[]")),
             json.loads(fields.get(b"removed", b"[]")),
+            user=fields.get(b"user", b"").decode() or None,
         )
 
     @property

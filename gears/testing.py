@@ -78,7 +78,7 @@ class _ReaderContext:
         return True
 
     def open_connection(self, decode: bool = False) -> Any:
-        return ServerConnection(*self.conn.address, password=self.conn.password, decode=decode)
+        return ServerConnection(*self.conn.address, credentials=self.conn.credentials, decode=decode)
 
 
 class LocalHost(Host):
@@ -143,6 +143,9 @@ class LocalHost(Host):
 
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         self.execute(args)
+
+    def check_access(self, commands: list[tuple[Any, ...]]) -> None:
+        """Local runs have the rights of their connection: nothing to check."""
 
     def ai_service(self) -> Any:
         raise GearsScriptError("redisAI needs a gears node")

@@ -1,13 +1,16 @@
 """The node's side of its worker process: start it, talk to it, restart it when it dies.
 
-The worker is ``python -m gears.worker`` with one end of a Unix socket pair. If it
-exits (a crash in user code, an out-of-memory kill, ``WorkerMaxMemoryMB`` exceeded, or
-the node replaced it to end an execution that ignored ``RG.ABORTEXECUTION``), the
-executions it was running end with an error, and a new worker is started with the
-current configuration, topology and requirement paths. Restarts after quick successive
-crashes back off (0.5 s doubling up to :data:`MAX_RESTART_DELAY`), so a crash loop
-cannot eat the host; a worker that lived :data:`STABLE_SECONDS` resets the back-off.
-Memory is sampled every :data:`MEMORY_CHECK_INTERVAL` seconds.
+The worker is ``python -m gears.worker`` with one end of a Unix socket pair; the first
+message on it carries the worker's server credentials (never its argv or environment,
+which other local processes can read; the secret variables of the node are not passed
+on either). If it exits (a crash in user code, an out-of-memory kill,
+``WorkerMaxMemoryMB`` exceeded, or the node replaced it to end an execution that ignored
+``RG.ABORTEXECUTION``), the executions it was running end with an error, and a new
+worker is started with the current configuration, topology and requirement paths.
+Restarts after quick successive crashes back off (0.5 s doubling up to
+:data:`MAX_RESTART_DELAY`), so a crash loop cannot eat the host; a worker that lived
+:data:`STABLE_SECONDS` resets the back-off. Memory is sampled every
+:data:`MEMORY_CHECK_INTERVAL` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 import time
 from typing import Any, Awaitable, Callable
 
+from .credentials import SECRET_VARIABLES
 from .errors import WorkerBusy
 from .ipc import AsyncChannel, ChannelClosed
 
@@ -47,6 +51,7 @@ class WorkerHandle:
         on_call: Callable[..., Awaitable[Any]],
         on_started: Callable[[], None],
         on_lost: Callable[[str], None],
+        secrets: Callable[[], dict[str, Any]],
         requirement_paths: Callable[[], list[str]],
         memory_limit_mb: Callable[[], int],
         execution_threads: int,
@@ -57,6 +62,7 @@ class WorkerHandle:
         self._on_call = on_call
         self._on_started = on_started
         self._on_lost = on_lost
+        self._secrets = secrets
         self._requirement_paths = requirement_paths
         self._memory_limit_mb = memory_limit_mb
         self._execution_threads = execution_threads
@@ -82,7 +88,7 @@ class WorkerHandle:
 
     async def _spawn(self) -> None:
         parent, child = socket.socketpair()
-        env = dict(os.environ)
+        env = {name: value for name, value in os.environ.items() if name not in SECRET_VARIABLES}
         env["GEARS_REQUIREMENT_PATHS"] = os.pathsep.join(self._requirement_paths())
         env["GEARS_EXECUTION_THREADS"] = str(self._execution_threads)
         # Idle model threads sleep instead of spinning: a worker shares the host's cores
@@ -104,6 +110,7 @@ class WorkerHandle:
         child.close()
         reader, writer = await asyncio.open_unix_connection(sock=parent)
         self._channel = AsyncChannel(reader, writer)
+        self._channel.send("secrets", self._secrets())
         log.info("worker process %d started", self._process.pid)
 
     @property

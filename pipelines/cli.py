@@ -6,14 +6,19 @@
     gears pipeline status [--host --port] [--graph HOST:PORT] [--json]
     gears ai load-qa [--model-dir DIR] [--backend TORCH|ONNX] [--device CPU|GPU] [--batch-size 16] [--host --port]
     gears api [--port 8080] [--cluster HOST:PORT] [--graph HOST:PORT]
+
+Each takes ``--user``/``--password``/``--password-file`` (or ``$GEARS_USER``/``$GEARS_PASSWORD``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from typing import Any
+
+from gears import credentials
 
 __all__ = ["add_parsers"]
 
@@ -34,12 +39,16 @@ def _positive(text: str) -> int:
 def _connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="a front door (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=30001, help="its port (default 30001)")
+    credentials.add_arguments(parser)
 
 
-def _cluster(args: argparse.Namespace) -> Any:
+def _cluster(args: argparse.Namespace, host: str | None = None, port: int | None = None) -> Any:
+    """A cluster client from the front door ``--host``/``--port`` (or ``host``/``port``), with the given credentials."""
     from redis.cluster import RedisCluster
 
-    return RedisCluster(host=args.host, port=args.port, decode_responses=True)
+    return RedisCluster(
+        host=host or args.host, port=port or args.port, decode_responses=True, **credentials.from_args(args).redis_kwargs()
+    )
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -63,7 +72,7 @@ def _register(args: argparse.Namespace) -> int:
 
     from .deploy import DeployError, deploy_nlp, deploy_qa
 
-    client = redis.Redis(host=args.host, port=args.port, decode_responses=True)
+    client = redis.Redis(host=args.host, port=args.port, decode_responses=True, **credentials.from_args(args).redis_kwargs())
     try:
         if args.name == "nlp":
             deploy_nlp(client, args.graph, args.dictionary)
@@ -102,7 +111,7 @@ def _load_qa(args: argparse.Namespace) -> int:
             cluster, args.model_dir, args.backend, args.device, args.batch_size, args.min_batch_size, args.min_batch_timeout
         )
     except (DeployError, OSError, ValueError) as exc:
-        print(f"load-qa failed: {exc}")
+        print(f"load-qa failed: {exc}", file=sys.stderr)
         return 1
     finally:
         cluster.close()
@@ -120,11 +129,10 @@ def _api(args: argparse.Namespace) -> int:
     from pipelines.api import create_app
     from pipelines.graph import GraphWriter
     from pipelines.nlp.concepts import load_dictionary
-    from redis.cluster import RedisCluster
 
     from .nlp_pipeline import DEFAULT_DICTIONARY
 
-    cluster = RedisCluster(host=args.cluster[0], port=args.cluster[1], decode_responses=True)
+    cluster = _cluster(args, *args.cluster)
     app = create_app(cluster, GraphWriter(*args.graph), load_dictionary(args.dictionary or DEFAULT_DICTIONARY))
     uvicorn.run(app, host=args.listen, port=args.port, log_level="info")
     return 0
@@ -176,6 +184,7 @@ def add_parsers(sub: Any) -> None:
     api.add_argument("--port", type=int, default=8080)
     api.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     api.add_argument("--cluster", type=_address, default=("127.0.0.1", 30001), help="a front door HOST:PORT")
+    credentials.add_arguments(api)
     api.add_argument("--graph", type=_address, default=("127.0.0.1", 9001), help="FalkorDB HOST:PORT")
     api.add_argument("--dictionary", help="the concept dictionary TSV (default: the bundled one)")
     api.set_defaults(func=_api)

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import redis
+
 __all__ = [
     "DeployError",
     "deploy_nlp",
@@ -100,7 +102,10 @@ def load_qa_model(
     )
     blob = qa.export_model(model, backend)
     options = {"batchsize": batchsize, "minbatchsize": minbatchsize, "minbatchtimeout": minbatchtimeout}
-    qa.store_on_every_shard(cluster, blob, backend, device.upper(), tag=json.dumps(info.describe()), **options)
+    try:
+        qa.store_on_every_shard(cluster, blob, backend, device.upper(), tag=json.dumps(info.describe()), **options)
+    except redis.ResponseError as exc:  # e.g. a GPU asked of a shard that has no CUDA device
+        raise DeployError(f"storing the QA model for {device.upper()} failed: {exc}") from None
     return info
 
 

@@ -145,6 +145,7 @@ def export_model(model: Any, backend: str = "TORCH") -> bytes:
     with torch.inference_mode(), _quiet():
         if backend.upper() == "TORCH":
             traced = torch.jit.trace(wrapped, example, check_trace=False, strict=False)
+            unpin_devices(traced)
             torch.jit.save(traced, buffer)
         elif backend.upper() == "ONNX":
             torch.onnx.export(
@@ -155,6 +156,48 @@ def export_model(model: Any, backend: str = "TORCH") -> bytes:
         else:
             raise ValueError(f"backend must be TORCH or ONNX, not {backend}")
     return buffer.getvalue()
+
+
+def pinned_devices(module: Any) -> list[str]:
+    """The device constants left in a TorchScript module's graphs (``"model.bert: cpu"``)."""
+    found = []
+    for name, graph in _forward_graphs(module):
+        for node in graph.findAllNodes("prim::Constant"):
+            if node.output().type().kind() == "DeviceObjType":
+                found.append(f"{name or '(top)'}: {node.output().toIValue()}")
+    return found
+
+
+def _forward_graphs(module: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, graph)`` of every submodule of a TorchScript module that has a ``forward``."""
+    for name, submodule in module.named_modules():
+        if submodule._c._has_method("forward"):
+            yield name, submodule.graph
+
+
+def unpin_devices(module: Any) -> None:
+    """Make a traced module run on whatever device its inputs are on.
+
+    Tracing records the device of tensors the model creates (transformers' masking code
+    builds ``arange``/``to(device)`` from the example's device) as constants; each is
+    replaced here by ``prim::device`` of the graph's first tensor input, so one export
+    runs on the CPU and on a GPU alike. Raises ``ValueError`` if a graph with such a
+    constant has no tensor input to take the device from.
+    """
+    for name, graph in _forward_graphs(module):
+        constants = [n for n in graph.findAllNodes("prim::Constant") if n.output().type().kind() == "DeviceObjType"]
+        if not constants:
+            continue
+        source = next((v for v in graph.inputs() if v.type().kind() == "TensorType"), None)
+        if source is None:
+            raise ValueError(f"cannot unpin the device constants of {name or 'the module'}: no tensor input")
+        first = next(iter(graph.nodes()))
+        for constant in constants:
+            device = graph.create("prim::device", [source])
+            device.output().setType(constant.output().type())
+            device.insertBefore(first)
+            constant.output().replaceAllUsesWith(device.output())
+            constant.destroy()
 
 
 def shard_tags(client: Any) -> list[str]:

@@ -25,6 +25,7 @@ import atexit
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -119,6 +120,53 @@ def get_following_moved(port: int, key: str, timeout: float = 60.0) -> str | Non
 
 
 @contextlib.contextmanager
+def gears_nodes(
+    servers: list[int],
+    doors: list[int],
+    folder: Path,
+    args: list[str],
+    client: Callable[[int], object],
+) -> Iterator[None]:
+    """``gears node`` processes (one per server port, front door on the matching port in
+    ``doors``, all with ``args`` and one fresh peer secret), stopped afterwards; ready once
+    ``client(door).ping()`` answers on every front door."""
+    from cluster.peerauth import PeerSecret, write_secret_file
+
+    secret = folder / "peer.secret"
+    write_secret_file(secret, PeerSecret.generate())
+    processes = []
+    try:
+        for server, door in zip(servers, doors, strict=True):
+            log = open(folder / f"gears-{door}.log", "ab")  # noqa: SIM115 - closed with the process below
+            processes.append((log, subprocess.Popen(
+                [sys.executable, "-m", "gears", "node", "--redis", f"127.0.0.1:{server}", "--listen", f"127.0.0.1:{door}",
+                 "--peer-secret-file", str(secret), *args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )))
+        for door in doors:
+            connection = client(door)
+            try:
+                wait_for(lambda connection=connection: _pings(connection), timeout=60, what=f"gears node {door}")
+            finally:
+                connection.close()  # type: ignore[attr-defined]
+        yield
+    finally:
+        for log, process in processes:
+            process.terminate()
+            process.wait(20)
+            log.close()
+
+
+def _pings(client: object) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except (redis.ConnectionError, OSError):
+        return False
+
+
+@contextlib.contextmanager
 def serving(app: object, port: int) -> Iterator[str]:
     """Serve an ASGI ``app`` with uvicorn on ``port`` in a thread; yields its base URL."""
     import uvicorn
@@ -151,8 +199,10 @@ def launched_cluster(
     what: str,
     server: str | None = None,
     config: dict[str, str] | None = None,
+    requirepass: str | None = None,
 ) -> Iterator[launcher.ClusterState]:
-    """Start a cluster in ``tmp_dir`` and stop it (by pid) when done, whatever happens."""
+    """Start a cluster in ``tmp_dir`` (servers requiring ``requirepass`` if given) and
+    stop it (by pid) when done, whatever happens."""
     require_free_ports(masters, replicas, base_port, gears, what)
     _sigterm_to_exit()
 
@@ -165,6 +215,7 @@ def launched_cluster(
         state = launcher.up(
             masters=masters, replicas=replicas, base_port=base_port, dir=tmp_dir, gears=gears, server=server,
             config=config,
+            requirepass=requirepass,
         )
         yield state
     finally:

@@ -758,7 +758,8 @@ def test_server_unreachable(env: Env) -> None:
         raw.send(cmd("SET", "a", "1") + cmd("RG.ECHOX", "still") + cmd("RG.CALL", "PING"))
         replies = raw.replies(3)
         assert replies[0].startswith(b"-ERR server node")
-        assert replies[1] == b"*2\r\n$8\r\nRG.ECHOX\r\n$5\r\nstill\r\n"
+        # a handler needs the server too: it alone can say whether the client authenticated
+        assert replies[1].startswith(b"-ERR server node 127.0.0.1:%d unavailable" % dead)
         assert replies[2].startswith(b"-ERR server node 127.0.0.1:%d unavailable" % dead)
     finally:
         raw.close()
@@ -784,7 +785,7 @@ def test_password_gates_handlers(env: Env, tmp_path: Path) -> None:
     door = None
     try:
         wait_until(lambda: _can_connect(port), what="password server")
-        door = env.start_door(server=(HOST, port), password="s3cret")
+        door = env.start_door(server=(HOST, port))
         raw = Raw(door.address[1])
         try:
             assert raw.call("RG.ECHOX", "a") == b"-NOAUTH Authentication required.\r\n"

@@ -171,7 +171,7 @@ def test_gears_nodes(replicated: launcher.ClusterState) -> None:
         socket_path = Path(node.dir).resolve() / "server.sock"
         assert [part.decode() for part in cmdline[1:]] == [
             "-m", "gears", "node", "--redis", f"127.0.0.1:{node.port}", "--listen", f"127.0.0.1:{node.gears_port}",
-            "--redis-socket", str(socket_path),
+            "--peer-secret-file", str(Path(replicated.dir) / "peer.secret"), "--redis-socket", str(socket_path),
         ]
         assert socket_path.is_socket() and socket_path.stat().st_mode & 0o777 == 0o700
         # clients' commands reach the server over the socket: their connections show its path

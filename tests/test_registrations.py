@@ -576,3 +576,49 @@ def test_waiting_async_steps_give_their_execution_slot_back(cluster1, session):
     for thread in threads:
         thread.join()
     assert replies == ["together"] * 6
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "expected"),
+    [
+        ("smembers", (), {"a", "b"}),
+        ("hgetall", (), {"a": "b"}),
+        ("lrange", (0, -1), ["a", "b"]),
+        ("exists", (), 1),
+    ],
+)
+def test_keymiss_fires_whatever_the_commands_miss_reply(gc, session, command, args, expected):
+    """A miss is a missing key, not a nil reply: SMEMBERS/HGETALL/LRANGE answer an empty
+    array for one. The registration runs first and the command sees what it wrote."""
+    tag = unique()
+    writes = {
+        "smembers": "execute('SADD', r['key'], 'a', 'b')",
+        "hgetall": "execute('HSET', r['key'], 'a', 'b')",
+        "lrange": "execute('RPUSH', r['key'], 'a', 'b')",
+        "exists": "execute('SET', r['key'], 'v')",
+    }
+    script = (
+        "def fetch(r):\n"
+        f"    {writes[command]}\n"
+        f"GB().foreach(fetch).register('km{tag}:*', mode='sync', eventTypes=['keymiss'], commands=['{command}'])"
+    )
+    pyexecute(gc.client(), script, "ID", session)
+    cluster = gc.cluster_client()
+    key = f"km{tag}:user1"
+    reply = cluster.execute_command(command.upper(), key, *args)
+    if isinstance(expected, set):
+        reply = {v.decode() if isinstance(v, bytes) else v for v in reply}
+    elif isinstance(expected, dict):
+        reply = {k: v for k, v in (reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2]))}
+    assert reply == expected
+    # a hit does not fire it again; another prefix never fires it
+    assert cluster.execute_command(command.upper(), key, *args) == cluster.execute_command(command.upper(), key, *args)
+    assert cluster.exists(f"other{tag}:user1") == 0
+    triggered = sum(
+        entry[7][3]
+        for port in gc.ports
+        for entry in redis.Redis(port=port, decode_responses=True).execute_command("RG.DUMPREGISTRATIONS")
+        if f"km{tag}:*" in str(entry)
+    )
+    assert triggered == 1
+    cluster.close()

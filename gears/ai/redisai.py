@@ -41,6 +41,18 @@ def _raise(exc: Exception) -> None:
     raise GearsScriptError(str(exc)) from None
 
 
+def _check(commands: list[tuple[Any, ...]]) -> None:
+    """Raise the server's error unless the running code's ACL user may run ``commands``
+    (reads of tensors like ``GET``, writes like ``SET``, runs like ``EVAL`` over the model key)."""
+    from ..host import current_host
+
+    current_host().check_access(commands)
+
+
+def _runs(key: str) -> tuple[Any, ...]:
+    return ("EVAL", "return 0", "1", key)
+
+
 def createTensorFromValues(dtype: str, shape: Iterable[int], values: Iterable[float]) -> Tensor:
     """A tensor from Python floats (converted to ``dtype``)."""
     try:
@@ -68,6 +80,7 @@ def msetTensorsInKeyspace(tensors: dict[str, Tensor]) -> None:
     """Store several tensors (all keys are checked before any is written)."""
     conn = _conn()
     keys = list(tensors)
+    _check([("SET", k, "x") for k in keys])
     current = conn.pipeline([("GET", k) for k in keys]) if keys else []
     for key, value in zip(keys, current):
         if isinstance(value, Exception):
@@ -91,6 +104,7 @@ def getTensorFromKey(key: str) -> Tensor:
 def mgetTensorsFromKeyspace(keys: Iterable[str]) -> list[Tensor]:
     """The tensors stored in keys of this shard (one round trip)."""
     names = list(keys)
+    _check([("GET", k) for k in names])
     out = []
     for value in _conn().pipeline([("GET", k) for k in names]) if names else []:
         if isinstance(value, Exception):
@@ -172,6 +186,7 @@ class PyTorchScriptRunner:
 
 def createModelRunner(key: str) -> PyGraphRunner:
     """A runner for the model stored at ``key``."""
+    _check([_runs(key)])
     return PyGraphRunner(key)
 
 
@@ -237,6 +252,7 @@ def modelRunnerRunAsync(runner: PyGraphRunner) -> "asyncio.Future[list[Tensor]]"
 
 def createScriptRunner(key: str, function: str) -> PyTorchScriptRunner:
     """A runner for ``function`` of the script stored at ``key``."""
+    _check([_runs(key)])
     return PyTorchScriptRunner(key, function)
 
 
@@ -350,6 +366,7 @@ class PyDAGRunner:
         if self._used:
             raise GearsScriptError("PyDAGRunner is invalid")
         self._used = True
+        _check([_runs(op.key) for op in self._ops if op.key])
         try:
             check_names(self._ops, list(self._inputs), [])
         except GearsError as exc:

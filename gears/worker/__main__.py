@@ -1,6 +1,10 @@
 """``python -m gears.worker --fd N --server HOST:PORT --frontdoor HOST:PORT``.
 
-Started by a gears node (never by hand). Requirement environments listed in
+Started by a gears node (never by hand). The node's first message on the socket
+carries the server credentials and how to reach the front door (``("secrets", {"user",
+"password", "node_user", "frontdoor_ca"})``; ``frontdoor_ca`` is ``None`` for a plain
+front door, else the CA file that verifies its TLS certificate, ``""`` for the system's).
+Requirement environments listed in
 ``GEARS_REQUIREMENT_PATHS`` (``os.pathsep``-separated) are put in front of
 ``sys.path`` before any user code runs.
 """
@@ -31,12 +35,24 @@ def main() -> None:
     )
     paths = [p for p in os.environ.get("GEARS_REQUIREMENT_PATHS", "").split(os.pathsep) if p]
     sys.path[:0] = paths
-    from gears.ipc import ChannelClosed, ThreadChannel
+    from gears.credentials import Credentials
+    from gears.ipc import ChannelClosed, ThreadChannel, read_message
     from gears.worker.process import WorkerProcess
 
     sock = socket.socket(fileno=args.fd)
+    kind, secrets = read_message(sock)
+    if kind != "secrets":
+        raise SystemExit(f"gears-worker: expected the node's credentials first, got {kind!r}")
     channel = ThreadChannel(sock)
-    worker = WorkerProcess(channel, args.server, args.frontdoor, os.environ.get("GEARS_SERVER_PASSWORD") or None)
+    frontdoor_tls = None
+    if secrets["frontdoor_ca"] is not None:
+        import ssl
+
+        frontdoor_tls = ssl.create_default_context(cafile=secrets["frontdoor_ca"] or None)
+    worker = WorkerProcess(
+        channel, args.server, args.frontdoor, Credentials(secrets["user"], secrets["password"]), secrets["node_user"],
+        frontdoor_tls,
+    )
     try:
         channel.serve(worker.handle_message, worker.handle_call, worker.start_call)
     except ChannelClosed:

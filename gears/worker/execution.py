@@ -89,7 +89,7 @@ class _ReaderContext:
         self._shard_map = shard_map
 
     def open_connection(self, decode: bool = False) -> Any:
-        return ServerConnection(*self.conn.address, password=self.conn.password, decode=decode)
+        return ServerConnection(*self.conn.address, credentials=self.conn.credentials, decode=decode)
 
     def owns(self, key: str | bytes) -> bool:
         shard_map = self._shard_map
@@ -114,8 +114,11 @@ class LocalExecution:
         max_idle_ms: Callable[[], int],
         with_traceback: Callable[[], bool],
         session: Any = None,
+        user: str | None = None,
     ) -> None:
         self.id = exec_id
+        #: The ACL user whose rights ``execute()`` has here.
+        self.user = user
         self.plan = plan
         self.reader = reader
         self.shard_map = shard_map

@@ -26,7 +26,7 @@ from ..serverconn import map_reply
 if TYPE_CHECKING:  # pragma: no cover
     from .process import WorkerProcess
 
-__all__ = ["WorkerHost", "ScriptState", "Session", "CommandContext", "thread_context"]
+__all__ = ["WorkerHost", "ScriptState", "Session", "CommandContext", "thread_context", "current_user"]
 
 _MODES = ("async", "async_local")
 
@@ -36,12 +36,14 @@ DEFERRED_BATCH = 1000
 
 @dataclass
 class Session:
-    """One ``RG.PYEXECUTE``'s namespace and metadata on this shard."""
+    """One ``RG.PYEXECUTE``'s namespace and metadata on this shard; ``user`` is the ACL
+    user who sent it (its code and registrations run with that user's rights)."""
 
     id: str
     description: str | None
     globals: dict[str, Any]
     requirements: list[str] = field(default_factory=list)
+    user: str | None = None
 
 
 @dataclass
@@ -76,25 +78,41 @@ class _ThreadContext(threading.local):
 
 thread_context = _ThreadContext()
 
-#: The command context of the execution a coroutine step belongs to (coroutines run on the
-#: Gears loop thread, where the execution thread's ``thread_context`` is not visible).
+#: The command context and the ACL user of the execution a coroutine step belongs to
+#: (coroutines run on the Gears loop thread, where the execution thread's
+#: ``thread_context`` is not visible).
 _coroutine_command: ContextVar[CommandContext | None] = ContextVar("gears_command", default=None)
+_coroutine_user: ContextVar[str | None] = ContextVar("gears_user", default=None)
 
 
-def _with_command_context(coro: Any) -> Any:
-    """Carry the calling execution's command context into its coroutine's task."""
+def current_user() -> str | None:
+    """The ACL user the running code acts for (``None``: none known, e.g. a thread user
+    code started itself)."""
+    execution = thread_context.execution
+    if execution is not None:
+        return execution.user  # type: ignore[no-any-return]
+    session = thread_context.session
+    if session is not None:
+        return session.user
+    return _coroutine_user.get()
+
+
+def _with_execution_context(coro: Any) -> Any:
+    """Carry the calling execution's command context and user into its coroutine's task."""
     command = thread_context.command
-    if command is None:
+    user = current_user()
+    if command is None and user is None:
         return coro
 
     async def run() -> Any:
         _coroutine_command.set(command)
+        _coroutine_user.set(user)
         return await coro
 
     return run()
 
 
-COROUTINE_WRAPPERS.append(_with_command_context)
+COROUTINE_WRAPPERS.append(_with_execution_context)
 
 
 def current_command() -> CommandContext | None:
@@ -175,6 +193,7 @@ class WorkerHost:
     def execute_deferred(self, args: tuple[Any, ...]) -> None:
         ctx = thread_context
         if ctx.atomic is not None:
+            self._process.check_access(current_user(), args)
             ctx.atomic.execute(args, deferred=True)
             return
         ctx.deferred.append(args)
@@ -185,6 +204,10 @@ class WorkerHost:
         ctx = thread_context
         if ctx.deferred:
             commands, ctx.deferred = ctx.deferred, []
+            denied = self._process.denied(current_user(), commands)
+            if denied:
+                ctx.deferred_errors.extend(denied.values())
+                commands = [command for i, command in enumerate(commands) if i not in denied]
             replies = self._process.server.get().pipeline(commands)
             ctx.deferred_errors.extend(str(r) for r in replies if isinstance(r, hiredis.ReplyError))
 
@@ -196,6 +219,7 @@ class WorkerHost:
 
     def execute(self, args: tuple[Any, ...]) -> Any:
         self._send_deferred()
+        self._process.check_access(current_user(), args)
         if thread_context.atomic is not None:
             return thread_context.atomic.execute(args)
         name = str(args[0]).upper()
@@ -216,11 +240,19 @@ class WorkerHost:
             raise GearsScriptError(str(reply))
         return map_reply(reply)
 
+    def check_access(self, commands: list[tuple[Any, ...]]) -> None:
+        denied = self._process.denied(current_user(), commands)
+        if denied:
+            raise GearsScriptError(denied[min(denied)])
+
     def ai_service(self) -> Any:
         return self._process.ai
 
     def register_time_event(self, args: tuple[Any, ...]) -> bool:
-        return self._process.timers.register(args)
+        user = current_user()
+        if len(args) > 2:  # the event's key is written as the user
+            self._process.check_access(user, ("SET", args[2], "x"))
+        return self._process.timers.register(args, user)
 
     def hashtag(self) -> str:
         return self._process.shard_map.hashtag

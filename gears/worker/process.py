@@ -23,24 +23,27 @@ import collections
 import itertools
 import logging
 import os
+import ssl
 import sys
 import threading
 import uuid
 from typing import Any, Callable
 
 import cloudpickle
+import hiredis
 
 from cluster.topology import ShardMap
 from readers.base import Reader
 
 from ..api import redisgears_module, script_globals
 from ..builder import Plan
-from ..errors import ScriptError
+from ..credentials import Credentials
+from ..errors import GearsError, ScriptError
 from ..host import install_host
 from ..ipc import ThreadChannel
 from ..operations import error_text
 from ..serverconn import ConnectionPerThread
-from ..records import to_reply
+from ..records import GearsScriptError, to_reply
 from .execution import LocalExecution
 from .host import ScriptState, Session, WorkerHost, thread_context
 from .registry import Registry
@@ -62,11 +65,15 @@ class WorkerProcess:
         channel: ThreadChannel,
         server: tuple[str, int],
         frontdoor: tuple[str, int],
-        password: str | None = None,
+        credentials: Credentials,
+        node_user: str,
+        frontdoor_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.channel = channel
-        self.server = ConnectionPerThread(server[0], server[1], password)
-        self.frontdoor = ConnectionPerThread(frontdoor[0], frontdoor[1], password)
+        #: The ACL user of the gears node: code started by it needs no per-command check.
+        self.node_user = node_user
+        self.server = ConnectionPerThread(server[0], server[1], credentials)
+        self.frontdoor = ConnectionPerThread(frontdoor[0], frontdoor[1], credentials, tls=frontdoor_tls)
         self.config: dict[str, Any] = {"ExecutionMaxIdleTime": 5000, "PythonAttemptTraceback": 1, "extra": {}}
         self.shard_map = ShardMap.standalone()
         self.executions: dict[str, LocalExecution] = {}
@@ -75,7 +82,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
         self._exec_seq = itertools.count(1)
-        self.registry = Registry(self, server, password)
+        self.registry = Registry(self, server, credentials)
         self.timers = TimeEvents(self.server, lambda: self.shard_map.hashtag, self._call_in_session)
         self._timers_loaded = False
         self._ai: Any = None
@@ -161,8 +168,8 @@ class WorkerProcess:
         raise ValueError(f"unknown request {kind!r}")
 
     # ---------------------------------------------------------------- scripts
-    def _pyexecute(self, script: str, session_id: str | None, description: str | None) -> dict[str, Any]:
-        session = Session(session_id or uuid.uuid4().hex + uuid.uuid4().hex[:8], description, script_globals())
+    def _pyexecute(self, script: str, session_id: str | None, description: str | None, user: str) -> dict[str, Any]:
+        session = Session(session_id or uuid.uuid4().hex + uuid.uuid4().hex[:8], description, script_globals(), user=user)
         state = ScriptState()
         thread_context.session, thread_context.script = session, state
         try:
@@ -184,6 +191,7 @@ class WorkerProcess:
                 "description": description,
                 "blob": _serialize_registrations(state.registrations),
                 "registrations": [r.id for r in state.registrations],
+                "user": user,
             }
         if state.run is not None:
             plan, reader, mode = state.run
@@ -239,9 +247,9 @@ class WorkerProcess:
         return False
 
     @staticmethod
-    def _call_in_session(fn: Any) -> Any:
-        """Run a time event's function with a session, so it may build and run flows."""
-        thread_context.session = Session("time-event", None, getattr(fn, "__globals__", {}))
+    def _call_in_session(fn: Any, user: str | None) -> Any:
+        """Run a time event's function with a session (as ``user``), so it may build and run flows."""
+        thread_context.session = Session("time-event", None, getattr(fn, "__globals__", {}), user=user)
         try:
             return fn()
         finally:
@@ -281,6 +289,7 @@ class WorkerProcess:
             "session": session.id if session else None,
             "distributed": distributed,
             "registration": registration,
+            "user": session.user if session else None,
         }
         execution = self._new_execution(exec_id, plan, reader, self.shard_map.my_index, distributed, session)
         self.channel.call("start_execution", blob, meta)
@@ -305,7 +314,7 @@ class WorkerProcess:
             reader: Reader = EventReader(registration["records"], initiator_index, registration["everywhere"])
         else:
             plan, reader = cloudpickle.loads(blob)
-        self._new_execution(exec_id, plan, reader, initiator_index, True, None)
+        self._new_execution(exec_id, plan, reader, initiator_index, True, None, user=meta.get("user"))
         return True
 
     def _new_execution(
@@ -317,6 +326,7 @@ class WorkerProcess:
         distributed: bool,
         session: Session | None,
         exchange: Any = None,
+        user: str | None = None,
     ) -> LocalExecution:
         execution = LocalExecution(
             exec_id,
@@ -331,6 +341,7 @@ class WorkerProcess:
             max_idle_ms=lambda: int(self.config.get("ExecutionMaxIdleTime", 5000)),
             with_traceback=lambda: bool(int(self.config.get("PythonAttemptTraceback", 1))),
             session=session,
+            user=session.user if session is not None else user,
         )
         if exchange is not None:
             return execution
@@ -340,6 +351,39 @@ class WorkerProcess:
         for kind, step, from_index, blob in early:
             execution.deliver(kind, step, from_index, blob)
         return execution
+
+    # ---------------------------------------------------------------- access
+    def check_access(self, user: str | None, args: tuple[Any, ...]) -> None:
+        """Raise the server's ``NOPERM`` error unless ``user`` may run ``args`` (see
+        :mod:`gears.access`): ``ACL DRYRUN`` on the worker's own connection, or, for
+        ``RG.*``/``AI.*``, the node's check. Code of the node's own user is not checked."""
+        if user is None or user == self.node_user or not args:
+            return
+        if str(args[0]).upper().startswith(("RG.", "AI.")):
+            words = [a if isinstance(a, bytes) else str(a).encode("utf-8", "surrogateescape") for a in args]
+            try:
+                self.channel.call("authorize", user, words)
+            except GearsError as exc:
+                raise GearsScriptError(exc.reply_text()) from None
+            return
+        denied = self.denied(user, [args])
+        if denied:
+            raise GearsScriptError(denied[0])
+
+    def denied(self, user: str | None, commands: list[tuple[Any, ...]]) -> dict[int, str]:
+        """The server's refusal of each command ``user`` may not run (by index; one
+        pipelined round trip of ``ACL DRYRUN``)."""
+        if user is None or user == self.node_user or not commands:
+            return {}
+        verdicts = self.server.get().pipeline([("ACL", "DRYRUN", user, *command) for command in commands])
+        refused = {}
+        for i, verdict in enumerate(verdicts):
+            if isinstance(verdict, hiredis.ReplyError):
+                refused[i] = str(verdict)
+            elif verdict not in (b"OK", "OK"):
+                text = verdict.decode("utf-8", "replace") if isinstance(verdict, bytes) else str(verdict)
+                refused[i] = "NOPERM " + text
+        return refused
 
     # --------------------------------------------------------------- Exchange
     def send_records(self, exec_id: str, step: int, target: int, blob: bytes) -> None:

@@ -21,6 +21,7 @@ from readers.keys import read_keys
 
 from ..records import GearsScriptError, to_reply
 from ..resp import ErrorValue
+from ..credentials import Credentials
 from ..registration import Registration, dump_entry
 from ..serverconn import ConnectionPerThread, ServerUnavailable
 from .host import CommandContext, Session, thread_context
@@ -54,11 +55,11 @@ class TriggeredExecution:
 class Registry:
     """Sessions, registrations and their dispatchers on this shard."""
 
-    def __init__(self, process: "WorkerProcess", server: tuple[str, int], password: str | None) -> None:
+    def __init__(self, process: "WorkerProcess", server: tuple[str, int], credentials: Credentials) -> None:
         self._process = process
         self._server = server
-        self._password = password
-        self._reads = ConnectionPerThread(server[0], server[1], password, decode=True)
+        self._credentials = credentials
+        self._reads = ConnectionPerThread(server[0], server[1], credentials, decode=True)
         self.sessions: dict[str, dict[str, Any]] = {}
         self.registrations: dict[str, Registration] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
@@ -102,7 +103,7 @@ class Registry:
                 "description": session.get("description"),
                 "requirements": session.get("requirements", []),
                 "registrations": [r.id for r in active],
-                "session": Session(session["id"], session.get("description"), {}),
+                "session": Session(session["id"], session.get("description"), {}, user=session.get("user")),
             }
         for reg in active:
             self._call_on_registered(reg)
@@ -137,7 +138,7 @@ class Registry:
         self.consumers[reg.id] = StreamConsumer(
             reg,
             self._server,
-            self._password,
+            self._credentials,
             self._process.shard_map.my_id,
             self.run,
             self._is_master,
@@ -203,7 +204,7 @@ class Registry:
     def _ensure_listener(self) -> None:
         if self._listener is None:
             self._listener = NotificationListener(
-                self._server, self._password, self.on_key_event, self._on_outage, self._on_resumed
+                self._server, self._credentials, self.on_key_event, self._on_outage, self._on_resumed
             )
 
     def _on_outage(self, reason: str) -> None:

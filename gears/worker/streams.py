@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from readers.streams import stream_record
 
+from ..credentials import Credentials
 from ..registration import Registration
 from ..serverconn import ServerConnection, ServerError, ServerUnavailable, wait_until_reachable
 
@@ -73,7 +74,7 @@ class StreamConsumer:
         self,
         registration: Registration,
         server: tuple[str, int],
-        password: str | None,
+        credentials: Credentials,
         consumer: str,
         run: Callable[[Registration, list[Any]], "TriggeredExecution"],
         active: Callable[[], bool],
@@ -85,7 +86,7 @@ class StreamConsumer:
         is running (``[]``: none), and ``crash_count(reg_id, stream, id)`` how often the
         worker died running that entry."""
         self.registration = registration
-        self._server, self._password = server, password
+        self._server, self._credentials = server, credentials
         self._group = GROUP_PREFIX + registration.id
         self._consumer = consumer
         self._run = run
@@ -140,7 +141,7 @@ class StreamConsumer:
         try:
             while not self._stopped:
                 if conn is None:
-                    conn = wait_until_reachable(self._server, self._password, lambda: self._stopped)
+                    conn = wait_until_reachable(self._server, self._credentials, lambda: self._stopped)
                     if conn is None:
                         return
                     self.resume()  # entries read before the outage are still pending in the group
@@ -291,7 +292,7 @@ class StreamConsumer:
             self._in_flight(reg.id, stream, [])
         if outcome.server_lost:  # not the user's failure: the batch runs again after reconnecting
             raise ServerUnavailable(outcome.errors[0] if outcome.errors else "server node unavailable")
-        if outcome.errors and conn.call("ROLE")[0] != "master":
+        if outcome.errors and "role:master" not in conn.call("INFO", "replication"):  # ROLE is @admin: not ours
             # the server was demoted under the batch (failover): its new master claims the batch
             raise ServerError("READONLY this shard's server became a replica during the batch")
         return self._settle(conn, stream, batch, outcome.errors)

@@ -28,8 +28,10 @@ _MARKER = "gears time event"
 
 
 class _Timer:
-    def __init__(self, interval: int, fn: Callable[[], Any], key_name: str | None, owner: "TimeEvents") -> None:
-        self.interval, self.fn, self.key_name = interval, fn, key_name
+    def __init__(
+        self, interval: int, fn: Callable[[], Any], key_name: str | None, owner: "TimeEvents", user: str | None
+    ) -> None:
+        self.interval, self.fn, self.key_name, self.user = interval, fn, key_name, user
         self._owner = owner
         self._stop = threading.Event()
         threading.Thread(target=self._loop, name=f"timer-{key_name or id(self)}", daemon=True).start()
@@ -43,7 +45,7 @@ class _Timer:
                 self._owner.forget(self.key_name)
                 return
             try:
-                self._owner.call(self.fn)
+                self._owner.call(self.fn, self.user)
             except Exception:  # noqa: BLE001 - a failing timer keeps its schedule, as in RedisGears
                 log.exception("time event %s failed", self.key_name or "")
 
@@ -51,7 +53,13 @@ class _Timer:
 class TimeEvents:
     """The time events of one shard."""
 
-    def __init__(self, connections: ConnectionPerThread, hashtag: Callable[[], str], call: Callable[[Callable[[], Any]], Any]) -> None:
+    def __init__(
+        self,
+        connections: ConnectionPerThread,
+        hashtag: Callable[[], str],
+        call: Callable[[Callable[[], Any], str | None], Any],
+    ) -> None:
+        """``call(fn, user)`` runs a due event's function as the ACL user who registered it."""
         self._connections = connections
         self._hashtag = hashtag
         self.call = call
@@ -59,8 +67,8 @@ class TimeEvents:
         self._anonymous: list[_Timer] = []
         self._lock = threading.Lock()
 
-    def register(self, args: tuple[Any, ...]) -> bool:
-        """``registerTE(seconds, fn, keyName=None)`` with RedisGears' argument checks."""
+    def register(self, args: tuple[Any, ...], user: str | None) -> bool:
+        """``registerTE(seconds, fn, keyName=None)`` with RedisGears' argument checks, for ``user``."""
         if len(args) < 2:
             raise GearsScriptError("not enough arguments for time event")
         seconds, fn = args[0], args[1]
@@ -71,14 +79,17 @@ class TimeEvents:
             raise GearsScriptError("time argument must be a long")
         if key_name is None:
             with self._lock:
-                self._anonymous.append(_Timer(seconds, fn, None, self))
+                self._anonymous.append(_Timer(seconds, fn, None, self, user))
             return True
         conn = self._connections.get()
         if not conn.call("SET", key_name, _MARKER, "NX"):
             return False
-        conn.call("HSET", TIMER_KEY % (self._hashtag(), key_name), "blob", cloudpickle.dumps(fn), "interval", seconds)
+        conn.call(
+            "HSET", TIMER_KEY % (self._hashtag(), key_name), "blob", cloudpickle.dumps(fn), "interval", seconds,
+            "user", user or "",
+        )
         with self._lock:
-            self._timers[key_name] = _Timer(seconds, fn, key_name, self)
+            self._timers[key_name] = _Timer(seconds, fn, key_name, self, user)
         return True
 
     def load(self) -> None:
@@ -104,7 +115,8 @@ class TimeEvents:
                 data = {fields[i]: fields[i + 1] for i in range(0, len(fields), 2)}
                 fn = cloudpickle.loads(data[b"blob"])
                 with self._lock:
-                    self._timers[name] = _Timer(int(data[b"interval"]), fn, name, self)
+                    user = data.get(b"user", b"").decode() or None
+                    self._timers[name] = _Timer(int(data[b"interval"]), fn, name, self, user)
 
     def key_exists(self, key_name: str) -> bool:
         return bool(self._connections.get().call("EXISTS", key_name))
