@@ -217,7 +217,17 @@ def test_restart_after_kill_keeps_data(replicated: launcher.ClusterState) -> Non
         assert redis.Redis(port=after.nodes[2].gears_port).ping()
     assert launcher.status(replicated.dir)["state"] == "ok"
 
-    # through the front doors when there are gears nodes (all of them must be mapped)
+    # through the front doors when there are gears nodes (all of them must be mapped, once
+    # the restarted master's replica has linked up again and is listed in CLUSTER SLOTS)
+    if GEARS_NODE:
+        def door_ports() -> list[int]:
+            probe = replicated.cluster_client()
+            try:
+                return sorted(node.port for node in probe.get_nodes())
+            finally:
+                probe.close()
+
+        wait_for(lambda: door_ports() == replicated.ports, timeout=30, interval=0.2, what="every front door listed")
     client = (
         replicated.cluster_client() if GEARS_NODE
         else redis.RedisCluster(host="127.0.0.1", port=replicated.server_ports[1], decode_responses=True)
