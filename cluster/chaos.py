@@ -265,19 +265,19 @@ def keys_tally(state: launcher.ClusterState, tag: str, writer: Writer, settle: C
 
 def kill_server(node: launcher.NodeInfo) -> float:
     """``kill -9`` a server node and wait until it is gone; the moment it was killed."""
-    ref = node.server_ref()
-    os.kill(node.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    killed = time.monotonic()
-    wait_for(lambda: not is_running(ref), timeout=10, what="the server node to exit")
-    return killed
+    return _killed(node.server_ref(), lambda: os.kill(node.pid, signal.SIGKILL), "the server node")  # type: ignore[arg-type]
 
 
 def kill_gears_node(node: launcher.NodeInfo) -> float:
     """``kill -9`` a gears node (its worker, in the same process group, too); the moment."""
-    ref = node.gears_ref()
-    os.killpg(node.gears_pid, signal.SIGKILL)  # type: ignore[arg-type]
+    return _killed(node.gears_ref(), lambda: os.killpg(node.gears_pid, signal.SIGKILL), "the gears node")  # type: ignore[arg-type]
+
+
+def _killed(ref: Any, kill: Callable[[], None], what: str) -> float:
+    """Run ``kill``, wait until the process ``ref`` is gone; the moment it was killed."""
+    kill()
     killed = time.monotonic()
-    wait_for(lambda: not is_running(ref), timeout=10, what="the gears node to exit")
+    wait_for(lambda: not is_running(ref), timeout=10, what=f"{what} to exit")
     return killed
 
 
