@@ -210,9 +210,14 @@ async def dumpexecutions(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 
 @command("RG.DROPEXECUTION")
 async def dropexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """Forget a finished execution (on every shard)."""
+    """Forget a finished execution (on every shard), or one a registration triggered on
+    this shard (kept by the worker and listed by ``RG.DUMPEXECUTIONS`` too)."""
     _exactly(args, 2)
-    node.coordinator.drop(_text(args[1]))
+    exec_id = _text(args[1])
+    if exec_id in node.coordinator.executions:
+        node.coordinator.drop(exec_id)
+    elif not await node.worker.query("drop_registered_execution", exec_id):
+        raise ExecutionError("execution plan does not exist")
     return OK
 
 

@@ -622,3 +622,34 @@ def test_keymiss_fires_whatever_the_commands_miss_reply(gc, session, command, ar
     )
     assert triggered == 1
     cluster.close()
+
+
+def test_triggered_executions_can_be_dropped_until_none_is_left(gc, session):
+    """Executions a registration triggered are listed by RG.DUMPEXECUTIONS and can be
+    dropped like any other, so the usual clean-up loop empties the list."""
+    tag = unique()
+
+    def listed() -> dict[int, set[str]]:
+        return {
+            port: {entry[1] for entry in redis.Redis(port=port, decode_responses=True).execute_command("RG.DUMPEXECUTIONS")}
+            for port in gc.ports
+        }
+
+    before = listed()
+    script = f"GB().foreach(lambda r: execute('SET', '{{' + r['key'] + '}}:out', 1)).register('dr{tag}:*', mode='async_local')"
+    pyexecute(gc.client(), script, "ID", session)
+    cluster = gc.cluster_client()
+    for i in range(6):
+        cluster.set(f"dr{tag}:{i}", i)
+    wait_for(lambda: all(cluster.exists(f"{{dr{tag}:{i}}}:out") for i in range(6)), what="the triggered executions")
+    ours = wait_for(lambda: (lambda now: {p: now[p] - before[p] for p in now} if sum(len(now[p] - before[p]) for p in now) == 6 else None)(listed()),
+                    what="six triggered executions listed")
+    for port, ids in ours.items():
+        client = redis.Redis(port=port, decode_responses=True)
+        for exec_id in ids:
+            assert client.execute_command("RG.DROPEXECUTION", exec_id) == "OK"
+            with pytest.raises(redis.ResponseError, match="execution plan does not exist"):
+                client.execute_command("RG.DROPEXECUTION", exec_id)
+    after = listed()
+    assert all(not (after[port] & ids) for port, ids in ours.items())
+    cluster.close()

@@ -343,6 +343,16 @@ class Registry:
             for e in list(history)
         ]
 
+    def drop_execution(self, exec_id: str) -> bool:
+        """``RG.DROPEXECUTION`` of a kept triggered execution (every kept one has finished);
+        whether it was kept here."""
+        for history in self.history.values():
+            for outcome in list(history):
+                if outcome.id == exec_id:
+                    history.remove(outcome)
+                    return True
+        return False
+
     def pause(self, reg_id: str, pause: bool) -> None:
         """``RG.PAUSEREGISTRATIONS`` / ``RG.UNPAUSEREGISTRATIONS`` on this shard."""
         reg = self.registrations.get(reg_id)
