@@ -188,8 +188,10 @@ class AccessControl:
         """Raise :class:`PermissionDenied` (the server's words) unless ``user`` may run ``args``."""
         if user == self.node_user:
             return
+        pipe = self._server.pipeline(transaction=False)
         for probe in probes(args):
-            verdict = await self._server.execute_command("ACL", "DRYRUN", user, *probe)
+            pipe.execute_command("ACL", "DRYRUN", user, *probe)
+        for verdict in await pipe.execute():  # one round trip, however many probes
             if verdict not in (b"OK", "OK"):
                 command = args[0].decode("utf-8", "replace").upper()
                 raise PermissionDenied(f"{_text(verdict)} (needed for {command})")

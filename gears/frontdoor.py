@@ -366,8 +366,8 @@ class FrontDoor:
     * ``listen``: address to bind.
     * ``server``: the server node commands are forwarded to.
     * ``server_socket``: the server node's Unix socket, when it runs on this host: each
-      client's upstream connection uses it (a local hop without TCP costs the front
-      door about a third less per request); ``server`` when it cannot be reached.
+      client's upstream connection uses it (a local hop without TCP is cheaper, see
+      docs/architecture.md); ``server`` when it cannot be reached.
     * ``handlers``: upper-case command name → :data:`Handler`.
     * ``address_map``: server node address → front door address, used to rewrite
       topology replies (``None``: keep the address).
