@@ -68,6 +68,16 @@ def _outcome(handler: Callable[..., Any], kind: str, args: tuple[Any, ...]) -> t
         return False, exc
 
 
+def _pass_on(handle_message: Callable[..., None], kind: str, args: tuple[Any, ...]) -> None:
+    """Pass one one-way message to its handler. A handler's failure is logged and the
+    channel stays open: one message that cannot be acted on must not cut a node off its
+    worker (its executions would then wait for nothing)."""
+    try:
+        handle_message(kind, *args)
+    except Exception:  # noqa: BLE001 - logged with its traceback
+        log.exception("no action was taken on a %r message", kind)
+
+
 class ThreadChannel:
     """Blocking channel end for the worker process."""
 
@@ -151,7 +161,7 @@ class ThreadChannel:
                 return
             self._calls.submit(self._serve_call, call_id, name, args, handle_call)
         else:
-            handle_message(kind, *message[1:])
+            _pass_on(handle_message, kind, message[1:])
 
     def _serve_call(self, call_id: int, name: str, args: tuple[Any, ...], handle_call: Callable[..., Any]) -> None:
         self._answer(call_id, name, *_outcome(handle_call, name, args))
@@ -214,7 +224,7 @@ class AsyncChannel:
                     _, call_id, name, args = message
                     asyncio.ensure_future(self._serve_call(call_id, name, args, handle_call))
                 else:
-                    handle_message(kind, *message[1:])
+                    _pass_on(handle_message, kind, message[1:])
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

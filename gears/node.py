@@ -298,6 +298,9 @@ class GearsNode:
             coordinator.run(header)
         elif kind == "prepare":
             exec_id, initiator_index, meta = header
+            # This shard's part will send records to the other shards: a node started
+            # moments ago may not have found their front doors yet.
+            await self.ensure_peers()
             await coordinator.prepare(exec_id, initiator_index, meta, blob)
         elif kind == "drop":
             coordinator.drop_quietly(header)

@@ -394,8 +394,6 @@ def test_cluster_up_requirepass_from_the_command_line(tmp_path: Path, capsys: py
     assert launcher.status(folder)["state"] == "down"
 
 
-@pytest.mark.xfail(strict=False, reason="known bug (issue 13 note): now and then a hand-started node's worker is gone "
-                   "when the first cluster-wide run reaches it (ChannelClosed); under investigation")
 def test_nodes_log_in_as_a_dedicated_acl_user(server_cluster3: launcher.ClusterState, tmp_path: Path) -> None:
     from cluster.peerauth import write_secret_file
     from conftest import gears_nodes
