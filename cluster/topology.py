@@ -116,7 +116,8 @@ def shard_map_from_cluster_shards(reply: list[Any], my_node_id: str) -> ShardMap
         member_ids: dict[str, str] = {}
         for node in info.get("nodes", []):
             n = {(_text(k)): v for k, v in (node.items() if isinstance(node, dict) else zip(node[::2], node[1::2]))}
-            address = (_text(n.get("ip") or n.get("endpoint")), int(n.get("port", 0)))
+            # A server that speaks only TLS (``port 0``) lists its ``tls-port`` alone.
+            address = (_text(n.get("ip") or n.get("endpoint")), int(n.get("port") or n.get("tls-port") or 0))
             role = _text(n.get("role"))
             node_id = _text(n["id"])
             if _text(n.get("health", "online")) != "online" and role != "master" and node_id != my_node_id:
@@ -151,9 +152,14 @@ def shard_map_from_cluster_shards(reply: list[Any], my_node_id: str) -> ShardMap
 class ClusterView:
     """Keeps a node's :class:`ShardMap` and the front-door registry up to date."""
 
-    def __init__(self, server: Any, server_address: tuple[str, int], frontdoor: tuple[str, int]) -> None:
-        """``server`` is a ``redis.asyncio.Redis`` client of the local server node."""
+    def __init__(
+        self, server: Any, server_address: tuple[str, int], frontdoor: tuple[str, int],
+        server_login: dict[str, Any] | None = None,
+    ) -> None:
+        """``server`` is a ``redis.asyncio.Redis`` client of the local server node;
+        ``server_login`` the keyword arguments (credentials, TLS) for the other server nodes."""
         self._server = server
+        self._server_login = server_login or {}
         self.server_address = server_address
         self.frontdoor = frontdoor
         self.shard_map = ShardMap.standalone()
@@ -180,13 +186,11 @@ class ClusterView:
         import redis.asyncio as aioredis
 
         found: dict[tuple[str, int], tuple[str, int]] = {self.server_address: self.frontdoor}
-        kwargs = self._server.connection_pool.connection_kwargs
-        credentials = {"username": kwargs.get("username"), "password": kwargs.get("password")}
         servers = [a for shard in self.shard_map.shards for a in (shard.master, *shard.replicas)]
         for address in servers:
             if address in found:
                 continue
-            client = aioredis.Redis(host=address[0], port=address[1], **credentials)
+            client = aioredis.Redis(host=address[0], port=address[1], **self._server_login)
             try:
                 listing = await client.execute_command("CLIENT", "LIST", "TYPE", "normal")
             except Exception as exc:  # noqa: BLE001 - a node that is down keeps its old entry

@@ -383,6 +383,8 @@ class FrontDoor:
       handler (the server's ACL for ``RG.*``/``AI.*``).
     * ``interceptor``: optional :class:`Interceptor`.
     * ``tls``: serve TLS with this context (``None``: plain TCP).
+    * ``server_tls``: dial ``server`` over TLS with this context (``None``: plain TCP;
+      the Unix socket is always plain).
     """
 
     def __init__(
@@ -396,10 +398,12 @@ class FrontDoor:
         interceptor: Interceptor | None = None,
         server_socket: str | None = None,
         tls: ssl.SSLContext | None = None,
+        server_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
         self.server_socket = server_socket
+        self.server_tls = server_tls
         self.address_map = address_map
         self.authorize = authorize
         self.interceptor = interceptor
@@ -934,7 +938,8 @@ class _Connection(asyncio.Protocol):
             except OSError as exc:
                 log.debug("client %d: server socket %s: %s; using TCP", self._cid, path, exc)
         host, port = self.door.server
-        await loop.create_connection(lambda: up, host, port)
+        tls = self.door.server_tls
+        await loop.create_connection(lambda: up, host, port, ssl=tls, server_hostname=host if tls is not None else None)
 
     def _forward_run(self, data: bytes, count: int) -> None:
         """Write ``count`` plain requests upstream."""

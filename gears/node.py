@@ -39,7 +39,7 @@ from .coordinator import Coordinator
 from .crashes import CrashLedger
 from .credentials import Credentials
 from .sessions import SessionRecord, SessionStore
-from .tls import TLSOptions
+from .tls import ServerTLSOptions, TLSOptions
 from . import tls as _tls
 from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
@@ -94,6 +94,7 @@ class GearsNode:
         config: dict[str, str] | None = None,
         tls: TLSOptions | None = None,
         server_socket: str | None = None,
+        server_tls: ServerTLSOptions | None = None,
     ) -> None:
         self.server_address = server
         self.listen = listen
@@ -105,8 +106,11 @@ class GearsNode:
         self._peer_tls = tls.client_context() if tls is not None else None
         self.config = GearsConfig(config)
         self.run_id = secrets.token_hex(20)
-        #: How this node's clients of its server node log in.
-        self._server_login = (credentials or Credentials()).redis_kwargs()
+        self.server_tls = server_tls
+        #: How this node's clients of server nodes log in (credentials, TLS).
+        self._server_login = {
+            **(credentials or Credentials()).redis_kwargs(), **(server_tls.redis_kwargs() if server_tls else {})
+        }
         self.server = aioredis.Redis(
             host=server[0],
             port=server[1],
@@ -115,7 +119,7 @@ class GearsNode:
         )
         self.access = AccessControl(self.server)
         self._worker_credentials = Credentials()
-        self.view = ClusterView(self.server, server, self.announce)
+        self.view = ClusterView(self.server, server, self.announce, self._server_login)
         self.coordinator = Coordinator(self)
         self.sessions = SessionStore(self)
         self._reg_seq = itertools.count(1)
@@ -158,6 +162,7 @@ class GearsNode:
             interceptor=self.interceptor,
             tls=tls.server_context() if tls is not None else None,
             server_socket=server_socket,
+            server_tls=server_tls.context() if server_tls is not None else None,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -357,6 +362,7 @@ class GearsNode:
             "password": self._worker_credentials.password,
             "node_user": self.access.node_user,
             "frontdoor_ca": (self.tls.ca_cert_file or "") if self.tls is not None else None,
+            "server_tls": self.server_tls,
         }
 
     def _on_worker_started(self) -> None:
@@ -546,6 +552,7 @@ def main(args: Any) -> int:
         credentials = _credentials.from_args(args)
         peer_secret = _peer_secret(args)
         tls = _tls.from_args(args)
+        server_tls = _tls.server_tls_from_args(args)
     except (SecretFileError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     finally:
@@ -559,6 +566,7 @@ def main(args: Any) -> int:
         config=_config_pairs(getattr(args, "config", None) or []),
         tls=tls,
         server_socket=getattr(args, "redis_socket", None),
+        server_tls=server_tls,
     )
     try:
         import uvloop

@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import hiredis
@@ -19,7 +20,10 @@ from .credentials import Credentials
 from .errors import GearsError
 from .resp import encode_command
 
-__all__ = ["ServerConnection", "ServerError", "ServerUnavailable", "ConnectionPerThread", "map_reply", "wait_until_reachable"]
+__all__ = [
+    "ServerEndpoint", "ServerConnection", "ServerError", "ServerUnavailable", "ConnectionPerThread", "map_reply",
+    "wait_until_reachable",
+]
 
 
 def map_reply(reply: Any) -> Any:
@@ -46,21 +50,40 @@ class ServerUnavailable(GearsError, ConnectionError):
     so code that catches those keeps working."""
 
 
+@dataclass(frozen=True)
+class ServerEndpoint:
+    """Where a server node (or a front door) listens and how to log in to it."""
+
+    host: str
+    port: int
+    credentials: Credentials | None = None
+    #: Speak TLS with this context (``None``: plain TCP).
+    tls: ssl.SSLContext | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def connect(self, *, decode: bool = False, timeout: float | None = None) -> "ServerConnection":
+        """A new connection, logged in (see :class:`ServerConnection`)."""
+        return ServerConnection(
+            self.host, self.port, credentials=self.credentials, timeout=timeout, decode=decode, tls=self.tls
+        )
+
+
 def wait_until_reachable(
-    address: tuple[str, int],
-    credentials: Credentials | None,
+    endpoint: ServerEndpoint,
     stopped: Callable[[], bool],
     *,
-    tls: ssl.SSLContext | None = None,
     first_delay: float = 0.05,
     max_delay: float = 1.0,
 ) -> "ServerConnection | None":
-    """Reconnect to ``address`` with exponential backoff (``first_delay`` doubling up to
+    """Reconnect to ``endpoint`` with exponential backoff (``first_delay`` doubling up to
     ``max_delay``); the open connection, or ``None`` once ``stopped()`` says to give up."""
     delay = first_delay
     while not stopped():
         try:
-            conn = ServerConnection(*address, credentials=credentials, decode=True, tls=tls)
+            conn = endpoint.connect(decode=True)
             conn.call("PING")
             return conn
         except ServerUnavailable:
@@ -89,7 +112,8 @@ class ServerConnection:
         UTF-8 become surrogate escapes, which :func:`encode_command` turns back into the
         same bytes). ``tls``: speak TLS with this context (the host name is verified)."""
         self.address = (host, port)
-        self.credentials = credentials
+        #: Where it is connected and how it logged in (:meth:`ServerEndpoint.connect` opens another).
+        self.endpoint = ServerEndpoint(host, port, credentials, tls)
         #: Set once an I/O error lost the connection (a :class:`ConnectionPerThread` then reopens it).
         self.broken = False
         try:
@@ -180,13 +204,9 @@ class ServerConnection:
 class ConnectionPerThread:
     """Lazily opens one :class:`ServerConnection` per thread to the same server."""
 
-    def __init__(
-        self, host: str, port: int, credentials: Credentials | None = None, *, decode: bool = False,
-        tls: ssl.SSLContext | None = None,
-    ) -> None:
-        self.host, self.port, self.credentials = host, port, credentials
+    def __init__(self, endpoint: ServerEndpoint, *, decode: bool = False) -> None:
+        self.endpoint = endpoint
         self.decode = decode
-        self.tls = tls
         self._local = threading.local()
 
     def get(self) -> ServerConnection:
@@ -196,7 +216,7 @@ class ConnectionPerThread:
             conn.close()
             conn = None
         if conn is None:
-            conn = ServerConnection(self.host, self.port, credentials=self.credentials, decode=self.decode, tls=self.tls)
+            conn = self.endpoint.connect(decode=self.decode)
             self._local.conn = conn
         return conn
 
@@ -204,7 +224,7 @@ class ConnectionPerThread:
         """Block until the server node answers (backoff; see :func:`wait_until_reachable`);
         this thread's connection is reopened on its next use."""
         self.discard()
-        conn = wait_until_reachable((self.host, self.port), self.credentials, lambda: False, tls=self.tls)
+        conn = wait_until_reachable(self.endpoint, lambda: False)
         if conn is not None:
             conn.close()
 

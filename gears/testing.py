@@ -78,7 +78,7 @@ class _ReaderContext:
         return True
 
     def open_connection(self, decode: bool = False) -> Any:
-        return ServerConnection(*self.conn.address, credentials=self.conn.credentials, decode=decode)
+        return self.conn.endpoint.connect(decode=decode)
 
 
 class LocalHost(Host):

@@ -146,7 +146,7 @@ def gears_nodes(
         for door in doors:
             connection = client(door)
             try:
-                wait_for(lambda connection=connection: _pings(connection), timeout=60, what=f"gears node {door}")
+                wait_for(lambda connection=connection: answers_ping(connection), timeout=60, what=f"gears node {door}")
             finally:
                 connection.close()  # type: ignore[attr-defined]
         yield
@@ -157,7 +157,7 @@ def gears_nodes(
             log.close()
 
 
-def _pings(client: object) -> bool:
+def answers_ping(client: object) -> bool:
     import redis
 
     try:

@@ -1,9 +1,11 @@
 """``python -m gears.worker --fd N --server HOST:PORT --frontdoor HOST:PORT``.
 
 Started by a gears node (never by hand). The node's first message on the socket
-carries the server credentials and how to reach the front door (``("secrets", {"user",
-"password", "node_user", "frontdoor_ca"})``; ``frontdoor_ca`` is ``None`` for a plain
-front door, else the CA file that verifies its TLS certificate, ``""`` for the system's).
+carries the server credentials and how to reach the front door and the server (``("secrets",
+{"user", "password", "node_user", "frontdoor_ca", "server_tls"})``; ``frontdoor_ca`` is
+``None`` for a plain front door, else the CA file that verifies its TLS certificate, ``""``
+for the system's; ``server_tls`` is ``None`` for a plain server node, else the node's
+:class:`gears.tls.ServerTLSOptions`).
 Requirement environments listed in
 ``GEARS_REQUIREMENT_PATHS`` (``os.pathsep``-separated) are put in front of
 ``sys.path`` before any user code runs.
@@ -37,6 +39,7 @@ def main() -> None:
     sys.path[:0] = paths
     from gears.credentials import Credentials
     from gears.ipc import ChannelClosed, ThreadChannel, read_message
+    from gears.serverconn import ServerEndpoint
     from gears.worker.process import WorkerProcess
 
     sock = socket.socket(fileno=args.fd)
@@ -44,14 +47,18 @@ def main() -> None:
     if kind != "secrets":
         raise SystemExit(f"gears-worker: expected the node's credentials first, got {kind!r}")
     channel = ThreadChannel(sock)
+    login = Credentials(secrets["user"], secrets["password"])
     frontdoor_tls = None
     if secrets["frontdoor_ca"] is not None:
         import ssl
 
         frontdoor_tls = ssl.create_default_context(cafile=secrets["frontdoor_ca"] or None)
+    server_tls = secrets["server_tls"].context() if secrets["server_tls"] is not None else None
     worker = WorkerProcess(
-        channel, args.server, args.frontdoor, Credentials(secrets["user"], secrets["password"]), secrets["node_user"],
-        frontdoor_tls,
+        channel,
+        ServerEndpoint(*args.server, login, server_tls),
+        ServerEndpoint(*args.frontdoor, login, frontdoor_tls),
+        secrets["node_user"],
     )
     try:
         channel.serve(worker.handle_message, worker.handle_call, worker.start_call)

@@ -31,7 +31,7 @@ from ..builder import Plan
 from ..futures import set_async_allowed, set_execution_slot
 from ..operations import error_text, run_steps
 from ..records import ErrorRecord, ForceStopped, to_reply
-from ..serverconn import ServerConnection, ServerError, ServerUnavailable
+from ..serverconn import ServerError, ServerUnavailable
 from ..host import current_host
 from .host import thread_context
 
@@ -89,7 +89,7 @@ class _ReaderContext:
         self._shard_map = shard_map
 
     def open_connection(self, decode: bool = False) -> Any:
-        return ServerConnection(*self.conn.address, credentials=self.conn.credentials, decode=decode)
+        return self.conn.endpoint.connect(decode=decode)
 
     def owns(self, key: str | bytes) -> bool:
         shard_map = self._shard_map

@@ -23,7 +23,6 @@ import collections
 import itertools
 import logging
 import os
-import ssl
 import sys
 import threading
 import uuid
@@ -37,12 +36,11 @@ from readers.base import Reader
 
 from ..api import redisgears_module, script_globals
 from ..builder import Plan
-from ..credentials import Credentials
 from ..errors import GearsError, ScriptError
 from ..host import install_host
 from ..ipc import ThreadChannel
 from ..operations import error_text
-from ..serverconn import ConnectionPerThread
+from ..serverconn import ConnectionPerThread, ServerEndpoint
 from ..records import GearsScriptError, to_reply
 from .execution import LocalExecution
 from .host import ScriptState, Session, WorkerHost, thread_context
@@ -63,17 +61,17 @@ class WorkerProcess:
     def __init__(
         self,
         channel: ThreadChannel,
-        server: tuple[str, int],
-        frontdoor: tuple[str, int],
-        credentials: Credentials,
+        server: ServerEndpoint,
+        frontdoor: ServerEndpoint,
         node_user: str,
-        frontdoor_tls: ssl.SSLContext | None = None,
     ) -> None:
+        """``server``: the local server node; ``frontdoor``: this node's front door (the
+        worker's ``execute()`` of ``RG.*``/``AI.*`` goes there); both with the worker's login."""
         self.channel = channel
         #: The ACL user of the gears node: code started by it needs no per-command check.
         self.node_user = node_user
-        self.server = ConnectionPerThread(server[0], server[1], credentials)
-        self.frontdoor = ConnectionPerThread(frontdoor[0], frontdoor[1], credentials, tls=frontdoor_tls)
+        self.server = ConnectionPerThread(server)
+        self.frontdoor = ConnectionPerThread(frontdoor)
         self.config: dict[str, Any] = {"ExecutionMaxIdleTime": 5000, "PythonAttemptTraceback": 1, "extra": {}}
         self.shard_map = ShardMap.standalone()
         self.executions: dict[str, LocalExecution] = {}
@@ -82,7 +80,7 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
         self._exec_seq = itertools.count(1)
-        self.registry = Registry(self, server, credentials)
+        self.registry = Registry(self, server)
         self.timers = TimeEvents(self.server, lambda: self.shard_map.hashtag, self._call_in_session)
         self._timers_loaded = False
         self._ai: Any = None

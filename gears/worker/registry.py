@@ -21,9 +21,8 @@ from readers.keys import read_keys
 
 from ..records import GearsScriptError, to_reply
 from ..resp import ErrorValue
-from ..credentials import Credentials
 from ..registration import Registration, dump_entry
-from ..serverconn import ConnectionPerThread, ServerUnavailable
+from ..serverconn import ConnectionPerThread, ServerEndpoint, ServerUnavailable
 from .host import CommandContext, Session, thread_context
 from .streams import StreamConsumer
 from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
@@ -55,11 +54,10 @@ class TriggeredExecution:
 class Registry:
     """Sessions, registrations and their dispatchers on this shard."""
 
-    def __init__(self, process: "WorkerProcess", server: tuple[str, int], credentials: Credentials) -> None:
+    def __init__(self, process: "WorkerProcess", server: ServerEndpoint) -> None:
         self._process = process
         self._server = server
-        self._credentials = credentials
-        self._reads = ConnectionPerThread(server[0], server[1], credentials, decode=True)
+        self._reads = ConnectionPerThread(server, decode=True)
         self.sessions: dict[str, dict[str, Any]] = {}
         self.registrations: dict[str, Registration] = {}
         self.dispatchers: dict[str, Dispatcher] = {}
@@ -138,7 +136,6 @@ class Registry:
         self.consumers[reg.id] = StreamConsumer(
             reg,
             self._server,
-            self._credentials,
             self._process.shard_map.my_id,
             self.run,
             self._is_master,
@@ -204,7 +201,7 @@ class Registry:
     def _ensure_listener(self) -> None:
         if self._listener is None:
             self._listener = NotificationListener(
-                self._server, self._credentials, self.on_key_event, self._on_outage, self._on_resumed
+                self._server, self.on_key_event, self._on_outage, self._on_resumed
             )
 
     def _on_outage(self, reason: str) -> None:

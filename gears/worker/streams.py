@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from readers.streams import stream_record
 
-from ..credentials import Credentials
 from ..registration import Registration
-from ..serverconn import ServerConnection, ServerError, ServerUnavailable, wait_until_reachable
+from ..serverconn import ServerConnection, ServerEndpoint, ServerError, ServerUnavailable, wait_until_reachable
 
 if TYPE_CHECKING:  # pragma: no cover
     from .registry import TriggeredExecution
@@ -73,8 +72,7 @@ class StreamConsumer:
     def __init__(
         self,
         registration: Registration,
-        server: tuple[str, int],
-        credentials: Credentials,
+        server: ServerEndpoint,
         consumer: str,
         run: Callable[[Registration, list[Any]], "TriggeredExecution"],
         active: Callable[[], bool],
@@ -86,7 +84,7 @@ class StreamConsumer:
         is running (``[]``: none), and ``crash_count(reg_id, stream, id)`` how often the
         worker died running that entry."""
         self.registration = registration
-        self._server, self._credentials = server, credentials
+        self._server = server
         self._group = GROUP_PREFIX + registration.id
         self._consumer = consumer
         self._run = run
@@ -141,7 +139,7 @@ class StreamConsumer:
         try:
             while not self._stopped:
                 if conn is None:
-                    conn = wait_until_reachable(self._server, self._credentials, lambda: self._stopped)
+                    conn = wait_until_reachable(self._server, lambda: self._stopped)
                     if conn is None:
                         return
                     self.resume()  # entries read before the outage are still pending in the group

@@ -21,9 +21,8 @@ from typing import Any, Callable, Iterator
 
 from readers.keys import INTERNAL_PREFIX
 
-from ..credentials import Credentials
 from ..registration import Registration
-from ..serverconn import ServerConnection, ServerUnavailable, wait_until_reachable
+from ..serverconn import ServerConnection, ServerEndpoint, ServerUnavailable, wait_until_reachable
 
 __all__ = ["NotificationListener", "Dispatcher", "RecordsReader", "EventReader"]
 
@@ -60,20 +59,19 @@ class NotificationListener:
 
     def __init__(
         self,
-        server: tuple[str, int],
-        credentials: Credentials,
+        server: ServerEndpoint,
         on_event: Callable[[str, str], None],
         on_outage: Callable[[str], None],
         on_resumed: Callable[[], None],
     ) -> None:
         """``on_outage(reason)`` runs when the connection is lost, ``on_resumed()`` once
         the listener is subscribed again."""
-        self._server, self._credentials = server, credentials
+        self._server = server
         self._on_event = on_event
         self._on_outage, self._on_resumed = on_outage, on_resumed
         self._barriers: deque[threading.Event] = deque()
         self._write_lock = threading.Lock()
-        self._conn = self._subscribed(ServerConnection(server[0], server[1], credentials=credentials, decode=True))
+        self._conn = self._subscribed(server.connect(decode=True))
         self._thread = threading.Thread(target=self._listen, name="gears-notifications", daemon=True)
         self._thread.start()
 
@@ -109,7 +107,7 @@ class NotificationListener:
             while self._barriers:  # nothing more will come from the lost connection
                 self._barriers.popleft().set()
         while True:
-            conn = wait_until_reachable(self._server, self._credentials, lambda: False)
+            conn = wait_until_reachable(self._server, lambda: False)
             assert conn is not None  # never stopped
             try:
                 with self._write_lock:
@@ -118,7 +116,7 @@ class NotificationListener:
                 break
             except ServerUnavailable:
                 continue
-        log.info("notifications resumed on %s:%d", *self._server)
+        log.info("notifications resumed on %s:%d", *self._server.address)
         self._on_resumed()
 
     def barrier(self, timeout: float = 10.0) -> bool:
