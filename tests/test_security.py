@@ -270,6 +270,18 @@ def test_user_code_runs_with_the_callers_rights(where: str, request: pytest.Fixt
         )
         assert not results and errors
         assert all(e.startswith("NOPERM") and "coder" in e for e in errors), errors
+        thread_script = (  # a thread the user's code starts acts for that user too
+            "import threading\n"
+            "def read(out):\n"
+            "    try:\n        out.append(execute('GET', 'secret{%s}' % hashtag()))\n"
+            "    except Exception as exc:\n        out.append(str(exc))\n"
+            "def in_thread(x):\n"
+            "    out = []\n    t = threading.Thread(target=read, args=(out,))\n    t.start()\n    t.join()\n"
+            "    return out[0]\n"
+            "GB('ShardsIDReader').map(in_thread).run()"
+        )
+        results, errors = cluster.execute_command("RG.PYEXECUTE", thread_script, target_nodes=node)
+        assert results and not errors and all(r.startswith("NOPERM") and "coder" in r for r in results), results
         results, errors = cluster.execute_command(
             "RG.PYEXECUTE", "GB('ShardsIDReader').map(lambda x: execute('FLUSHALL')).run()", target_nodes=node
         )

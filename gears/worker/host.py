@@ -2,7 +2,8 @@
 
 Thread-local context tells which session a call belongs to: the script thread of an
 ``RG.PYEXECUTE`` and every execution thread carry their session; threads that user
-code creates carry none (``GB()`` there fails as in RedisGears).
+code creates carry none (``GB()`` there fails as in RedisGears), but they act for the
+ACL user whose code started them (:func:`carry_user_into_threads`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from ..serverconn import map_reply
 if TYPE_CHECKING:  # pragma: no cover
     from .process import WorkerProcess
 
-__all__ = ["WorkerHost", "ScriptState", "Session", "CommandContext", "thread_context", "current_user"]
+__all__ = [
+    "WorkerHost", "ScriptState", "Session", "CommandContext", "thread_context", "current_user",
+    "carry_user_into_threads",
+]
 
 _MODES = ("async", "async_local")
 
@@ -80,21 +84,21 @@ thread_context = _ThreadContext()
 
 #: The command context and the ACL user of the execution a coroutine step belongs to
 #: (coroutines run on the Gears loop thread, where the execution thread's
-#: ``thread_context`` is not visible).
+#: ``thread_context`` is not visible); the user is also carried into threads user code
+#: starts.
 _coroutine_command: ContextVar[CommandContext | None] = ContextVar("gears_command", default=None)
-_coroutine_user: ContextVar[str | None] = ContextVar("gears_user", default=None)
+_inherited_user: ContextVar[str | None] = ContextVar("gears_user", default=None)
 
 
 def current_user() -> str | None:
-    """The ACL user the running code acts for (``None``: none known, e.g. a thread user
-    code started itself)."""
+    """The ACL user the running code acts for (``None``: none known: engine code)."""
     execution = thread_context.execution
     if execution is not None:
         return execution.user  # type: ignore[no-any-return]
     session = thread_context.session
     if session is not None:
         return session.user
-    return _coroutine_user.get()
+    return _inherited_user.get()
 
 
 def _with_execution_context(coro: Any) -> Any:
@@ -106,13 +110,37 @@ def _with_execution_context(coro: Any) -> Any:
 
     async def run() -> Any:
         _coroutine_command.set(command)
-        _coroutine_user.set(user)
+        _inherited_user.set(user)
         return await coro
 
     return run()
 
 
 COROUTINE_WRAPPERS.append(_with_execution_context)
+
+
+def carry_user_into_threads() -> None:
+    """Make every thread started from now on act for the ACL user of the code that starts
+    it, so ``execute()`` in a thread user code starts (directly or through a pool) is
+    checked as that user, never run with the worker account's rights. Idempotent."""
+    if getattr(threading.Thread.start, "carries_user", False):
+        return
+    start = threading.Thread.start
+
+    def start_as_user(thread: threading.Thread) -> None:
+        user = current_user()
+        if user is not None:
+            run = thread.run
+
+            def run_as_user() -> None:
+                _inherited_user.set(user)
+                run()
+
+            thread.run = run_as_user  # type: ignore[method-assign]
+        start(thread)
+
+    start_as_user.carries_user = True  # type: ignore[attr-defined]
+    threading.Thread.start = start_as_user  # type: ignore[method-assign]
 
 
 def current_command() -> CommandContext | None:

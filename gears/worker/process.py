@@ -43,7 +43,7 @@ from ..operations import error_text
 from ..serverconn import ConnectionPerThread, ServerEndpoint
 from ..records import GearsScriptError, to_reply
 from .execution import LocalExecution
-from .host import ScriptState, Session, WorkerHost, thread_context
+from .host import ScriptState, Session, WorkerHost, carry_user_into_threads, thread_context
 from .registry import Registry
 from .timers import TimeEvents
 from .triggers import EventReader
@@ -85,6 +85,7 @@ class WorkerProcess:
         self._timers_loaded = False
         self._ai: Any = None
         install_host(WorkerHost(self))
+        carry_user_into_threads()
         redisgears_module()  # shipped functions may reference it by name
         sys.modules["redisAI"] = _lazy_redisai()
 
