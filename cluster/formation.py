@@ -11,6 +11,7 @@ nodes on several machines (``gears cluster create``, docs/deploy.md).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -178,7 +179,7 @@ def form_cluster(
             for lo, hi in node.slots:
                 _send(node, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
     for node in nodes[1:]:
-        _send(nodes[0], "CLUSTER", "MEET", node.host, node.port, node.bus_port)
+        _send(nodes[0], "CLUSTER", "MEET", socket.gethostbyname(node.host), node.port, node.bus_port)  # MEET takes an IP
 
     everyone = set(ids.values())
 

@@ -139,6 +139,18 @@ def _cluster_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _formed_already(nodes: Sequence[Any]) -> bool:
+    """Every one of ``nodes`` says ``cluster_state:ok`` and knows exactly these many nodes
+    (so ``gears cluster create`` run again, e.g. by a container at each start, is a no-op)."""
+    from cluster.formation import cluster_info
+
+    infos = [cluster_info(node.port, node.host) for node in nodes]
+    return all(
+        info is not None and info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(len(nodes))
+        for info in infos
+    )
+
+
 def _cluster_create(args: argparse.Namespace) -> int:
     import redis
 
@@ -158,6 +170,9 @@ def _cluster_create(args: argparse.Namespace) -> int:
             )
     set_probe_password(credentials.from_args(args).password)
     try:
+        if _formed_already(nodes):
+            print(f"these {len(nodes)} server nodes are one cluster already (cluster_state:ok): nothing to do")
+            return 0
         formation.form_cluster(nodes, timeout=args.timeout)
         formation.wait_cluster_ok([node.address for node in nodes], timeout=args.timeout)
     except (redis.RedisError, OSError) as exc:
