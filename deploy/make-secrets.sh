@@ -3,9 +3,11 @@
 # password, for the gears nodes), deploy/secrets/valkey-auth.conf (the same password as
 # requirepass/masterauth, the servers' config file) and deploy/secrets/peer.secret (the
 # gears nodes' peer secret). Every file is created with mode 0600; existing ones are kept.
+# Usage: bash deploy/make-secrets.sh [DIR]   (DIR default: deploy/secrets)
 set -euo pipefail
-cd "$(dirname "$0")/secrets"
 umask 077
+mkdir -p "${1:-$(dirname "$0")/secrets}"
+cd "${1:-$(dirname "$0")/secrets}"
 random() { python3 -c "import secrets; print(secrets.token_hex($1))"; }
 [ -s peer.secret ] || random 32 > peer.secret
 [ -s password ] || random 24 > password
