@@ -157,6 +157,19 @@ def gears_nodes(
             log.close()
 
 
+def answers_ping(client: object) -> bool:
+    """Whether ``client`` (a ``redis.Redis``, closed afterwards) gets an answer to ``PING``
+    (a server still loading its data does not answer yet)."""
+    import redis
+
+    try:
+        return bool(client.ping())  # type: ignore[attr-defined]
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
+        return False
+    finally:
+        client.close()  # type: ignore[attr-defined]
+
+
 def _pings(client: object) -> bool:
     import redis
 

@@ -39,7 +39,7 @@ import yaml
 from cluster import launcher
 from cluster.formation import plan_cluster
 from cluster.servers import port_in_use, resolve_server_binary
-from conftest import ROOT, free_base_port, wait_for
+from conftest import ROOT, answers_ping, free_base_port, wait_for
 from gears.cli import build_parser
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.host.yml"]
@@ -293,13 +293,7 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def _answers(port: int, password: str | None) -> bool:
-    client = redis.Redis(port=port, password=password, socket_timeout=5)
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
-        return False
-    finally:
-        client.close()
+    return answers_ping(redis.Redis(port=port, password=password, socket_timeout=5))
 
 
 def test_the_compose_processes_form_a_working_cluster(tmp_path):

@@ -32,7 +32,7 @@ from cluster.hashtags import hashtag_for_slot, key_slot
 from cluster.launcher import slot_ranges
 from cluster.peerauth import PeerSecret, write_secret_file
 from cluster.servers import resolve_server_binary
-from conftest import ROOT, wait_for
+from conftest import ROOT, answers_ping, wait_for
 from netns import VirtualNetwork, netns_problem
 
 _PROBLEM = netns_problem() if sys.platform == "linux" else "network namespaces are Linux only"
@@ -86,14 +86,13 @@ class Deployment:
     def folder(self, host: str, port: int) -> Path:
         return self.base / host / str(port)
 
-    def start_host(self, host: str) -> None:
-        """Start (or restart, keeping the data) both server nodes and both gears nodes of ``host``."""
+    def start_servers(self, host: str) -> None:
+        """Start (or restart, keeping the data) both server nodes of ``host``; returns once they answer."""
         for port in (MASTER_PORT, REPLICA_PORT):
             conf = _server_config(self.folder(host, port), self.ip(host), port)
             self.net.spawn(host, [self.binary, str(conf)], self.folder(host, port) / "server.log")
         for port in (MASTER_PORT, REPLICA_PORT):
-            wait_for(lambda port=port: _answers(self.server(host, port)), timeout=30, what=f"server {host}:{port}")
-        self.start_gears(host)
+            wait_for(lambda port=port: answers_ping(self.server(host, port)), timeout=30, what=f"server {host}:{port}")
 
     def start_gears(self, host: str) -> None:
         for port, door in ((MASTER_PORT, MASTER_DOOR), (REPLICA_PORT, REPLICA_DOOR)):
@@ -115,15 +114,6 @@ class Deployment:
 
     def doors(self, hosts: list[str] | None = None) -> list[tuple[str, int]]:
         return [(self.ip(h), d) for h in hosts or HOSTS for d in (MASTER_DOOR, REPLICA_DOOR)]
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
-        return False
-    finally:
-        client.close()
 
 
 def _slots_name_front_doors(dep: Deployment, host: str, door: int, hosts: list[str]) -> bool:
@@ -183,12 +173,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     try:
         with deployment.net.inside(CLIENT):
             for host in HOSTS:
-                for port in (MASTER_PORT, REPLICA_PORT):
-                    conf = _server_config(deployment.folder(host, port), deployment.ip(host), port)
-                    deployment.net.spawn(host, [deployment.binary, str(conf)], deployment.folder(host, port) / "server.log")
-            for host in HOSTS:
-                for port in (MASTER_PORT, REPLICA_PORT):
-                    wait_for(lambda h=host, p=port: _answers(deployment.server(h, p)), timeout=30, what=f"server {host}:{port}")
+                deployment.start_servers(host)
             masters = [f"{deployment.ip(h)}:{MASTER_PORT}" for h in HOSTS]
             replicas = [f"{deployment.ip(h)}:{REPLICA_PORT}" for h in REPLICA_OF]  # h2 holds h1's replica ...
             created = deployment.net.run(CLIENT, [
@@ -199,7 +184,7 @@ def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
             for host in HOSTS:
                 deployment.start_gears(host)
             for host, door in [(h, d) for h in HOSTS for d in (MASTER_DOOR, REPLICA_DOOR)]:
-                wait_for(lambda h=host, d=door: _answers(deployment.door(h, d)), timeout=120, what=f"gears node {host}:{door}")
+                wait_for(lambda h=host, d=door: answers_ping(deployment.door(h, d)), timeout=120, what=f"gears node {host}:{door}")
                 wait_for(lambda h=host, d=door: _slots_name_front_doors(deployment, h, d, HOSTS), timeout=30,
                          what=f"front doors in CLUSTER SLOTS at {host}:{door}")
         yield deployment
@@ -397,13 +382,14 @@ def test_losing_a_host_promotes_its_replica_elsewhere_and_loses_no_stream_entry(
 
     # host 1 comes back: its servers rejoin as replicas, its gears nodes come up beside them
     dep.net.reconnect("h1")
-    dep.start_host("h1")
+    dep.start_servers("h1")
+    dep.start_gears("h1")
     old_master = dep.server("h1", MASTER_PORT)
     wait_for(lambda: old_master.execute_command("ROLE")[0] == "slave", timeout=60, what="h1's old master a replica")
     wait_for(lambda: _replicas_caught_up(dep, [(("h2", REPLICA_PORT), ("h1", MASTER_PORT)), (("h3", MASTER_PORT), ("h1", REPLICA_PORT))]),
              timeout=60, what="h1's servers in sync")
     for door in (MASTER_DOOR, REPLICA_DOOR):
-        wait_for(lambda d=door: _answers(dep.door("h1", d)), timeout=120, what=f"h1's gears node {door}")
+        wait_for(lambda d=door: answers_ping(dep.door("h1", d)), timeout=120, what=f"h1's gears node {door}")
     for host in HOSTS:
         wait_for(lambda h=host: _slots_name_front_doors(dep, h, MASTER_DOOR, HOSTS), timeout=30,
                  what=f"every host's front doors in CLUSTER SLOTS at {host}")
