@@ -223,6 +223,10 @@ def _check_persons(dep: Deployment, host: str) -> None:
     expected = Counter(TAGS[_shard_of(f"person:{i}")] for i in range(PERSONS))
     assert by_shard == dict(expected) and len(by_shard) == len(HOSTS)
     assert _records(_pyexecute(client, "GB().count().run('person:*')")) == [PERSONS]
+    # each city's records cross to the shard owning the city's name, then come back to the initiator
+    routed = _pyexecute(client, "GB().map(lambda r: r['value']['city']).repartition(lambda c: c)"
+                                ".map(lambda c: (c, hashtag())).collect().distinct().run('person:*')")
+    assert sorted(_records(routed)) == sorted((f"c{c}", TAGS[_shard_of(f"c{c}")]) for c in range(CITIES))
     client.close()
 
 
