@@ -182,6 +182,21 @@ def test_gears_nodes(replicated: launcher.ClusterState) -> None:
         assert (Path(replicated.dir) / f"gears-{node.gears_port}.log").is_file()
 
 
+@needs_gears_node
+def test_a_cluster_wide_run_is_refused_clearly_beside_a_replica(replicated: launcher.ClusterState) -> None:
+    nodes = launcher.load_state(replicated.dir).nodes  # type: ignore[union-attr]
+    replica = next(n for n in nodes if n.role == "replica")
+    door = redis.Redis(port=replica.gears_port, decode_responses=True)
+    with pytest.raises(redis.ResponseError) as refused:
+        door.execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').run()")
+    assert str(refused.value) == (
+        f"this gears node serves a replica (server 127.0.0.1:{replica.port}): start cluster-wide runs at a master's front door"
+    )
+    results, errors = replicated.client().execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').run()")
+    assert errors == [] and len(set(results)) == 3
+    door.close()
+
+
 # --------------------------------------------------------------------------- restart
 
 

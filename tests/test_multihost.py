@@ -399,6 +399,8 @@ def test_losing_a_host_promotes_its_replica_elsewhere_and_loses_no_stream_entry(
                  what=f"every host's front doors in CLUSTER SLOTS at {host}")
     _await_views(dep, HOSTS, [("h2", REPLICA_DOOR), ("h2", MASTER_DOOR), ("h3", MASTER_DOOR)])
     _check_persons(dep, "h3")
+    with pytest.raises(redis.ResponseError, match="^this gears node serves a replica"):
+        _pyexecute(dep.door("h1"), "GB().count().run('person:*')")  # h1's old master is a replica now
     cluster = dep.cluster("h1")  # a cluster client from h1's front door reads through on every shard
     assert [cluster.get(f"rt:{i}") for i in range(30)] == [f"computed:rt:{i}@{TAGS[_shard_of(f'rt:{i}')]}" for i in range(30)]
     cluster.close()
