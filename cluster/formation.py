@@ -4,20 +4,28 @@ The cluster-management commands the launcher sends to local server nodes (there 
 no ``valkey-cli``): ``CLUSTER ADDSLOTSRANGE`` on the masters, ``CLUSTER MEET`` from
 the first node, ``CLUSTER REPLICATE`` on the replicas, then polls until every node
 agrees. Also the parsed live reads ``status`` needs (``CLUSTER INFO``, ``CLUSTER
-NODES``, ``CLUSTER SHARDS``). Every function talks to ``127.0.0.1:<port>``.
+NODES``, ``CLUSTER SHARDS``). Functions talk to ``127.0.0.1:<port>`` unless given a
+host: :func:`plan_cluster` and :func:`form_cluster` also make a cluster of server
+nodes on several machines (``gears cluster create``, docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
 
-from cluster.servers import HOST, probe_client, wait_for
+from cluster.servers import HOST, LauncherError, probe_client, wait_for
 
 __all__ = [
+    "BUS_PORT_OFFSET",
     "FormationNode",
+    "PlannedNode",
+    "parse_node_address",
+    "plan_cluster",
     "cluster_info",
     "cluster_nodes",
     "cluster_shards",
@@ -28,11 +36,16 @@ __all__ = [
 ]
 
 
+#: A server's cluster bus port when not given: its port + 10000 (the servers' default).
+BUS_PORT_OFFSET = 10000
+
+
 class FormationNode(Protocol):
     """What :func:`form_cluster` needs to know about one planned server node."""
 
     index: int  # 1-based, masters first
     role: str  # "master" | "replica"
+    host: str  # the address the other server nodes reach it at
     port: int
     bus_port: int
     master_port: int | None  # a replica's master
@@ -42,17 +55,17 @@ class FormationNode(Protocol):
 # --------------------------------------------------------------------------- live reads
 
 
-def _command(port: int, *args: Any) -> Any | None:
-    """``args`` sent to the server on ``port``; None when it does not answer or errs."""
+def _command(port: int, *args: Any, host: str = HOST) -> Any | None:
+    """``args`` sent to the server on ``host:port``; None when it does not answer or errs."""
     try:
-        return probe_client(port).execute_command(*args)
+        return probe_client(port, host=host).execute_command(*args)
     except (redis.RedisError, OSError):
         return None
 
 
-def cluster_info(port: int) -> dict[str, str] | None:
+def cluster_info(port: int, host: str = HOST) -> dict[str, str] | None:
     """``CLUSTER INFO`` as a dict (``cluster_state`` ...), None if the server does not answer."""
-    text = _command(port, "CLUSTER", "INFO")
+    text = _command(port, "CLUSTER", "INFO", host=host)
     if text is None:
         return None
     info: dict[str, str] = {}
@@ -63,9 +76,9 @@ def cluster_info(port: int) -> dict[str, str] | None:
     return info
 
 
-def cluster_nodes(port: int) -> list[dict[str, Any]] | None:
+def cluster_nodes(port: int, host: str = HOST) -> list[dict[str, Any]] | None:
     """``CLUSTER NODES`` as ``[{"id", "port", "flags": set, "master": id | None}]``."""
-    text = _command(port, "CLUSTER", "NODES")
+    text = _command(port, "CLUSTER", "NODES", host=host)
     if text is None:
         return None
     nodes = []
@@ -127,10 +140,10 @@ def cluster_slots_ports(port: int) -> set[int] | None:
     return ports
 
 
-def replicas_synced(ports: Sequence[int]) -> bool:
-    """Every one of ``ports`` that is a replica now has its replication link up."""
-    for port in ports:
-        info = _command(port, "INFO", "replication")
+def replicas_synced(addresses: Sequence[tuple[str, int]]) -> bool:
+    """Every server at ``addresses`` that is a replica now has its replication link up."""
+    for host, port in addresses:
+        info = _command(port, "INFO", "replication", host=host)
         if info is None:
             return False
         if not isinstance(info, str):  # redis-py parses INFO into a dict
@@ -143,36 +156,36 @@ def replicas_synced(ports: Sequence[int]) -> bool:
 # --------------------------------------------------------------------------- formation
 
 
-def _send(port: int, *args: Any) -> Any:
-    """One cluster command; a refusal propagates as ``redis.ResponseError``."""
-    return probe_client(port, timeout=10.0).execute_command(*args)
+def _send(node: FormationNode, *args: Any) -> Any:
+    """One cluster command to ``node``; a refusal propagates as ``redis.ResponseError``."""
+    return probe_client(node.port, timeout=10.0, host=node.host).execute_command(*args)
 
 
 def form_cluster(
     nodes: Sequence[FormationNode], *, timeout: float, check: Callable[[], None] | None = None
-) -> dict[int, str]:
-    """Make fresh server nodes one cluster; returns the node id per server port.
+) -> dict[tuple[str, int], str]:
+    """Make fresh server nodes one cluster; returns the node id per server ``(host, port)``.
 
     Masters get their slot ranges (and config epochs 1..N, as redis-cli does), the
     first node meets every other, replicas then replicate their master. Returns once
     every node knows every other one and sees each replica under its master.
     ``check`` runs between polls (to fail fast when a server died).
     """
-    ids: dict[int, str] = {}
+    ids: dict[tuple[str, int], str] = {}
     for node in nodes:
-        ids[node.port] = str(_send(node.port, "CLUSTER", "MYID"))
-        _send(node.port, "CLUSTER", "SET-CONFIG-EPOCH", node.index)
+        ids[node.host, node.port] = str(_send(node, "CLUSTER", "MYID"))
+        _send(node, "CLUSTER", "SET-CONFIG-EPOCH", node.index)
         if node.role == "master":
             for lo, hi in node.slots:
-                _send(node.port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+                _send(node, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
     for node in nodes[1:]:
-        _send(nodes[0].port, "CLUSTER", "MEET", HOST, node.port, node.bus_port)
+        _send(nodes[0], "CLUSTER", "MEET", socket.gethostbyname(node.host), node.port, node.bus_port)  # MEET takes an IP
 
     everyone = set(ids.values())
 
     def all_met() -> bool:
         for node in nodes:
-            known = cluster_nodes(node.port)
+            known = cluster_nodes(node.port, node.host)
             if known is None:
                 return False
             if {n["id"] for n in known if not n["flags"] & {"handshake", "noaddr"}} != everyone:
@@ -183,13 +196,13 @@ def form_cluster(
 
     expected: dict[str, str] = {}
     for node in nodes:
-        if node.role == "replica" and node.master_port is not None:
-            _send(node.port, "CLUSTER", "REPLICATE", ids[node.master_port])
-            expected[ids[node.port]] = ids[node.master_port]
+        if node.role == "replica" and node.master_address is not None:
+            _send(node, "CLUSTER", "REPLICATE", ids[node.master_address])
+            expected[ids[node.host, node.port]] = ids[node.master_address]
 
     def replicas_known() -> bool:
         for node in nodes:
-            known = cluster_nodes(node.port)
+            known = cluster_nodes(node.port, node.host)
             if known is None:
                 return False
             master_of = {n["id"]: n["master"] for n in known}
@@ -201,16 +214,73 @@ def form_cluster(
     return ids
 
 
-def wait_cluster_ok(ports: Sequence[int], *, timeout: float, check: Callable[[], None] | None = None) -> None:
-    """Wait until every server on ``ports`` says ``cluster_state:ok``, knows all of
+def wait_cluster_ok(
+    addresses: Sequence[tuple[str, int]], *, timeout: float, check: Callable[[], None] | None = None
+) -> None:
+    """Wait until every server at ``addresses`` says ``cluster_state:ok``, knows all of
     them, and every replica's link to its master is up."""
-    total = str(len(ports))
+    total = str(len(addresses))
 
     def ok() -> bool:
-        for port in ports:
-            info = cluster_info(port)
+        for host, port in addresses:
+            info = cluster_info(port, host)
             if info is None or info.get("cluster_state") != "ok" or info.get("cluster_known_nodes") != total:
                 return False
-        return replicas_synced(ports)
+        return replicas_synced(addresses)
 
     wait_for(ok, timeout=timeout, what="cluster_state:ok on every server node", check=check)
+
+
+# --------------------------------------------------------------------------- several machines
+
+
+@dataclass(frozen=True)
+class PlannedNode:
+    """One server node of a cluster made by ``gears cluster create`` (a :class:`FormationNode`)."""
+
+    index: int
+    role: str
+    host: str
+    port: int
+    bus_port: int
+    master_address: tuple[str, int] | None = None
+    slots: list[list[int]] = field(default_factory=list)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+
+def parse_node_address(text: str) -> tuple[str, int, int]:
+    """``HOST:PORT`` or ``HOST:PORT@BUSPORT`` as ``(host, port, bus port)`` (bus port
+    default: port + 10000)."""
+    address, _, bus = text.partition("@")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or (bus and not bus.isdigit()):
+        raise LauncherError(f"expected a server node as HOST:PORT or HOST:PORT@BUSPORT, got {text!r}")
+    return host, int(port), int(bus) if bus else int(port) + BUS_PORT_OFFSET
+
+
+def plan_cluster(addresses: Sequence[str], replicas: int, ranges: Sequence[tuple[int, int]]) -> list[PlannedNode]:
+    """The roles of the server nodes at ``addresses``: the first ``len(ranges)`` are masters
+    (with those slot ranges, in order); the rest are replicas, the k-th of them (0-based)
+    replicating master ``k % masters``. So an operator places each replica: listing
+    ``h1 h2 h3`` then ``h2' h3' h1'`` puts every master's replica on the next machine."""
+    masters = len(ranges)
+    if replicas < 0 or len(addresses) != masters * (1 + replicas):
+        raise LauncherError(
+            f"{len(addresses)} server nodes given for {masters} masters with {replicas} replicas each: "
+            f"expected {masters * (1 + replicas)}"
+        )
+    parsed = [parse_node_address(text) for text in addresses]
+    if len({(host, port) for host, port, _ in parsed}) != len(parsed):
+        raise LauncherError("a server node is listed twice")
+    nodes = []
+    for i, (host, port, bus) in enumerate(parsed):
+        if i < masters:
+            lo, hi = ranges[i]
+            nodes.append(PlannedNode(i + 1, "master", host, port, bus, slots=[[lo, hi]]))
+        else:
+            master = nodes[(i - masters) % masters]
+            nodes.append(PlannedNode(i + 1, "replica", host, port, bus, master_address=master.address))
+    return nodes

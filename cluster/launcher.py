@@ -39,7 +39,7 @@ from typing import Any
 
 import redis
 
-from cluster.formation import cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
+from cluster.formation import BUS_PORT_OFFSET, cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
 from cluster.graph import graph_status, start_graph, stop_graph
 from cluster.hashtags import SLOTS, hashtag_for_slot
 from cluster.peerauth import PeerSecret, SecretFileError, read_secret_file, write_secret_file
@@ -94,7 +94,6 @@ PASSWORD_FILE = "password"
 #: Server directives that hold secrets: given with ``requirepass=`` only, never in ``config``.
 SECRET_DIRECTIVES = ("requirepass", "masterauth")
 SERVER_PORT_OFFSET = 10000
-BUS_PORT_OFFSET = 10000  # the servers' default: bus port = server port + 10000
 STATE_VERSION = 1
 GRAPH_DIR = "graph"  # the graph server's folder inside the cluster folder
 
@@ -136,6 +135,16 @@ class NodeInfo:
     pid: int | None = None
     gears_pid: int | None = None
     python: str | None = None  # the interpreter running the gears node
+
+    @property
+    def host(self) -> str:
+        """Where the server node listens (local clusters: loopback)."""
+        return HOST
+
+    @property
+    def master_address(self) -> tuple[str, int] | None:
+        """A replica's master as ``(host, port)``."""
+        return None if self.master_port is None else (HOST, self.master_port)
 
     @property
     def address(self) -> str:
@@ -368,11 +377,11 @@ def _wait_servers(nodes: list[NodeInfo], timeout: float) -> None:
 def _form_cluster(state: ClusterState, timeout: float) -> None:
     ids = form_cluster(state.nodes, timeout=timeout, check=lambda: _check_alive(state.nodes))
     for node in state.nodes:
-        node.node_id = ids[node.port]
+        node.node_id = ids[node.host, node.port]
 
 
 def _wait_cluster_ok(state: ClusterState, timeout: float) -> None:
-    wait_cluster_ok(state.server_ports, timeout=timeout, check=lambda: _check_alive(state.nodes))
+    wait_cluster_ok([(HOST, port) for port in state.server_ports], timeout=timeout, check=lambda: _check_alive(state.nodes))
 
 
 def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[ProcessRef], timeout: float) -> None:

@@ -130,7 +130,7 @@ def wait_for(
 # a new connection per poll would leave thousands of client sockets in TIME_WAIT on
 # ephemeral ports, and such a socket blocks a server from binding that port (the
 # port contract's 30001+/40001+/50001+ ports lie inside Linux's ephemeral range).
-_PROBES: dict[tuple[int, float], redis.Redis] = {}
+_PROBES: dict[tuple[str, int, float], redis.Redis] = {}
 _PING_SOCKETS: dict[int, socket.socket] = {}
 _PING = b"*1\r\n$4\r\nPING\r\n"
 #: The ``requirepass`` of the deployment being probed (see :func:`set_probe_password`).
@@ -146,17 +146,17 @@ def set_probe_password(password: str | None) -> None:
     _probe_password = password
 
 
-def probe_client(port: int, *, timeout: float = 2.0) -> redis.Redis:
-    """A short-timeout, no-retry, decoding RESP2 client for one local server.
+def probe_client(port: int, *, timeout: float = 2.0, host: str = HOST) -> redis.Redis:
+    """A short-timeout, no-retry, decoding RESP2 client for one server (local unless ``host``).
 
-    Cached per port (do not close it; :func:`close_probes` does); a broken connection
+    Cached per address (do not close it; :func:`close_probes` does); a broken connection
     is replaced on the next command.
     """
-    key = (port, timeout)
+    key = (host, port, timeout)
     client = _PROBES.get(key)
     if client is None:
         client = _PROBES[key] = redis.Redis(
-            host=HOST,
+            host=host,
             port=port,
             decode_responses=True,
             protocol=2,

@@ -14,6 +14,7 @@ cluster whose slots all sit on one master) is *not* in cluster mode: the shard i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from array import array
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 NO_CLUSTER_ID = "0" * 40
 #: A gears node names its connections to its server node ``gears-frontdoor@host:port``.
 CLIENT_NAME_PREFIX = "gears-frontdoor@"
+#: Seconds a server node has to answer the front-door registry's ``CLIENT LIST``.
+REGISTRY_TIMEOUT = 2.0
 
 
 def _frontdoor_in_client_list(listing: str) -> tuple[str, int] | None:
@@ -182,26 +185,36 @@ class ClusterView:
         return self.shard_map
 
     async def _read_registry(self) -> None:
-        """Find every gears node's front door from the client names on each server node."""
-        import redis.asyncio as aioredis
+        """Find every gears node's front door from the client names on each server node.
 
+        The servers are asked at once, each with a short timeout: a server on a machine
+        that is gone (no RST, only lost packets) costs :data:`REGISTRY_TIMEOUT` seconds,
+        not the kernel's connect timeout, so a refresh (and the promotion it may carry)
+        is never held up by a dead host."""
         found: dict[tuple[str, int], tuple[str, int]] = {self.server_address: self.frontdoor}
-        servers = [a for shard in self.shard_map.shards for a in (shard.master, *shard.replicas)]
-        for address in servers:
-            if address in found:
-                continue
-            client = aioredis.Redis(host=address[0], port=address[1], **self._server_login)
-            try:
-                listing = await client.execute_command("CLIENT", "LIST", "TYPE", "normal")
-            except Exception as exc:  # noqa: BLE001 - a node that is down keeps its old entry
-                log.warning("could not list clients of server node %s:%d: %s", *address, exc)
-                continue
-            finally:
-                await client.aclose()
-            door = _frontdoor_in_client_list(_text(listing))
-            if door is not None:
-                found[address] = door
+        servers = {a for shard in self.shard_map.shards for a in (shard.master, *shard.replicas)} - found.keys()
+        doors = await asyncio.gather(*(self._frontdoor_beside(address) for address in servers))
+        found.update((address, door) for address, door in zip(servers, doors, strict=True) if door is not None)
         self._frontdoors.update(found)
+
+    async def _frontdoor_beside(self, address: tuple[str, int]) -> tuple[str, int] | None:
+        """The front door named in ``CLIENT LIST`` of the server at ``address`` (``None``: none, or no answer)."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        client = aioredis.Redis(
+            host=address[0], port=address[1], **self._server_login,
+            socket_connect_timeout=REGISTRY_TIMEOUT, socket_timeout=REGISTRY_TIMEOUT, retry=Retry(NoBackoff(), 0),
+        )
+        try:
+            listing = await client.execute_command("CLIENT", "LIST", "TYPE", "normal")
+        except Exception as exc:  # noqa: BLE001 - a node that is down keeps its old entry
+            log.warning("could not list clients of server node %s:%d: %s", *address, exc)
+            return None
+        finally:
+            await client.aclose()
+        return _frontdoor_in_client_list(_text(listing))
 
     def frontdoor_for(self, host: str, port: int) -> tuple[str, int] | None:
         """The front door of the gears node beside server ``host:port`` (``None`` if unknown)."""

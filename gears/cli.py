@@ -6,6 +6,7 @@ Subcommands::
                      [--dir DIR] [--config K=V ...] [--no-gears] [--with-graph [--graph-port 9001]]
     gears cluster down [--dir DIR]
     gears cluster status [--dir DIR] [--json]
+    gears cluster create HOST:PORT... [--replicas R]   (server nodes on any machines; docs/deploy.md)
     gears node --redis HOST:PORT --listen HOST:PORT     (one gears node; see gears.node)
                [--user U] [--password-file F] [--peer-secret-file F]
 
@@ -138,11 +139,57 @@ def _cluster_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _formed_already(nodes: Sequence[Any]) -> bool:
+    """Every one of ``nodes`` says ``cluster_state:ok`` and knows exactly these many nodes
+    (so ``gears cluster create`` run again, e.g. by a container at each start, is a no-op)."""
+    from cluster.formation import cluster_info
+
+    infos = [cluster_info(node.port, node.host) for node in nodes]
+    return all(
+        info is not None and info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == str(len(nodes))
+        for info in infos
+    )
+
+
+def _cluster_create(args: argparse.Namespace) -> int:
+    import redis
+
+    from cluster import formation, launcher
+    from cluster.servers import close_probes, set_probe_password
+    from gears import credentials
+
+    if args.replicas < 0 or len(args.nodes) % (1 + args.replicas):
+        raise UsageError(
+            f"{len(args.nodes)} server nodes cannot be split into masters with {args.replicas} replicas each"
+        )
+    nodes = formation.plan_cluster(args.nodes, args.replicas, launcher.slot_ranges(len(args.nodes) // (1 + args.replicas)))
+    for node in nodes:
+        if node.master_address is not None and node.master_address[0] == node.host:
+            logging.getLogger(PROG).warning(
+                "replica %s:%d is on the same host as its master: losing that host loses the shard", node.host, node.port
+            )
+    set_probe_password(credentials.from_args(args).password)
+    try:
+        if _formed_already(nodes):
+            print(f"these {len(nodes)} server nodes are one cluster already (cluster_state:ok): nothing to do")
+            return 0
+        formation.form_cluster(nodes, timeout=args.timeout)
+        formation.wait_cluster_ok([node.address for node in nodes], timeout=args.timeout)
+    except (redis.RedisError, OSError) as exc:
+        raise UsageError(f"cluster create failed: {exc}") from exc
+    finally:
+        close_probes()
+    for node in nodes:
+        where = f"slots {node.slots[0][0]}-{node.slots[0][1]}" if node.slots else "replica of %s:%d" % node.master_address
+        print(f"{node.role:<8}{node.host}:{node.port}  {where}")
+    return 0
+
+
 def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from cluster.launcher import DEFAULT_DIR
 
     cluster = sub.add_parser("cluster", help="run a local cluster: servers + gears nodes")
-    actions = cluster.add_subparsers(dest="action", metavar="{up,down,status}", required=True)
+    actions = cluster.add_subparsers(dest="action", metavar="{up,down,status,create}", required=True)
 
     def dir_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--dir", default=DEFAULT_DIR, help=f"cluster folder (default {DEFAULT_DIR})")
@@ -172,6 +219,20 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     up.add_argument("--graph-port", type=int, help="graph server port (default 9001; implies --with-graph)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each start-up step")
     up.set_defaults(func=_cluster_up)
+
+    create = actions.add_parser(
+        "create", help="make running server nodes (on any machines) one cluster",
+        description="Make fresh cluster-mode server nodes one cluster: the first N/(R+1) nodes are masters "
+        "(even slot ranges, in order), the k-th of the others replicates master k mod N/(R+1). "
+        "List each master's replica on another machine (docs/deploy.md).",
+    )
+    create.add_argument("nodes", nargs="+", metavar="HOST:PORT[@BUSPORT]", help="server nodes, masters first")
+    create.add_argument("--replicas", type=int, default=0, help="replicas per master (default 0)")
+    from gears.credentials import add_arguments as add_credentials
+
+    add_credentials(create)
+    create.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each step")
+    create.set_defaults(func=_cluster_create)
 
     down = actions.add_parser("down", help="stop the cluster (data stays)")
     dir_option(down)

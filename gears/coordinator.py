@@ -117,6 +117,13 @@ class Coordinator:
         exec_id = meta["id"]
         self.high_water = max(self.high_water, int(exec_id.rsplit("-", 1)[1]))
         distributed = meta["distributed"]
+        if distributed and shard_map.my_role != "master":
+            # records and results travel between shards' masters: a run started beside a
+            # replica would send its shard's share to that shard's master, not here
+            raise ExecutionError(
+                "this gears node serves a replica (server %s:%d): start cluster-wide runs at a master's front door"
+                % node.server_address
+            )
         execution = NodeExecution(
             exec_id,
             shard_map.my_index,

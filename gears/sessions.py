@@ -137,15 +137,17 @@ class SessionStore:
     async def load(self) -> None:
         """Apply every session stored in this shard's server node (node or worker start).
 
-        A replica holds the sessions too (replicated): they are read from it with
-        ``READONLY``, so a node starts beside a server whatever its role."""
+        A replica holds the sessions too (replicated): in cluster mode they are read with
+        ``READONLY``, whatever role the node last saw, so a node starts beside a server
+        whatever its role, and also beside a restarted old master that turns replica
+        while it reads (``READONLY`` changes nothing on a master)."""
         node = self._node
         prefix = SESSION_PATTERN % node.view.shard_map.hashtag
-        replica = node.view.server_cluster_enabled and node.view.shard_map.my_role != "master"
-        server = node.replica_reads() if replica else node.server
+        readonly = node.view.server_cluster_enabled
+        server = node.replica_reads() if readonly else node.server
         stored: list[SessionRecord] = []
         try:
-            if replica:
+            if readonly:
                 await server.execute_command("READONLY")
             async for key in server.scan_iter(match=prefix, count=1000):
                 fields = await server.hgetall(key)
@@ -153,7 +155,7 @@ class SessionStore:
                     session_id = key.decode().rsplit(":", 1)[1]
                     stored.append(SessionRecord.from_hash(session_id, fields))
         finally:
-            if replica:
+            if readonly:
                 await server.aclose()
         for record in stored:
             known = self.sessions.get(record.id)

@@ -158,12 +158,16 @@ def gears_nodes(
 
 
 def answers_ping(client: object) -> bool:
+    """Whether ``client`` (a ``redis.Redis``, closed afterwards) gets an answer to ``PING``
+    (a server still loading its data does not answer yet)."""
     import redis
 
     try:
         return bool(client.ping())  # type: ignore[attr-defined]
-    except (redis.ConnectionError, OSError):
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
         return False
+    finally:
+        client.close()  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
