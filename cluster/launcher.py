@@ -685,8 +685,8 @@ def _up(
             state = _new_cluster(path, saved, masters, replicas, base_port, server, config, gears, timeout, graph_port, requirepass, offsets)
         except BaseException as exc:
             _remove_attempt(path, before)
-            if isinstance(exc, LauncherError):
-                raise LauncherError(f"{exc} [{path} is left as it was before: this attempt's files, logs too, are removed]") from exc
+            if isinstance(exc, LauncherError) and str(path) in str(exc):  # it names a log that is gone now
+                raise LauncherError(f"{exc} [removed with the rest of this attempt]") from exc
             raise
         log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
         return state

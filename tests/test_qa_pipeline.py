@@ -409,4 +409,4 @@ def test_load_qa_for_a_gpu_without_cuda_is_a_one_line_error(qa_cluster):
     assert done.returncode == 1
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    assert lines[0].startswith("load-qa failed: storing the QA model for GPU failed:") and "no CUDA device" in lines[0]
+    assert lines[0].startswith("gears: load-qa failed: storing the QA model for GPU failed:") and "no CUDA device" in lines[0]
