@@ -102,6 +102,13 @@ def test_a_bad_port_is_one_line_naming_it(command: list[str], named: str, tmp_pa
     assert line.startswith(f"gears: error: {named} (see `gears "), line
 
 
+def test_gears_node_names_a_bad_address() -> None:
+    done = gears("node", "--redis", "127.0.0.1:99999", "--listen", "127.0.0.1:1")
+    errors = [line for line in done.stderr.splitlines() if line.startswith("gears: ")]  # the rest is the node's log
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert errors == ["gears: --redis: expected a port number between 1 and 65535, got '99999'"]
+
+
 def test_contradicting_cluster_and_port_is_one_line(tmp_path: Path) -> None:
     line = one_line_error(gears("pipeline", "status", "--cluster", "127.0.0.1:1", "--port", "2"))
     assert line == "gears: --cluster 127.0.0.1:1 contradicts --host/--port"

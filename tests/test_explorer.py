@@ -23,8 +23,7 @@ pytest.importorskip("symspellpy")
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from cluster import launcher  # noqa: E402
-from conftest import free_base_port, serving, wait_for  # noqa: E402
+from conftest import cluster_with_graph, serving, wait_for  # noqa: E402
 from pipelines import qa  # noqa: E402
 from pipelines.api import STATIC_DIR, create_app  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
@@ -44,10 +43,7 @@ def explorer_cluster(tmp_path_factory):
     """1 shard + FalkorDB with the NLP and QA pipelines drained over a generated corpus
     and the demo QA model stored."""
     folder = tmp_path_factory.mktemp("explorer")
-    base = free_base_port(11901, 1)
-    graph = ("127.0.0.1", base + 98)
-    state = launcher.up(masters=1, base_port=base, dir=folder / "cluster", graph_port=graph[1])
-    try:
+    with cluster_with_graph(folder, 11901, 1) as (state, graph):
         client = state.client()
         cluster = state.cluster_client(socket_timeout=120)
         deploy_nlp(client, graph)
@@ -65,8 +61,6 @@ def explorer_cluster(tmp_path_factory):
         yield {"state": state, "cluster": cluster, "graph": graph, "status": status}
         cluster.close()
         client.close()
-    finally:
-        launcher.down(folder / "cluster")
 
 
 @pytest.fixture(scope="module")
