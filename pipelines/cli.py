@@ -79,7 +79,7 @@ def _ingest(args: argparse.Namespace) -> int:
                 def report(stage: Any, status: dict[str, Any]) -> None:
                     bar.update(min(stage.finished, counts["new"]) - bar.n)
                     bar.set_postfix(
-                        sentences=f"{status['matched_sentences']}/{status['sentences']}", edges_pending=status["edges_pending"],
+                        sentences=status["sentences"], matched=status["matched_sentences"], edges_pending=status["edges_pending"],
                         running=status["executions_pending"], failures=stage.failures, refresh=False,
                     )
 
@@ -156,17 +156,17 @@ def _load_qa(args: argparse.Namespace) -> int:
     import torch  # noqa: F401 - the 'ai' extra: missing, the command stops before it connects
     cluster = _cluster(args)
     started = time.perf_counter()
-    bar = tqdm(unit="B", unit_scale=True, desc="store", disable=True if args.json else None, leave=False)
+    bars: list[Any] = []  # the store's progress bar, made when the store starts
 
     def step(text: str) -> None:
         if not args.json:
             tqdm.write(f"gears ai load-qa: {text} ...", file=sys.stderr)
 
     def progress(stored: int, shards: int, size: int) -> None:
-        if not bar.disable:
-            bar.total = shards * size
-            bar.set_postfix_str(f"shard {min(stored + 1, shards)}/{shards}", refresh=False)
-            bar.update(stored * size - bar.n)
+        if not bars:
+            bars.append(tqdm(total=shards * size, unit="B", unit_scale=True, desc="store", disable=True if args.json else None))
+        bars[0].set_postfix_str(f"shard {min(stored + 1, shards)}/{shards}", refresh=False)
+        bars[0].update(stored * size - bars[0].n)
 
     try:
         info = load_qa_model(
@@ -177,7 +177,8 @@ def _load_qa(args: argparse.Namespace) -> int:
         print(f"gears: load-qa failed: {exc}", file=sys.stderr)
         return 1
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
         cluster.close()
     described = info.describe()
     elapsed = time.perf_counter() - started

@@ -61,7 +61,8 @@ async def cluster_part(client: Any) -> dict[str, Any]:
         if health.get("server") != "ok" or state != "ok":
             problems.append(f"{node.name}: server {health.get('server')}, cluster_state {state}")
     ready = bool(primaries) and not problems
-    detail = f"{len(primaries)} shards, every worker alive" if ready else "; ".join(problems) or "no shards"
+    shards = f"{len(primaries)} shard{'s' if len(primaries) != 1 else ''}"
+    detail = f"{shards}, every worker alive" if ready else "; ".join(problems) or "no shards"
     return {"ready": ready, "detail": detail, "shards": len(primaries), "workers_alive": alive}
 
 
@@ -89,7 +90,7 @@ async def model_part(client: Any, model_key: str) -> dict[str, Any]:
         described = described or model_description(meta)
     ready = bool(tags) and found == len(tags)
     if ready:
-        detail = f"on all {found} shards"
+        detail = f"on every shard ({found})"
     else:
         detail = f"on {found} of {len(tags)} shards (load it with `gears ai load-qa`)"
     return {"ready": ready, "detail": detail, "shards_with_model": found, "description": described}

@@ -87,11 +87,12 @@ def test_health_reports_cluster_graph_and_model(explorer_cluster, api):
     assert reply.status_code == 200
     body = reply.json()
     assert body["status"] == "ok"
-    assert body["cluster"] == {"ready": True, "detail": "1 shards, every worker alive", "shards": 1, "workers_alive": 1}
+    assert body["cluster"] == {"ready": True, "detail": "1 shard, every worker alive", "shards": 1, "workers_alive": 1}
     status = explorer_cluster["status"]
     assert body["graph"]["ready"] is True
     assert (body["graph"]["nodes"], body["graph"]["edges"]) == (status["graph_nodes"], status["graph_edges"])
     assert body["model"]["ready"] is True and body["model"]["shards_with_model"] == 1
+    assert body["model"]["detail"] == "on every shard (1)"
     assert body["model"]["description"]["notice"] == qa.DEMO_NOTICE
 
 
