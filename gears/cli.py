@@ -336,6 +336,14 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in the chain that led to it."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
 def _user_error(args: argparse.Namespace, exc: Exception) -> str | None:
     """The one line that explains a user's error, or None for an error that is a bug."""
     import redis
@@ -354,11 +362,14 @@ def _user_error(args: argparse.Namespace, exc: Exception) -> str | None:
         if extra is None:
             return None
         return f"`gears {command}` needs the optional '{extra}' extra (no module {exc.name!r}): {install_hint(extra)}"
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, RedisClusterException, ConnectionError)):
+    if isinstance(exc, ConnectionError):  # ours name what they could not reach (the graph server ...)
+        return _one_line(exc)
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, RedisClusterException)):
         where = ":".join(map(str, front_door(args))) if hasattr(args, "cluster") else "the server"
-        if isinstance(exc, redis.AuthenticationError):
-            return f"{where} refused the credentials: {_one_line(exc)} (see --user/--password)"
-        reason = _one_line(exc).split("reachable node: ", 1)[-1]  # redis-py's cluster client wraps the reason
+        refused = _cause(exc, redis.AuthenticationError)  # redis-py's cluster client wraps it
+        if refused is not None:
+            return f"{where} refused the credentials: {_one_line(refused)} (see --user/--password)"
+        reason = _one_line(exc).split("reachable node: ", 1)[-1]  # the cluster client wraps the reason
         return f"cannot reach {where}: {reason} (is the cluster up? see --host/--port)"
     if isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in ("NOAUTH", "WRONGPASS", "NOPERM"):
         return f"{_one_line(exc)} (see --user/--password)"

@@ -55,6 +55,16 @@ def article(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(write_corpus(tmp_path_factory.mktemp("one-article"), 1)[0])
 
 
+def free_layout(preferred: int, offsets: tuple[int, int] = (SERVER_OFFSET, BUS_OFFSET)) -> int:
+    """A base port whose front door, server, bus and graph ports (with these offsets) are free."""
+    server, bus = offsets
+    for base in range(shifted_port(preferred), shifted_port(preferred) + 2000, 100):
+        ports = [base, base + server, base + server + bus, base + GRAPH_OFFSET]
+        if not any(port_in_use(p) for p in ports):
+            return base
+    pytest.fail(f"no free ports near {preferred}", pytrace=False)
+
+
 # --------------------------------------------------------------------------- no cluster
 
 
@@ -162,6 +172,26 @@ def test_a_missing_optional_extra_names_it(command: list[str], module: str, extr
     )
 
 
+def test_missing_or_wrong_credentials_are_one_line(tmp_path: Path) -> None:
+    base = free_layout(13001, offsets=(10000, 10000))
+    folder = tmp_path / "secure"
+    up = gears("cluster", "up", "--masters", "1", "--base-port", str(base), "--dir", str(folder), "--requirepass", "s3cret")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert f"connect: redis-cli -c -p {base} -a \"$(cat {folder / 'password'})\"" in up.stdout
+        wrong = one_line_error(gears("pipeline", "status", "--port", str(base), "--password", "wrong"))
+        assert wrong == f"gears: 127.0.0.1:{base} refused the credentials: invalid username-password pair or user is disabled. (see --user/--password)"
+        missing = one_line_error(gears("pipeline", "status", "--port", str(base)))
+        assert missing.startswith(f"gears: 127.0.0.1:{base} refused the credentials: ")
+        script = tmp_path / "shards.py"
+        script.write_text("GB('ShardsIDReader').map(lambda x: 'shard').run()\n")
+        right = gears("run", str(script), "--port", str(base), "--password-file", str(folder / "password"), "--json")
+        assert right.returncode == 0, right.stderr
+        assert json.loads(right.stdout) == {"results": ["shard"], "errors": []}
+    finally:
+        assert gears("cluster", "down", "--dir", str(folder)).returncode == 0
+
+
 def test_a_failed_first_up_leaves_nothing(tmp_path: Path) -> None:
     base = shifted_port(12951)
     fresh = tmp_path / "fresh"
@@ -179,15 +209,6 @@ def test_a_failed_first_up_leaves_nothing(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- on a cluster
-
-
-def free_layout(preferred: int) -> int:
-    """A base port whose front door, server, bus and graph ports (with this module's offsets) are free."""
-    for base in range(shifted_port(preferred), shifted_port(preferred) + 2000, 100):
-        ports = [base, base + SERVER_OFFSET, base + SERVER_OFFSET + BUS_OFFSET, base + GRAPH_OFFSET]
-        if not any(port_in_use(p) for p in ports):
-            return base
-    pytest.fail(f"no free ports near {preferred}", pytrace=False)
 
 
 @pytest.fixture(scope="module")
