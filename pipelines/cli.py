@@ -59,7 +59,7 @@ def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .ingest import find_articles, ingest
-    from .progress import ARTICLES_REGEX, NotDrained, follow, stage_counts
+    from .progress import ARTICLES_REGEX, stage_counts
 
     files = find_articles(args.paths)
     cluster = _cluster(args)
@@ -69,24 +69,10 @@ def _ingest(args: argparse.Namespace) -> int:
         with tqdm(total=len(files), unit="article", desc="write", disable=args.json or None) as bar:
             counts = ingest(cluster, files, progress=bar.update)
         result: dict[str, Any] = {**counts, "write_s": round(time.perf_counter() - started, 3)}
-        waiting = args.wait and counts["new"] > 0
-        if waiting and not baseline.registrations:
+        if args.wait and counts["new"] and not baseline.registrations:
             result["warning"] = f"no registration on {ARTICLES_REGEX} (run `gears pipeline register nlp`): nothing processes these articles"
-            waiting = False
-        if waiting:
-            with tqdm(total=counts["new"], unit="article", desc="process", disable=args.json or None) as bar:
-
-                def report(stage: Any, status: dict[str, Any]) -> None:
-                    bar.update(min(stage.finished, counts["new"]) - bar.n)
-                    bar.set_postfix(
-                        sentences=status["sentences"], matched=status["matched_sentences"], edges_pending=status["edges_pending"],
-                        running=status["executions_pending"], failures=stage.failures, refresh=False,
-                    )
-
-                try:
-                    status = follow(cluster, baseline, counts["new"], report, args.timeout)
-                except NotDrained as exc:
-                    raise SystemExit(f"gears: {exc}") from None
+        elif args.wait and counts["new"]:
+            status = _follow(cluster, baseline, counts["new"], args)
             result.update(process_s=round(time.perf_counter() - started, 3), pipeline=status)
     finally:
         cluster.close()
@@ -104,6 +90,27 @@ def _ingest(args: argparse.Namespace) -> int:
     if "warning" in result:
         print(f"gears: warning: {result['warning']}", file=sys.stderr)
     return 0
+
+
+def _follow(cluster: Any, baseline: Any, new: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Show the pipeline's progress over the ``new`` articles until it has drained; its last status."""
+    from tqdm import tqdm
+
+    from .progress import NotDrained, follow
+
+    with tqdm(total=new, unit="article", desc="process", disable=args.json or None) as bar:
+
+        def report(stage: Any, status: dict[str, Any]) -> None:
+            bar.update(min(stage.finished, new) - bar.n)
+            bar.set_postfix(
+                sentences=status["sentences"], matched=status["matched_sentences"], edges_pending=status["edges_pending"],
+                running=status["executions_pending"], failures=stage.failures, refresh=False,
+            )
+
+        try:
+            return follow(cluster, baseline, new, report, args.timeout)
+        except NotDrained as exc:
+            raise SystemExit(f"gears: {exc}") from None
 
 
 def _register(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ ingest`` following the pipeline until it has drained, and ``gears ai load-qa``'s
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -324,3 +325,20 @@ def test_load_qa_tells_its_stages(started) -> None:
     assert stages[:2] == ["gears ai load-qa: building the demo model ...", "gears ai load-qa: exporting it as TORCH ..."]
     assert len(stages) == 3 and stages[2].startswith("gears ai load-qa: storing ") and stages[2].endswith(" MB on every shard ...")
     assert done.stdout.startswith("bert-qa{<tag>} stored on every shard in ")
+
+
+def test_ingest_gives_up_after_its_timeout_saying_where_the_pipeline_stands(started, tmp_path: Path) -> None:
+    pytest.importorskip("symspellpy")
+    from cluster.graph import stop_graph
+
+    base, folder = started["base"], started["folder"]
+    assert stop_graph(folder / "graph") == 1  # stage 3 retries its batches until the graph is back
+    try:
+        corpus = write_corpus(tmp_path / "corpus", 2 * ARTICLES + 2)[2 * ARTICLES :]  # two articles not ingested yet
+        line = one_line_error(gears("ingest", "cord19", *map(str, corpus), "--port", str(base), "--timeout", "2"))
+        # how far stage 1 got in 2 s depends on the machine; that the graph stage cannot drain does not
+        assert re.match(r"gears: the pipeline did not drain within 2 s: [0-2] of 2 articles through the first stage \(0 failed\); ", line), line
+        assert line.endswith("(see `gears pipeline status`)")
+    finally:
+        restarted = gears("cluster", "up", "--dir", str(folder))
+        assert restarted.returncode == 0, restarted.stderr
