@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -23,7 +26,7 @@ pytest.importorskip("symspellpy")
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest import cluster_with_graph, serving, wait_for  # noqa: E402
+from conftest import ROOT, cluster_with_graph, serving, wait_for  # noqa: E402
 from pipelines import qa  # noqa: E402
 from pipelines.api import STATIC_DIR, create_app  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
@@ -127,6 +130,23 @@ def test_page_and_its_vendored_library_are_served_locally(api):
     assert "MIT License" in (STATIC_DIR / "force-graph.LICENSE").read_text()
     script = (STATIC_DIR / "explorer.js").read_text()
     assert "http://" not in script and "https://" not in script  # nothing fetched from elsewhere
+
+
+def test_the_wheel_ships_the_page_and_the_library_with_its_licence(tmp_path):
+    pytest.importorskip("setuptools")
+    pytest.importorskip("wheel")
+    source = tmp_path / "source"  # a copy: a build writes build/ and *.egg-info beside the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "__pycache__", "tests", "docs"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = tmp_path.glob("gears_fabric-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"pipelines/static/{name}" for name in os.listdir(STATIC_DIR)}
+    assert expected >= {"pipelines/static/force-graph.min.js", "pipelines/static/force-graph.LICENSE", "pipelines/static/explorer.html"}
+    assert expected <= names
 
 
 def chromium_binary() -> str:
