@@ -2,7 +2,10 @@
 
 Port contract for base port ``P`` and node ``i`` (1-based; masters first, then
 replicas): the gears node (front door) listens on ``P+i-1``, its server node on
-``P+10000+i-1`` and the server's cluster bus on ``P+20000+i-1``.
+``P+S+i-1`` and the server's cluster bus on ``P+S+B+i-1``, with the server offset ``S``
+and the bus offset ``B`` 10000 each unless chosen (``--server-port-offset``,
+``--bus-port-offset``; a bus offset other than the servers' own default of 10000 is given
+to each server as ``cluster-port``).
 
 Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
 (the state file: topology, binary, config, pids; no secrets), ``peer.secret`` (the
@@ -11,7 +14,9 @@ gears nodes' shared peer secret, :mod:`cluster.peerauth`), ``password`` (with
 (``secrets.conf``, ``nodes.conf``, AOF/RDB, ``server.log``) and
 ``gears-<front door port>.log`` per gears node. Files holding secrets are mode 0600 and
 the folder 0700. Running :func:`up` again on that folder restarts whatever is not
-running, keeping data and topology. With ``graph_port`` (``--with-graph``) a FalkorDB
+running, keeping data and topology. A first :func:`up` that fails stops what it started
+and leaves no trace: a folder it made is removed, and so is whatever it added to a folder
+that existed. With ``graph_port`` (``--with-graph``) a FalkorDB
 graph server runs beside the cluster, its files in ``graph/`` (see :mod:`cluster.graph`).
 
 Python API (used by the CLI, the test fixtures and benchmarks)::
@@ -94,6 +99,8 @@ PASSWORD_FILE = "password"
 #: Server directives that hold secrets: given with ``requirepass=`` only, never in ``config``.
 SECRET_DIRECTIVES = ("requirepass", "masterauth")
 SERVER_PORT_OFFSET = 10000
+#: Highest TCP port.
+MAX_PORT = 65535
 STATE_VERSION = 1
 GRAPH_DIR = "graph"  # the graph server's folder inside the cluster folder
 
@@ -201,6 +208,9 @@ class ClusterState:
     graph_pid: int | None = None
     #: The servers require a password (kept in ``<dir>/password``, not here).
     requirepass: bool = False
+    #: Server port = front-door port + this; bus port = server port + ``bus_port_offset``.
+    server_port_offset: int = SERVER_PORT_OFFSET
+    bus_port_offset: int = BUS_PORT_OFFSET
 
     @property
     def password(self) -> str | None:
@@ -277,48 +287,68 @@ def slot_ranges(masters: int) -> list[tuple[int, int]]:
     return ranges
 
 
-def ports_needed(masters: int, replicas: int, base_port: int, gears: bool = True) -> list[int]:
+def ports_needed(
+    masters: int, replicas: int, base_port: int, gears: bool = True,
+    server_offset: int = SERVER_PORT_OFFSET, bus_offset: int = BUS_PORT_OFFSET,
+) -> list[int]:
     """Every port a cluster of this shape uses: front doors (if ``gears``), servers, buses."""
     count = masters * (1 + replicas)
-    servers = [base_port + SERVER_PORT_OFFSET + i for i in range(count)]
+    servers = [base_port + server_offset + i for i in range(count)]
     ports = [base_port + i for i in range(count)] if gears else []
-    return ports + servers + [port + BUS_PORT_OFFSET for port in servers]
+    return ports + servers + [port + bus_offset for port in servers]
+
+
+def check_port_layout(masters: int, replicas: int, base_port: int, server_offset: int, bus_offset: int) -> None:
+    """Raise :class:`LauncherError` unless the front-door, server and bus port ranges are
+    disjoint and within 1..65535."""
+    count = masters * (1 + replicas)
+    for name, offset in (("--server-port-offset", server_offset), ("--bus-port-offset", bus_offset)):
+        if offset < count:
+            raise LauncherError(f"{name} must be at least the node count ({count}) so port ranges do not overlap, got {offset}")
+    if base_port < 1 or base_port + server_offset + bus_offset + count - 1 > MAX_PORT:
+        raise LauncherError(
+            f"--base-port {base_port} leaves no room for {count} nodes "
+            f"(bus ports up to {base_port + server_offset + bus_offset + count - 1}, the highest port is {MAX_PORT})"
+        )
 
 
 def _plan(
     path: Path, masters: int, replicas: int, base_port: int, server: str, binary: str,
-    config: dict[str, str], gears: bool,
+    config: dict[str, str], gears: bool, server_offset: int = SERVER_PORT_OFFSET, bus_offset: int = BUS_PORT_OFFSET,
 ) -> ClusterState:
     if masters < 1:
         raise LauncherError(f"--masters must be at least 1, got {masters}")
     if replicas < 0:
         raise LauncherError(f"--replicas must be at least 0, got {replicas}")
+    check_port_layout(masters, replicas, base_port, server_offset, bus_offset)
     count = masters * (1 + replicas)
-    if base_port < 1 or base_port + SERVER_PORT_OFFSET + BUS_PORT_OFFSET + count - 1 > 65535:
-        raise LauncherError(f"--base-port {base_port} leaves no room for {count} nodes (bus ports up to 65535)")
     effective = {**DEFAULT_SERVER_CONFIG, **config}
     ranges = slot_ranges(masters)
     nodes: list[NodeInfo] = []
     for i in range(count):
-        port = base_port + SERVER_PORT_OFFSET + i
+        port = base_port + server_offset + i
         is_master = i < masters
         master_index = i if is_master else (i - masters) % masters
+        node_config = dict(effective)
+        if bus_offset != BUS_PORT_OFFSET:  # the servers' own default needs no directive
+            node_config["cluster-port"] = str(port + bus_offset)
         nodes.append(NodeInfo(
             index=i + 1,
             role="master" if is_master else "replica",
             port=port,
             gears_port=base_port + i,
-            bus_port=port + BUS_PORT_OFFSET,
+            bus_port=port + bus_offset,
             dir=str(path / f"node-{port}"),
             gears_log=str(path / f"gears-{base_port + i}.log"),
             binary=binary,
-            config=dict(effective),
-            master_port=None if is_master else base_port + SERVER_PORT_OFFSET + master_index,
+            config=node_config,
+            master_port=None if is_master else base_port + server_offset + master_index,
             slots=[list(ranges[master_index])],
         ))
     return ClusterState(
         dir=str(path), masters=masters, replicas=replicas, base_port=base_port, server=server,
         binary=binary, config=dict(config), nodes=nodes, gears=gears,
+        server_port_offset=server_offset, bus_port_offset=bus_offset,
     )
 
 
@@ -499,7 +529,7 @@ def _create(state: ClusterState, gears: bool, timeout: float) -> None:
                     "restore it or remove the folder"
                 )
         extra = [] if state.graph_port is None else [state.graph_port]
-        check_ports_free(ports_needed(state.masters, state.replicas, state.base_port, gears) + extra)
+        check_ports_free(_ports_of(state, gears) + extra)
         touched = True
         _start_servers(state, state.nodes, started, timeout)
         _form_cluster(state, timeout)
@@ -545,9 +575,16 @@ def _restart(state: ClusterState, gears: bool, timeout: float) -> None:
         raise
 
 
+def _ports_of(state: ClusterState, gears: bool) -> list[int]:
+    return ports_needed(
+        state.masters, state.replicas, state.base_port, gears, state.server_port_offset, state.bus_port_offset
+    )
+
+
 def _conflicts(
     saved: ClusterState, masters: int | None, replicas: int | None, base_port: int | None,
     server: str | None, config: Mapping[str, str] | None, graph_port: int | None = None,
+    server_offset: int | None = None, bus_offset: int | None = None,
 ) -> None:
     where = saved.dir
     hint = f"(run `gears cluster down --dir {where}` and remove the folder to start afresh)"
@@ -556,6 +593,8 @@ def _conflicts(
         ("--replicas", replicas, saved.replicas),
         ("--base-port", base_port, saved.base_port),
         ("--graph-port", graph_port, saved.graph_port),
+        ("--server-port-offset", server_offset, saved.server_port_offset),
+        ("--bus-port-offset", bus_offset, saved.bus_port_offset),
     ):
         if given is not None and have is not None and given != have:
             raise LauncherError(f"the cluster in {where} has {name} {have}, not {given} {hint}")
@@ -580,6 +619,8 @@ def up(
     timeout: float = 120.0,
     graph_port: int | None = None,
     requirepass: str | None = None,
+    server_port_offset: int | None = None,
+    bus_port_offset: int | None = None,
 ) -> ClusterState:
     """Start (or restart) the local cluster in ``dir`` and return its state.
 
@@ -593,14 +634,17 @@ def up(
     (default), ``redis`` or a path), each with ``config`` server directives on top
     of :data:`DEFAULT_SERVER_CONFIG`. Returns once ``cluster_state:ok`` holds on
     every server node and, with ``gears``, every gears node answers PING and names
-    only front doors in ``CLUSTER SLOTS``. ``graph_port`` adds a FalkorDB graph server
+    only front doors in ``CLUSTER SLOTS``. ``server_port_offset``/``bus_port_offset``
+    (default 10000 each) place the server and bus ports (see the module docstring).
+    ``graph_port`` adds a FalkorDB graph server
     on that port (:mod:`cluster.graph`, data in ``<dir>/graph``), ready once it answers
     ``GRAPH.QUERY``; a cluster that has one gets it restarted when it is not running.
 
     A folder holding a cluster gets whatever is not running restarted (``None``
     options mean "as saved"); options that differ from the saved ones raise
     :class:`LauncherError`, as does any failure, after stopping what this call
-    started. ``timeout`` bounds each wait.
+    started; a new cluster that fails leaves no folder or files behind. ``timeout``
+    bounds each wait.
     """
     path = Path(dir).resolve()
     config = {str(k): str(v) for k, v in (config or {}).items()}
@@ -610,7 +654,8 @@ def up(
     if requirepass is not None and (not requirepass or requirepass != requirepass.strip()):
         raise LauncherError("--requirepass must be non-empty, without leading or trailing white space")
     try:
-        return _up(path, masters, replicas, base_port, server, config, gears, timeout, graph_port, requirepass)
+        offsets = (server_port_offset, bus_port_offset)
+        return _up(path, masters, replicas, base_port, server, config, gears, timeout, graph_port, requirepass, offsets)
     except SecretFileError as exc:
         raise LauncherError(str(exc)) from exc
     except redis.RedisError as exc:
@@ -624,14 +669,15 @@ def up(
 def _up(
     path: Path, masters: int | None, replicas: int | None, base_port: int | None, server: str | None,
     config: dict[str, str], gears: bool, timeout: float, graph_port: int | None = None,
-    requirepass: str | None = None,
+    requirepass: str | None = None, offsets: tuple[int | None, int | None] = (None, None),
 ) -> ClusterState:
     started_at = time.monotonic()
+    before = set(os.listdir(path)) if path.is_dir() else None
     with folder_lock(path):
         path.chmod(0o700)
         saved = load_state(path)
         if saved is not None and saved.created:
-            _conflicts(saved, masters, replicas, base_port, server, config, graph_port)
+            _conflicts(saved, masters, replicas, base_port, server, config, graph_port, *offsets)
             if requirepass is not None and requirepass != saved.password:
                 raise LauncherError(f"the cluster in {path} was created with another --requirepass (or none)")
             set_probe_password(saved.password)
@@ -644,27 +690,61 @@ def _up(
             _restart(saved, gears, timeout)
             log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
             return saved
-        server_name = server or DEFAULT_SERVER
-        binary = resolve_server_binary(server_name)
-        server_version(binary)
-        state = _plan(
-            path,
-            DEFAULT_MASTERS if masters is None else masters,
-            DEFAULT_REPLICAS if replicas is None else replicas,
-            DEFAULT_BASE_PORT if base_port is None else base_port,
-            server_name, binary, config, gears,
-        )
-        if graph_port is not None:
-            _check_graph_port(state, graph_port)
-            state.graph_port = graph_port
-        if saved is not None:
-            set_probe_password(saved.password)
-            _discard_partial(saved)
-        _write_secrets(state, requirepass)
-        set_probe_password(requirepass)
-        _create(state, gears, timeout)
+        try:
+            state = _new_cluster(path, saved, masters, replicas, base_port, server, config, gears, timeout, graph_port, requirepass, offsets)
+        except BaseException as exc:
+            _remove_attempt(path, before)
+            if isinstance(exc, LauncherError) and str(path) in str(exc):  # it names a log that is gone now
+                raise LauncherError(f"{exc} [removed with the rest of this attempt]") from exc
+            raise
         log.info("cluster in %s ready (%.1fs)", path, time.monotonic() - started_at)
         return state
+
+
+def _new_cluster(
+    path: Path, saved: ClusterState | None, masters: int | None, replicas: int | None, base_port: int | None,
+    server: str | None, config: dict[str, str], gears: bool, timeout: float, graph_port: int | None,
+    requirepass: str | None, offsets: tuple[int | None, int | None],
+) -> ClusterState:
+    """Plan, write the secrets of and start a cluster in ``path`` (where ``saved`` is None or
+    an unfinished attempt, discarded first)."""
+    server_name = server or DEFAULT_SERVER
+    binary = resolve_server_binary(server_name)
+    server_version(binary)
+    server_offset, bus_offset = offsets
+    state = _plan(
+        path,
+        DEFAULT_MASTERS if masters is None else masters,
+        DEFAULT_REPLICAS if replicas is None else replicas,
+        DEFAULT_BASE_PORT if base_port is None else base_port,
+        server_name, binary, config, gears,
+        SERVER_PORT_OFFSET if server_offset is None else server_offset,
+        BUS_PORT_OFFSET if bus_offset is None else bus_offset,
+    )
+    if graph_port is not None:
+        _check_graph_port(state, graph_port)
+        state.graph_port = graph_port
+    if saved is not None:
+        set_probe_password(saved.password)
+        _discard_partial(saved)
+    _write_secrets(state, requirepass)
+    set_probe_password(requirepass)
+    _create(state, gears, timeout)
+    return state
+
+
+def _remove_attempt(path: Path, before: set[str] | None) -> None:
+    """Undo a failed first start in ``path``: remove the folder when this attempt made it,
+    else what the attempt added to it (its processes are already stopped)."""
+    if before is None:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in set(os.listdir(path)) - before | {STATE_FILE}:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def _write_secrets(state: ClusterState, requirepass: str | None) -> None:
@@ -681,7 +761,7 @@ def _write_secrets(state: ClusterState, requirepass: str | None) -> None:
 def _check_graph_port(state: ClusterState, graph_port: int) -> None:
     if not 0 < graph_port < 65536:
         raise LauncherError(f"--graph-port {graph_port} is out of range")
-    if graph_port in ports_needed(state.masters, state.replicas, state.base_port, True):
+    if graph_port in _ports_of(state, True):
         raise LauncherError(f"--graph-port {graph_port} is one of the cluster's own ports")
 
 

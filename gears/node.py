@@ -10,6 +10,7 @@ the node is ready, so "answers PING" means "ready".
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
 import logging
@@ -29,6 +30,7 @@ from cluster.messaging import PeerLink
 from cluster.peerauth import PeerSecret, SecretFileError, read_secret_file
 from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
 
+from . import cliargs
 from . import credentials as _credentials
 from . import requirements
 from . import ai as _ai  # noqa: F401 - registers the AI.* commands
@@ -59,11 +61,12 @@ ROLE_POLL_TIMEOUT = 1.0
 SERVER_WAIT_SECONDS = 30.0
 
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise CommandError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
+def _address(text: str, option: str) -> tuple[str, int]:
+    """``HOST:PORT`` of a command-line option (:func:`gears.cliargs.address`'s rules)."""
+    try:
+        return cliargs.address(text)
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"{option}: {exc}") from None
 
 
 def _text_reply(value: Any) -> str:
@@ -558,9 +561,9 @@ def main(args: Any) -> int:
     finally:
         _credentials.scrub_environment()
     node = GearsNode(
-        _address(args.redis),
-        _address(args.listen),
-        announce=_address(args.announce) if getattr(args, "announce", None) else None,
+        _address(args.redis, "--redis"),
+        _address(args.listen, "--listen"),
+        announce=_address(args.announce, "--announce") if getattr(args, "announce", None) else None,
         credentials=credentials,
         peer_secret=peer_secret,
         config=_config_pairs(getattr(args, "config", None) or []),

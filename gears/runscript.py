@@ -2,9 +2,10 @@
 
 ::
 
-    gears run SCRIPT [--host 127.0.0.1] [--port 30001] [--user U] [--password PW | --password-file F]
+    gears run SCRIPT [--host 127.0.0.1] [--port 30001 | --cluster HOST:PORT]
+                     [--user U] [--password PW | --password-file F]
                      [--requirements FILE] [--unblocking] [--id ID] [--description D]
-                     [--upgrade] [--replace-with ID] [--color auto|always|never]
+                     [--upgrade] [--replace-with ID] [--color auto|always|never] [--json]
                      [EXTRA_ARGS ...]
 
 It sends ``RG.PYEXECUTE <script text> [UNBLOCKING] [ID id] [DESCRIPTION d] [UPGRADE]
@@ -26,6 +27,9 @@ Output and exit status follow gears-cli 1.2.0 (colours only on a terminal, unles
 * an error reply prints ``failed running gear function (<message>)`` on stderr; exit 1.
 * a front door that cannot be reached prints ``Cannot connect to Redis. Aborting (<why>)``
   on stderr; exit 1. An unreadable script or requirements file: ``gears: ...``; exit 1.
+
+``--json`` prints the reply as one JSON document instead: ``{"results": [...], "errors":
+[...]}`` for a ``[results, errors]`` reply, else ``{"reply": ...}``; same exit status.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import sys
 from typing import Any, TextIO
 
 from gears import credentials
+from gears.cliargs import Parser, add_connection_arguments, add_json, front_door
 
 __all__ = ["add_parser", "format_reply", "read_requirements", "run_script"]
 
@@ -139,7 +144,8 @@ def run_script(args: argparse.Namespace, out: TextIO | None = None, err: TextIO 
         requirements=requirements,
         extra_args=args.extra_args,
     )
-    client = GearsClient(host=args.host, port=args.port, **credentials.from_args(args).redis_kwargs())
+    host, port = front_door(args)
+    client = GearsClient(host=host, port=port, **credentials.from_args(args).redis_kwargs())
     try:
         try:
             client.ping()
@@ -153,10 +159,21 @@ def run_script(args: argparse.Namespace, out: TextIO | None = None, err: TextIO 
             return 1
     finally:
         client.close()
-    text, has_errors = format_reply(reply, _use_color(args.color, out))
+    if args.json:
+        text, has_errors = _json_reply(reply)
+    else:
+        text, has_errors = format_reply(reply, _use_color(args.color, out))
     out.write(text)
     out.flush()
     return 1 if has_errors else 0
+
+
+def _json_reply(reply: Any) -> tuple[str, bool]:
+    """The reply as one JSON line, and whether it holds errors."""
+    plain = _plain(reply)
+    if isinstance(plain, list) and len(plain) == 2 and all(isinstance(part, list) for part in plain):
+        return json.dumps({"results": plain[0], "errors": plain[1]}) + "\n", bool(plain[1])
+    return json.dumps({"reply": plain}) + "\n", False
 
 
 def _one_line(exc: BaseException) -> str:
@@ -164,9 +181,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="front door host (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=30001, help="front door port (default 30001)")
-    credentials.add_arguments(parser)
+    add_connection_arguments(parser)
     parser.add_argument("--requirements", metavar="FILE", default=None, help="requirements file (one per line)")
     parser.add_argument("--unblocking", action="store_true", default=None, help="do not wait: print the execution id")
     parser.add_argument("--id", default=None, help="session id (ID)")
@@ -176,12 +191,13 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--color", choices=("auto", "always", "never"), default=None, help="colour the output (default auto: on a terminal)"
     )
+    add_json(parser, "the reply")
 
 
 def _handler(run_parser: argparse.ArgumentParser) -> Any:
     """The ``func`` of ``gears run``: picks up options given after ``SCRIPT`` (argparse
     leaves them in ``extra_args``), then runs the script."""
-    options = argparse.ArgumentParser(prog=run_parser.prog, add_help=False)
+    options = Parser(prog=run_parser.prog, add_help=False)
     _add_options(options)
     options.set_defaults(**{action.dest: None for action in options._actions})
 
@@ -204,6 +220,7 @@ def _handler(run_parser: argparse.ArgumentParser) -> Any:
         args.extra_args = words + literal
         args.unblocking = bool(args.unblocking)
         args.upgrade = bool(args.upgrade)
+        args.json = bool(args.json)
         args.color = args.color or "auto"
         return run_script(args)
 

@@ -15,6 +15,16 @@ order and reply mapping behave exactly as in a gears node)::
 ``run_script(text, records=...)`` runs a whole ``RG.PYEXECUTE``-style script instead.
 With ``server=("127.0.0.1", 6379)`` the reader reads that Redis/Valkey server and
 ``execute()`` runs commands on it; without it, ``execute()`` raises.
+
+A registration is checked and run the same way, without a node::
+
+    registration = register_flow(lambda: GB().map(lambda r: r["key"]).register("user:*", eventTypes=["set"]))
+    assert registration.options["eventTypes"] == ["set"]            # checked as a gears node checks it
+    assert run_registration(registration, records=[...]).results == [...]   # its steps over given events
+
+``register_flow`` raises the error text a gears node would give for a bad argument;
+``run_registration`` runs the steps over the given event records in one execution (a node
+runs one per event, or per batch for a StreamReader).
 """
 
 from __future__ import annotations
@@ -33,9 +43,10 @@ from .builder import GearsBuilder, Plan
 from .host import Host, current_host, install_host
 from .operations import error_text, run_steps
 from .records import ErrorRecord, GearsScriptError, to_reply
+from .registration import Registration, validate
 from .serverconn import ServerConnection, map_reply
 
-__all__ = ["ExecutionResult", "LocalHost", "run_flow", "run_script"]
+__all__ = ["ExecutionResult", "LocalHost", "run_flow", "run_script", "register_flow", "run_registration"]
 
 
 @dataclass
@@ -98,6 +109,8 @@ class LocalHost(Host):
         self._with_traceback = with_traceback
         self.shard_map = ShardMap.standalone()
         self.last_result: ExecutionResult | None = None
+        #: What ``register()`` calls made on this host, checked (see :func:`register_flow`).
+        self.registrations: list[Registration] = []
 
     def on_builder_created(self, builder: GearsBuilder) -> None:
         pass
@@ -115,6 +128,10 @@ class LocalHost(Host):
             source = self._records
         else:
             source = self._read(reader)
+        return self.execute_plan(plan, source)
+
+    def execute_plan(self, plan: Plan, source: Iterable[Any]) -> ExecutionResult:
+        """Run ``plan``'s steps over ``source``; the result is also kept as ``last_result``."""
         result = ExecutionResult()
         for record in run_steps(plan.steps, source, _PassThrough(self._with_traceback)):
             if record.__class__ is ErrorRecord:
@@ -131,7 +148,10 @@ class LocalHost(Host):
             yield ErrorRecord(error_text(exc, self._with_traceback))
 
     def register(self, plan: Plan, prefix: Any, options: dict[str, Any]) -> Any:
-        raise GearsScriptError("register() needs a gears node; use run_flow to test the steps")
+        """Check the arguments as a gears node does and keep the registration; its id."""
+        registration = validate("%s-%d" % ("0" * 40, len(self.registrations) + 1), plan, prefix, options)
+        self.registrations.append(registration)
+        return registration.id
 
     def execute(self, args: tuple[Any, ...]) -> Any:
         if self._conn is None:
@@ -189,6 +209,24 @@ def run_flow(flow: Callable[[], GearsBuilder], *, arg: Any = None, convertToStr:
     """Build the flow with ``flow()`` and run it locally (``host_options``: see :class:`LocalHost`)."""
     with _hosted(LocalHost(**host_options)):
         return flow().run(arg, convertToStr=convertToStr)
+
+
+def register_flow(flow: Callable[[], Any], **host_options: Any) -> Registration:
+    """Call ``flow()``, which ends in ``.register(...)``, and return the registration it made
+    (its arguments checked with a gears node's error texts; ``host_options``: see :class:`LocalHost`)."""
+    with _hosted(LocalHost(**host_options)) as host:
+        flow()
+    if not host.registrations:
+        raise GearsScriptError("the flow made no registration (does it end in .register(...)?)")
+    return host.registrations[-1]
+
+
+def run_registration(registration: Registration, records: Iterable[Any], **host_options: Any) -> ExecutionResult:
+    """Run a registration's steps over the event ``records`` (KeysReader: ``{'key', 'value',
+    'type', 'event'}``; StreamReader: ``{'key', 'id', 'value'}``; CommandReader: the argument
+    list) in one execution."""
+    with _hosted(LocalHost(**host_options)) as host:
+        return host.execute_plan(registration.plan, records)
 
 
 def run_script(script: str, **host_options: Any) -> ExecutionResult | None:

@@ -1,5 +1,11 @@
-"""The search API over the concept graph (``gears api --port 8080``).
+"""The search API over the concept graph, and its explorer page (``gears api --port 8080``).
 
+* ``GET /``: the concept explorer (``static/explorer.html``): a search box, the concepts and
+  links drawn as a force-directed graph (force-graph, vendored in ``static/`` with its
+  licence: nothing is fetched from a CDN), a link's supporting sentences on click, and a
+  question box for ``/qasearch``. ``/static/*`` serves its files.
+* ``GET /health``: readiness of the cluster, the graph and the QA model
+  (:mod:`pipelines.readiness`); 503 when the cluster or the graph is not ready.
 * ``POST /search`` ``{"search": str, "years": [int]?, "limit": int?}``: the concepts found
   in the text and the graph around them: ``{"nodes", "links", "years"}``.
 * ``GET /edge/{source}/{target}``: the sentences that support an edge, best-supported
@@ -20,17 +26,24 @@ QA model on the shards, is 503.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-__all__ = ["create_app", "MAX_BODY_BYTES", "QA_TIMEOUT_S"]
+from pipelines.readiness import health as check_health
+from pipelines.readiness import model_description
+
+__all__ = ["create_app", "MAX_BODY_BYTES", "QA_TIMEOUT_S", "STATIC_DIR"]
+
+#: The explorer page and its scripts (package data).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 MAX_BODY_BYTES = 64 * 1024
 #: How long one answer may take (a bert-large forward under load can take seconds); the
@@ -128,19 +141,6 @@ def _best_links(links: list[dict[str, Any]], concepts: set[str], count: int) -> 
     return ranked[:count]
 
 
-def _model_description(meta: list[Any]) -> dict[str, Any]:
-    """``AI.MODELGET ... META`` → the description ``gears ai load-qa`` put in the tag."""
-    fields = dict(zip(meta[::2], meta[1::2]))
-    try:
-        described = json.loads(fields.get("tag") or "")
-    except ValueError:
-        described = {}
-    if not isinstance(described, dict) or not described:
-        described = {"source": "unknown (not loaded by gears ai load-qa)", "backend": fields.get("backend"), "device": fields.get("device")}
-    described["batchsize"] = fields.get("batchsize")
-    return described
-
-
 class _QaClient:
     """The API's asyncio cluster client for the read-through GETs (made on first use, in
     the server's loop)."""
@@ -185,7 +185,7 @@ class _QaClient:
             meta = await client.execute_command("AI.MODELGET", key, "META", target_nodes=client.get_node_from_key(key))
         except Exception:  # noqa: BLE001 - no model (or no shard): reported as model None
             return None
-        self._model = (time.monotonic(), _model_description(meta))
+        self._model = (time.monotonic(), model_description(meta))
         return self._model[1]
 
     async def close(self) -> None:
@@ -221,6 +221,24 @@ def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
     @app.exception_handler(GraphUnavailable)
     async def graph_down(request: Request, exc: GraphUnavailable) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def explorer() -> FileResponse:
+        """The concept explorer page."""
+        return FileResponse(STATIC_DIR / "explorer.html", media_type="text/html")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """Readiness of the cluster, the graph and the QA model (503 when search cannot work)."""
+        from pipelines.qa import MODEL_KEY
+
+        async def counts() -> dict[str, int]:
+            return await run_in_threadpool(graph.counts)
+
+        report = await check_health(qa.get, counts, graph.address, MODEL_KEY)
+        return JSONResponse(report, status_code=503 if report["status"] == "unavailable" else 200)
 
     @app.post("/search", response_model=SearchResponse)
     def search(query: SearchRequest) -> Any:

@@ -1,13 +1,16 @@
 """``gears ingest``, ``gears pipeline`` and ``gears api``: the reference pipelines' commands.
 
-    gears ingest cord19 PATH... [--host 127.0.0.1] [--port 30001]
-    gears pipeline register nlp [--host --port] [--graph HOST:PORT] [--dictionary FILE]
-    gears pipeline register qa [--host --port] [--max-length 512] [--cache-ttl 0] [--no-backfill]
+    gears ingest cord19 PATH... [--host 127.0.0.1] [--port 30001] [--no-wait] [--timeout S] [--json]
+    gears pipeline register nlp [--host --port] [--graph HOST:PORT] [--dictionary FILE] [--json]
+    gears pipeline register qa [--host --port] [--max-length 512] [--cache-ttl 0] [--no-backfill] [--json]
     gears pipeline status [--host --port] [--graph HOST:PORT] [--json]
-    gears ai load-qa [--model-dir DIR] [--backend TORCH|ONNX] [--device CPU|GPU] [--batch-size 16] [--host --port]
-    gears api [--port 8080] [--cluster HOST:PORT] [--graph HOST:PORT]
+    gears ai load-qa [--model-dir DIR] [--backend TORCH|ONNX] [--device CPU|GPU] [--batch-size 16] [--host --port] [--json]
+    gears api [--listen 127.0.0.1:8080] [--host --port] [--graph HOST:PORT]
 
-Each takes ``--user``/``--password``/``--password-file`` (or ``$GEARS_USER``/``$GEARS_PASSWORD``).
+Each names a front door with ``--host``/``--port`` (or ``--cluster HOST:PORT``) and takes
+``--user``/``--password``/``--password-file`` (or ``$GEARS_USER``/``$GEARS_PASSWORD``):
+see :mod:`gears.cliargs`. Progress goes to stderr; ``--json`` prints one JSON document on
+stdout instead of the text summary.
 """
 
 from __future__ import annotations
@@ -16,18 +19,22 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from gears import credentials
+from gears.cliargs import add_connection_arguments, add_json, front_door
+from gears.cliargs import address as _address
 
 __all__ = ["add_parsers"]
 
+#: Where ``gears api`` listens unless told (``--listen``).
+DEFAULT_LISTEN = ("127.0.0.1", 8080)
 
-def _address(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host, int(port)
+
+def _listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, or a bare ``HOST`` on port 8080."""
+    return _address(text) if ":" in text else (text, DEFAULT_LISTEN[1])
 
 
 def _positive(text: str) -> int:
@@ -37,34 +44,73 @@ def _positive(text: str) -> int:
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="a front door (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=30001, help="its port (default 30001)")
-    credentials.add_arguments(parser)
+    add_connection_arguments(parser)
 
 
-def _cluster(args: argparse.Namespace, host: str | None = None, port: int | None = None) -> Any:
-    """A cluster client from the front door ``--host``/``--port`` (or ``host``/``port``), with the given credentials."""
+def _cluster(args: argparse.Namespace) -> Any:
+    """A cluster client from the front door the connection options name, with the given credentials."""
     from redis.cluster import RedisCluster
 
-    return RedisCluster(
-        host=host or args.host, port=port or args.port, decode_responses=True, **credentials.from_args(args).redis_kwargs()
-    )
+    host, port = front_door(args)
+    return RedisCluster(host=host, port=port, decode_responses=True, **credentials.from_args(args).redis_kwargs())
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .ingest import find_articles, ingest
+    from .progress import ARTICLES_REGEX, stage_counts
 
     files = find_articles(args.paths)
     cluster = _cluster(args)
-    started = time.perf_counter()
-    with tqdm(total=len(files), unit="article", desc="ingest") as bar:
-        counts = ingest(cluster, files, progress=bar.update)
-    elapsed = time.perf_counter() - started
-    print(f"{counts['new']} new, {counts['skipped']} already ingested, {len(files) / elapsed:.1f} articles/s")
-    cluster.close()
+    try:
+        baseline = stage_counts(cluster)
+        started = time.perf_counter()
+        with tqdm(total=len(files), unit="article", desc="write", disable=args.json or None) as bar:
+            counts = ingest(cluster, files, progress=bar.update)
+        result: dict[str, Any] = {**counts, "write_s": round(time.perf_counter() - started, 3)}
+        if args.wait and counts["new"] and not baseline.registrations:
+            result["warning"] = f"no registration on {ARTICLES_REGEX} (run `gears pipeline register nlp`): nothing processes these articles"
+        elif args.wait and counts["new"]:
+            status = _follow(cluster, baseline, counts["new"], args)
+            result.update(process_s=round(time.perf_counter() - started, 3), pipeline=status)
+    finally:
+        cluster.close()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    line = f"{counts['new']} new, {counts['skipped']} already ingested, written in {result['write_s']:.1f} s"
+    if "process_s" in result:
+        status = result["pipeline"]
+        line += (
+            f"; processed in {result['process_s']:.1f} s ({status['sentences']} sentences, "
+            f"{status['matched_sentences']} matched, {status['edges_pending']} edges pending)"
+        )
+    print(line)
+    if "warning" in result:
+        print(f"gears: warning: {result['warning']}", file=sys.stderr)
     return 0
+
+
+def _follow(cluster: Any, baseline: Any, new: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Show the pipeline's progress over the ``new`` articles until it has drained; its last status."""
+    from tqdm import tqdm
+
+    from .progress import NotDrained, follow
+
+    with tqdm(total=new, unit="article", desc="process", disable=args.json or None) as bar:
+
+        def report(stage: Any, status: dict[str, Any]) -> None:
+            bar.update(min(stage.finished, new) - bar.n)
+            bar.set_postfix(
+                sentences=status["sentences"], matched=status["matched_sentences"], edges_pending=status["edges_pending"],
+                running=status["executions_pending"], failures=stage.failures, refresh=False,
+            )
+
+        try:
+            return follow(cluster, baseline, new, report, args.timeout)
+        except NotDrained as exc:
+            raise SystemExit(f"gears: {exc}") from None
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -72,18 +118,24 @@ def _register(args: argparse.Namespace) -> int:
 
     from .deploy import DeployError, deploy_nlp, deploy_qa
 
-    client = redis.Redis(host=args.host, port=args.port, decode_responses=True, **credentials.from_args(args).redis_kwargs())
+    host, port = front_door(args)
+    client = redis.Redis(host=host, port=port, decode_responses=True, **credentials.from_args(args).redis_kwargs())
     try:
         if args.name == "nlp":
             deploy_nlp(client, args.graph, args.dictionary)
-            print("nlp pipeline registered on every shard (session 'nlp')")
+            result: dict[str, Any] = {"pipeline": "nlp", "session": "nlp", "graph": "%s:%d" % args.graph}
+            text = "nlp pipeline registered on every shard (session 'nlp')"
         else:
             count = deploy_qa(client, args.max_length, args.cache_ttl, backfill=not args.no_backfill)
+            result = {"pipeline": "qa", "session": "qa", "cache_ttl": args.cache_ttl, "tokenised": count}
             cache = f"answers cached for {args.cache_ttl} s" if args.cache_ttl else "answers not cached"
-            print(f"qa pipeline registered on every shard (session 'qa'; {cache}); {count} sentence hashes tokenised")
+            text = f"qa pipeline registered on every shard (session 'qa'; {cache}); {count} sentence hashes tokenised"
     except DeployError as exc:
-        print(str(exc))
+        print(f"gears: {exc}", file=sys.stderr)
         return 1
+    finally:
+        client.close()
+    print(json.dumps(result) if args.json else text)
     return 0
 
 
@@ -102,22 +154,46 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _load_qa(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from .deploy import DeployError, load_qa_model
 
+    if args.model_dir is not None and not Path(args.model_dir).is_dir():
+        raise FileNotFoundError(2, "no such model folder", args.model_dir)
+    import torch  # noqa: F401 - the 'ai' extra: missing, the command stops before it connects
     cluster = _cluster(args)
     started = time.perf_counter()
+    bars: list[Any] = []  # the store's progress bar, made when the store starts
+
+    def step(text: str) -> None:
+        if not args.json:
+            tqdm.write(f"gears ai load-qa: {text} ...", file=sys.stderr)
+
+    def progress(stored: int, shards: int, size: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=shards * size, unit="B", unit_scale=True, desc="store", disable=True if args.json else None))
+        bars[0].set_postfix_str(f"shard {min(stored + 1, shards)}/{shards}", refresh=False)
+        bars[0].update(stored * size - bars[0].n)
+
     try:
         info = load_qa_model(
-            cluster, args.model_dir, args.backend, args.device, args.batch_size, args.min_batch_size, args.min_batch_timeout
+            cluster, args.model_dir, args.backend, args.device, args.batch_size, args.min_batch_size, args.min_batch_timeout,
+            step=step, progress=progress,
         )
     except (DeployError, OSError, ValueError) as exc:
-        print(f"load-qa failed: {exc}", file=sys.stderr)
+        print(f"gears: load-qa failed: {exc}", file=sys.stderr)
         return 1
     finally:
+        for bar in bars:
+            bar.close()
         cluster.close()
     described = info.describe()
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({"model": "bert-qa{<tag>}", "seconds": round(elapsed, 3), **described}))
+        return 0
     notice = described.pop("notice", None)
-    print(f"bert-qa{{<tag>}} stored on every shard in {time.perf_counter() - started:.1f} s: {json.dumps(described)}")
+    print(f"bert-qa{{<tag>}} stored on every shard in {elapsed:.1f} s: {json.dumps(described)}")
     if notice:
         print(f"NOTE: {notice}")
     return 0
@@ -132,9 +208,11 @@ def _api(args: argparse.Namespace) -> int:
 
     from .nlp_pipeline import DEFAULT_DICTIONARY
 
-    cluster = _cluster(args, *args.cluster)
+    if args.dictionary is not None and not Path(args.dictionary).is_file():
+        raise FileNotFoundError(2, "no such dictionary file", args.dictionary)
+    cluster = _cluster(args)
     app = create_app(cluster, GraphWriter(*args.graph), load_dictionary(args.dictionary or DEFAULT_DICTIONARY))
-    uvicorn.run(app, host=args.listen, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.listen[0], port=args.listen[1], log_level="info")
     return 0
 
 
@@ -145,6 +223,12 @@ def add_parsers(sub: Any) -> None:
     cord19 = kinds.add_parser("cord19", help="CORD-19 JSON files or folders of them")
     cord19.add_argument("paths", nargs="+")
     _connection_options(cord19)
+    cord19.add_argument(
+        "--wait", action=argparse.BooleanOptionalAction, default=True,
+        help="after the writes, show the pipeline's progress until it has drained (default; --no-wait: return after the writes)",
+    )
+    cord19.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds (exit 1)")
+    add_json(cord19, "the counts (and the pipeline's state once drained)")
     cord19.set_defaults(func=_ingest)
 
     pipeline = sub.add_parser("pipeline", help="the reference pipelines")
@@ -157,6 +241,7 @@ def add_parsers(sub: Any) -> None:
     register.add_argument("--max-length", type=_positive, default=512, help="qa: most tokens of question + context when the model does not say (default 512)")
     register.add_argument("--cache-ttl", type=int, default=0, help="qa: keep answers under their key this many seconds (default 0: off)")
     register.add_argument("--no-backfill", action="store_true", help="qa: do not tokenise the sentences that exist already")
+    add_json(register, "what was registered")
     register.set_defaults(func=_register)
     status = actions.add_parser("status", help="per-stage progress")
     _connection_options(status)
@@ -178,13 +263,15 @@ def add_parsers(sub: Any) -> None:
     load_qa.add_argument("--min-batch-size", type=int, default=0, help="MINBATCHSIZE (default 0)")
     load_qa.add_argument("--min-batch-timeout", type=int, default=0, help="MINBATCHTIMEOUT in ms (default 0)")
     _connection_options(load_qa)
+    add_json(load_qa, "the stored model's description")
     load_qa.set_defaults(func=_load_qa)
 
-    api = sub.add_parser("api", help="serve the search API (FastAPI on uvicorn)")
-    api.add_argument("--port", type=int, default=8080)
-    api.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    api.add_argument("--cluster", type=_address, default=("127.0.0.1", 30001), help="a front door HOST:PORT")
-    credentials.add_arguments(api)
+    api = sub.add_parser("api", help="serve the search API and the concept explorer page (FastAPI on uvicorn)")
+    api.add_argument(
+        "--listen", type=_listen, default=DEFAULT_LISTEN, metavar="HOST[:PORT]",
+        help="where the API listens (default 127.0.0.1:8080; the page is at http://HOST:PORT/)",
+    )
+    _connection_options(api)
     api.add_argument("--graph", type=_address, default=("127.0.0.1", 9001), help="FalkorDB HOST:PORT")
     api.add_argument("--dictionary", help="the concept dictionary TSV (default: the bundled one)")
     api.set_defaults(func=_api)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -82,28 +82,43 @@ def load_qa_model(
     batchsize: int = 16,
     minbatchsize: int = 0,
     minbatchtimeout: int = 0,
+    *,
+    step: Callable[[str], None] | None = None,
+    progress: Callable[[int, int, int], None] | None = None,
 ) -> Any:
     """Export a QA model and store it as ``bert-qa{<tag>}`` on every shard.
 
     ``model_dir`` is a local ``BertForQuestionAnswering`` checkpoint; without it the
     demo model (untrained QA head) is built. ``cluster`` is a redis-py ``RedisCluster`` on
-    the front doors. Returns a :class:`pipelines.qa.QaModelInfo`.
+    the front doors. ``step(text)`` is told each stage as it starts (load, export, store)
+    and ``progress(stored_shards, shards, blob_bytes)`` how far the store is. Returns a
+    :class:`pipelines.qa.QaModelInfo`.
     """
     from . import qa
+
+    def tell(text: str) -> None:
+        if step is not None:
+            step(text)
 
     backend = backend.upper()
     if backend not in ("TORCH", "ONNX"):
         raise DeployError(f"backend must be TORCH or ONNX, got {backend!r}")
+    tell(f"loading the checkpoint in {model_dir}" if model_dir else "building the demo model")
     model = qa.load_checkpoint(model_dir) if model_dir else qa.demo_model()
     max_length = int(getattr(model.config, "max_position_embeddings", qa.MAX_LENGTH))
     info = qa.QaModelInfo(
         source=str(model_dir) if model_dir else "demo", backend=backend, device=device.upper(),
         max_length=min(max_length, qa.MAX_LENGTH), demo=model_dir is None,
     )
+    tell(f"exporting it as {backend}")
     blob = qa.export_model(model, backend)
+    tell(f"storing {len(blob) / 1e6:.1f} MB on every shard")
     options = {"batchsize": batchsize, "minbatchsize": minbatchsize, "minbatchtimeout": minbatchtimeout}
+    stored = None if progress is None else (lambda done, shards: progress(done, shards, len(blob)))
     try:
-        qa.store_on_every_shard(cluster, blob, backend, device.upper(), tag=json.dumps(info.describe()), **options)
+        qa.store_on_every_shard(
+            cluster, blob, backend, device.upper(), tag=json.dumps(info.describe()), progress=stored, **options
+        )
     except redis.ResponseError as exc:  # e.g. a GPU asked of a shard that has no CUDA device
         raise DeployError(f"storing the QA model for {device.upper()} failed: {exc}") from None
     return info

@@ -24,7 +24,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = [
     "DEMO_NOTICE",
@@ -217,12 +217,14 @@ def blob_chunks(blob: bytes) -> list[memoryview]:
 def store_on_every_shard(
     cluster: Any, blob: bytes, backend: str, device: str, *, tag: str = "",
     batchsize: int = 0, minbatchsize: int = 0, minbatchtimeout: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """``AI.MODELSTORE bert-qa{<tag>}`` on every shard, the blob sent as ``BLOB`` chunks.
 
     Each store goes over its own connection to the key's front door, with a long timeout
     and no retries: a 1.3 GB model takes longer than redis-py's default 5 s, and a retry
-    would send it all again.
+    would send it all again. ``progress(stored, shards)`` is called before the first store
+    and after each.
     """
     import redis
     from redis.backoff import NoBackoff
@@ -236,11 +238,16 @@ def store_on_every_shard(
             if minbatchtimeout:
                 options += ["MINBATCHTIMEOUT", minbatchtimeout]
     chunks = blob_chunks(blob)
-    keys = []
-    for shard_tag in shard_tags(cluster.get_default_node().redis_connection):
+    keys: list[str] = []
+    tags = shard_tags(cluster.get_default_node().redis_connection)
+    for shard_tag in tags:
+        if progress is not None:
+            progress(len(keys), len(tags))
         key = MODEL_KEY % shard_tag
         node = cluster.get_node_from_key(key)
         with redis.Redis(host=node.host, port=node.port, socket_timeout=STORE_TIMEOUT_S, retry=Retry(NoBackoff(), 0)) as conn:
             conn.execute_command("AI.MODELSTORE", key, backend, device, *options, "BLOB", *chunks)
         keys.append(key)
+    if progress is not None:
+        progress(len(keys), len(tags))
     return keys

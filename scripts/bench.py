@@ -1047,7 +1047,7 @@ def suite_qa(args: argparse.Namespace) -> list[Case]:
             # 3: /qasearch, 16 clients, the model stored with BATCHSIZE 16 and then 0
             url = f"http://127.0.0.1:{api_port}/qasearch"
             api = subprocess.Popen(
-                [sys.executable, "-m", "gears", "api", "--port", str(api_port), "--cluster", f"127.0.0.1:{state.ports[0]}",
+                [sys.executable, "-m", "gears", "api", "--listen", f"127.0.0.1:{api_port}", "--cluster", f"127.0.0.1:{state.ports[0]}",
                  "--graph", f"127.0.0.1:{graph_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             questions = _answerable(url, api)

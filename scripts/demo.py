@@ -103,7 +103,7 @@ def main() -> int:
         launcher.down(args.dir)
         print("cluster stopped")
     else:
-        print(f"the cluster keeps running; try: .venv/bin/gears api --port 8080 --cluster 127.0.0.1:{state.ports[0]} --graph 127.0.0.1:{graph[1]}")
+        print(f"the cluster keeps running; try: .venv/bin/gears api --listen 127.0.0.1:8080 --cluster 127.0.0.1:{state.ports[0]} --graph 127.0.0.1:{graph[1]}")
         print(f"stop it with: .venv/bin/gears cluster down --dir {args.dir}")
     return 0
 

@@ -8,4 +8,10 @@ bash scripts/setup.sh test,ai,nlp
 # the TLS-server and `--server redis` tests use it and skip, saying why, without it.
 bash scripts/get-redis-server.sh
 export PATH="$PWD/.cache/redis/bin:$PATH"
+# The explorer page's test drives a real headless Chromium (Debian's package); without one it skips.
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null \
+    || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; } \
+    || echo "scripts/test.sh: could not install chromium; the explorer's browser test will skip" >&2
+fi
 exec .venv/bin/python -m pytest -q "$@"

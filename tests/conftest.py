@@ -227,6 +227,20 @@ def launched_cluster(
         atexit.unregister(stop)
 
 
+@contextlib.contextmanager
+def cluster_with_graph(folder: Path, preferred_base: int, masters: int) -> Iterator[tuple[launcher.ClusterState, tuple[str, int]]]:
+    """A cluster of ``masters`` in ``folder / 'cluster'`` near ``preferred_base`` with a
+    FalkorDB graph server (port base + 98); yields the state and the graph's address,
+    stops both afterwards."""
+    base = free_base_port(preferred_base, masters)
+    graph = ("127.0.0.1", base + 98)
+    state = launcher.up(masters=masters, base_port=base, dir=folder / "cluster", graph_port=graph[1])
+    try:
+        yield state, graph
+    finally:
+        launcher.down(folder / "cluster")
+
+
 @pytest.fixture(scope="session")
 def cluster1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
     """One master with its gears node (front door ``cluster1.ports[0]``)."""
