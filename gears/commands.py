@@ -57,8 +57,10 @@ def command(
     name: str, *, in_transaction: str | None = None, queued: TransactionForm | None = None, before_auth: bool = False
 ) -> Callable[[Handler], Handler]:
     """Register a handler for ``name`` (upper case). Inside a transaction the command is
-    refused with ``in_transaction`` (or the front door's generic error), or, with
-    ``queued``, queued on the server in that form. ``before_auth``: see :data:`BEFORE_AUTH`."""
+    refused with ``in_transaction``, or, with ``queued``, queued on the server in that
+    form; otherwise it is queued by the front door and runs at ``EXEC`` (as RedisGears
+    ran module commands queued in a transaction), except the peer channel's
+    commands (``before_auth``, see :data:`BEFORE_AUTH`), which are refused."""
 
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = handler
@@ -75,8 +77,9 @@ def command(
 
 def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Awaitable[Any]]]:
     """Every command handler bound to ``node``, keyed by upper-case name. A bound handler
-    carries its transaction behaviour: ``transaction_error`` (its own error text) or
-    ``transaction_form(args)`` (the server command to queue)."""
+    carries its transaction behaviour: ``transaction_error`` (its own error text),
+    ``transaction_form(args)`` (the server command to queue) or ``at_exec`` (run at
+    ``EXEC``; see :mod:`gears.frontdoor`)."""
 
     def bind(name: str, handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
         async def bound(ctx: Any, args: list[bytes]) -> Any:
@@ -88,6 +91,9 @@ def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Aw
         if name in TRANSACTION_FORMS:
             form = TRANSACTION_FORMS[name]
             bound.transaction_form = lambda args: form(node, args)  # type: ignore[attr-defined]
+        bound.at_exec = not (  # type: ignore[attr-defined]
+            name in BEFORE_AUTH or name in TRANSACTION_ERRORS or name in TRANSACTION_FORMS
+        )
         return bound
 
     return {name: bind(name, handler) for name, handler in COMMANDS.items()}

@@ -40,11 +40,20 @@ Per client connection
   ``MONITOR`` the connection becomes a transparent pipe in both directions for the
   rest of its life (also after ``UNSUBSCRIBE``); only ``MOVED``/``ASK`` errors are
   still rewritten. Handler commands are not available on such a connection.
+* **Transactions.** A handler command inside ``MULTI`` is, by the handler's
+  attributes: queued in a server form (``transaction_form``, its reply rewritten in
+  the ``EXEC`` array); *run at ``EXEC``* (``at_exec``): the client gets ``+QUEUED``,
+  a placeholder (``ECHO`` of a token) holds its place in the server's queue, and
+  once the server's ``EXEC`` reply is in, the queued handler commands run in order
+  and their replies take their placeholders' places (they run after the
+  transaction's server commands, all of them, not between them; nothing runs after
+  ``DISCARD``, an ``EXECABORT`` or a ``WATCH`` abort); or refused with
+  ``-ERR Command not allowed inside a transaction`` (or the handler's
+  ``transaction_error``), which makes the ``EXEC`` fail, as the server does for
+  such commands.
 * **Not supported.** ``CLIENT REPLY`` (replies could no longer be matched) is
-  refused with an error. A handler command inside ``MULTI`` is refused with
-  ``-ERR Command not allowed inside a transaction`` and makes the ``EXEC`` fail,
-  as the server does for such commands. ``CLUSTER ...`` replies inside a
-  transaction (in the ``EXEC`` array) are not rewritten.
+  refused with an error. ``CLUSTER ...`` replies inside a transaction (in the
+  ``EXEC`` array) are not rewritten.
 * **Framing.** Requests are framed by the server's own rules (see
   :func:`gears.respparse.scan_command`), however the input is cut into reads, so the
   front door and the server always agree on where each request ends and how many
@@ -337,26 +346,37 @@ def _error_line(text: str) -> bytes:
 
 
 _MARK = b"$%d\r\n%s\r\n" % (len(MARKED_REPLY), MARKED_REPLY)
+#: Prefix of the token a placeholder ``ECHO`` queues for a handler command run at ``EXEC``.
+_AT_EXEC_TOKEN = b"__gears_at_exec__:"
+
+
+def _exec_elements(raw: bytes) -> list[bytes] | None:
+    """An ``EXEC`` reply split into its header and its elements, each as raw RESP
+    (``None`` for an ``EXECABORT`` or a transaction a ``WATCH`` aborted)."""
+    if not raw.startswith(b"*") or raw.startswith(b"*-1"):
+        return None
+    pos = raw.index(b"\r\n") + 2
+    parts = [raw[:pos]]
+    for _ in range(int(raw[1 : pos - 2])):
+        end = scan_reply(raw, pos)
+        parts.append(raw[pos:end])
+        pos = end
+    return parts
 
 
 def _unmark_replies(raw: bytes) -> bytes:
     """An ``EXEC`` reply with every marked element (see :data:`gears.commands.MARKED_REPLY`)
     replaced by the client's reply it stands for; other elements are kept byte for byte."""
-    if not raw.startswith(b"*") or raw.startswith(b"*-1"):
-        return raw  # EXECABORT, or a transaction a WATCH aborted
-    pos = raw.index(b"\r\n") + 2
-    parts = [raw[:pos]]
-    for _ in range(int(raw[1 : pos - 2])):
-        end = scan_reply(raw, pos)
-        element = raw[pos:end]
+    parts = _exec_elements(raw)
+    if parts is None:
+        return raw
+    for i, element in enumerate(parts[1:], 1):
         header = element.find(b"\r\n") + 2
         if element.startswith(b"*") and element.startswith(_MARK, header):
             reader = hiredis.Reader()
             reader.feed(element)
             value = reader.gets()
-            element = MARKED_REPLIES[value[1]](value[2:])
-        parts.append(element)
-        pos = end
+            parts[i] = MARKED_REPLIES[value[1]](value[2:])
     return b"".join(parts)
 
 
@@ -678,6 +698,8 @@ class _Connection(asyncio.Protocol):
         self.in_multi = False
         self._auth_users: deque[str | None] = deque()  # per AUTH/HELLO in flight: the user it names
         self._tx_marked = False  # a queued form in this transaction may return marked replies
+        self._tx_at_exec: dict[bytes, Callable[[], Awaitable[bytes]]] = {}  # placeholder → handler run at EXEC
+        self._tx_tokens = _counter(1)
         self.out_paused = False
         # client input
         self._inbuf = bytearray()  # unparsed input (an incomplete request, or input held by a barrier)
@@ -893,6 +915,9 @@ class _Connection(asyncio.Protocol):
             slot = self._slot_kind(args)
             if slot == _S_AUTH:
                 self._auth_users.append(_auth_user(args))
+            if slot == _S_ENDTX and self._tx_at_exec and args[0].upper() == b"EXEC":
+                self._barrier(partial(self._run_exec, raw))
+                return
             self._forward(raw, slot)
 
     @staticmethod
@@ -1085,11 +1110,13 @@ class _Connection(asyncio.Protocol):
             self.authed = self.authed or ok
         elif slot == _S_ENDTX:
             self.in_multi = False
+            self._tx_at_exec = {}
             if self._tx_marked:
                 self._tx_marked = False
                 return _unmark_replies(raw)
         elif slot == _S_RESET:
             self.in_multi = self._tx_marked = False
+            self._tx_at_exec = {}
             self.authed = False
             self._forget_identity()
         elif slot == _S_AUTH:
@@ -1220,6 +1247,8 @@ class _Connection(asyncio.Protocol):
 
     async def _run_handler(self, handler: Handler, args: list[bytes]) -> bytes:
         if self.in_multi:
+            if getattr(handler, "at_exec", False):
+                return await self._queue_at_exec(handler, args)
             form = getattr(handler, "transaction_form", None)
             if form is not None:
                 try:
@@ -1234,6 +1263,10 @@ class _Connection(asyncio.Protocol):
             self._send(encode_command(args), _DROP)
             own = getattr(handler, "transaction_error", None)
             return _error_line(own) if own else _NOT_IN_MULTI
+        return await self._call_handler(handler, args)
+
+    async def _call_handler(self, handler: Handler, args: list[bytes]) -> bytes:
+        """Run ``handler`` after the authentication and authorization checks; its reply."""
 
         async def checked(ctx: ClientContext, args: list[bytes]) -> Any:
             if not getattr(handler, "before_auth", False):
@@ -1244,6 +1277,39 @@ class _Connection(asyncio.Protocol):
             return await handler(ctx, args)
 
         return await self._answer(args, checked, self.ctx, args)
+
+    async def _queue_at_exec(self, handler: Handler, args: list[bytes]) -> bytes:
+        """Queue a handler command to run at ``EXEC`` (see the module docstring). It is
+        checked now, as the server checks a command's rights when it queues it: a
+        refusal answers the error and makes the ``EXEC`` fail."""
+        if self.door.authorize is not None:
+            try:
+                await self.door.authorize(self.ctx, args)  # type: ignore[arg-type]
+            except GearsError as exc:
+                self._send(encode_command(args), _DROP)  # the EXEC fails, as after any queue-time error
+                return encode_error(exc)
+        token = _AT_EXEC_TOKEN + b"%d" % next(self._tx_tokens)
+        self._tx_at_exec[b"$%d\r\n%s\r\n" % (len(token), token)] = partial(self._call_handler, handler, args)
+        self._forward(encode_command([b"ECHO", token]), None)  # the server's QUEUED is the reply
+        return b""
+
+    async def _run_exec(self, raw: bytes) -> bytes:
+        """``EXEC`` of a transaction with handler commands queued to run at ``EXEC``."""
+        queued = self._tx_at_exec
+        try:
+            reply = self._special_reply(_S_ENDTX, await self.roundtrip(raw))
+        except NodeUnavailable as exc:
+            self.in_multi = False
+            self._tx_at_exec = {}
+            return encode_error(exc)
+        parts = _exec_elements(reply)
+        if parts is None:
+            return reply
+        for i, element in enumerate(parts[1:], 1):
+            run = queued.pop(element, None)
+            if run is not None:
+                parts[i] = await run()
+        return b"".join(parts)
 
     async def _run_intercept(self, args: list[bytes], raw: bytes, slot: int | None) -> bytes:
         interceptor = self.door.interceptor
