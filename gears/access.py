@@ -116,6 +116,8 @@ def probes(args: list[bytes]) -> list[tuple[Any, ...]]:
     key = args[1:2]
     if name in _READS_GEARS_STATE:
         return [_READ_STATE]
+    if name == "SLOWLOG":
+        return []  # the server checks it: the node sends it on the client's own connection
     if name == "RG.CONFIGGET":
         return [_CONFIG_GET]
     if name == "RG.CONFIGSET":

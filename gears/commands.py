@@ -11,16 +11,21 @@ import asyncio
 import logging
 import pickle
 import re
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import hiredis
+from redis.exceptions import RedisError
 
 from cluster.messaging import AUTH_COMMAND, HELLO_COMMAND, INNER_COMMAND
 from cluster.peerauth import PeerAuthError, PeerSecret
 
-from .errors import ArityError, CommandError, ExecutionError, PermissionDenied, WorkerBusy
+from .errors import ArityError, CommandError, ExecutionError, GearsError, PermissionDenied, WorkerBusy
 from .ipc import ChannelClosed
 from .records import GearsScriptError
-from .resp import OK, ErrorValue, Status
+from .resp import OK, ErrorValue, RawReply, Status
 from .sessions import SessionRecord
+from .slowlog import merge_entries
 from .workers import QUERY_SECONDS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +56,9 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Commands the front door runs without its authentication and ACL checks (the peer
 #: channel, which has its own).
 BEFORE_AUTH: set[str] = set()
+#: Commands never put in the node's slow log (``SLOWLOG`` itself; the peer channel's are
+#: not logged either).
+UNLOGGED = {"SLOWLOG"}
 
 
 def command(
@@ -82,8 +90,21 @@ def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Aw
     ``EXEC``; see :mod:`gears.frontdoor`)."""
 
     def bind(name: str, handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
-        async def bound(ctx: Any, args: list[bytes]) -> Any:
-            return await handler(node, ctx, args)
+        if name in BEFORE_AUTH or name in UNLOGGED:
+
+            async def bound(ctx: Any, args: list[bytes]) -> Any:
+                return await handler(node, ctx, args)
+
+        else:
+
+            async def bound(ctx: Any, args: list[bytes]) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await handler(node, ctx, args)
+                finally:
+                    task = asyncio.current_task()
+                    if task is None or not task.cancelling():
+                        await _log_if_slow(node, ctx, args, started)
 
         bound.before_auth = name in BEFORE_AUTH  # type: ignore[attr-defined]
         if name in TRANSACTION_ERRORS:
@@ -97,6 +118,22 @@ def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Aw
         return bound
 
     return {name: bind(name, handler) for name, handler in COMMANDS.items()}
+
+
+async def _log_if_slow(node: "GearsNode", ctx: Any, args: list[bytes], started: float) -> None:
+    """Put a handler command in the node's slow log if it was slow (:mod:`gears.slowlog`)."""
+    duration_us = int((time.perf_counter() - started) * 1_000_000)
+
+    async def client_name() -> str:
+        try:
+            return _text(await ctx.call_server("CLIENT", "GETNAME") or b"")
+        except (GearsError, hiredis.ReplyError):
+            return ""
+
+    try:
+        await node.slowlog.record(args, duration_us, ctx.peer, client_name)
+    except (OSError, RedisError) as exc:
+        log.warning("slow log: cannot read the server's configuration: %s", exc)
 
 
 def _text(arg: bytes) -> str:
@@ -501,3 +538,27 @@ async def _unsupported(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 
 COMMANDS["RG.PYEXECUTEREMOTE"] = _unsupported
 COMMANDS["RG.PYFREEINTERPRETER"] = _unsupported
+
+
+# --------------------------------------------------------------------------- slow log
+@command("SLOWLOG")
+async def slowlog(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``SLOWLOG``: the server's slow log and the node's own, as one (see :mod:`gears.slowlog`).
+    The server answers the command first, on the client's connection (its checks, its
+    errors, its rights); ``GET``, ``LEN`` and ``RESET`` then add the node's part."""
+    raw = await ctx.call_server_raw(*args)
+    sub = args[1].upper() if len(args) > 1 else b""
+    if raw.startswith(b"-") or sub not in (b"GET", b"LEN", b"RESET"):
+        return RawReply(raw)
+    if sub == b"RESET":
+        node.slowlog.reset()
+        return RawReply(raw)
+    reader = hiredis.Reader()
+    reader.feed(raw)
+    server_part = reader.gets()
+    mine = await node.slowlog.entries()
+    limit = node.slowlog.max_len
+    if sub == b"LEN":
+        return min(server_part + len(mine), limit)
+    count = int(args[2]) if len(args) > 2 else 10  # (the server accepted it)
+    return merge_entries(server_part, mine, limit if count < 0 else min(count, limit))

@@ -146,13 +146,18 @@ class ClientContext:
         handler or hook serving this client runs (the client's later commands wait
         for it then, so nothing else is in flight on the connection).
         """
-        raw = await self._conn.roundtrip(encode_command(args))
+        raw = await self.call_server_raw(*args)
         reader = hiredis.Reader()
         reader.feed(raw)
         value = reader.gets()
         if isinstance(value, hiredis.ReplyError):
             raise value
         return value
+
+    async def call_server_raw(self, *args: Any) -> bytes:
+        """:meth:`call_server`, answering the server's reply as raw RESP (an error reply
+        too, not raised)."""
+        return await self._conn.roundtrip(encode_command(args))
 
     @property
     def in_transaction(self) -> bool:
@@ -214,6 +219,7 @@ _QUIT = 5
 _WATCH = 6
 _CLIENT = 7
 _HELLO = 8
+_CONFIG = 9
 
 # Kinds of a special reply slot (a plain forwarded reply's slot is ``None``).
 _S_SLOTS = 1
@@ -225,6 +231,7 @@ _S_MULTI = 6
 _S_ENDTX = 7
 _S_RESET = 8
 _S_AUTH = 9
+_S_CONFIG_SET = 10
 
 _CLUSTER_SLOTS_KINDS = {
     b"SLOTS": _S_SLOTS,
@@ -250,6 +257,7 @@ _BUILTIN_ROUTES = {
     b"CLIENT": _CLIENT,
     **{name: _WATCH for name in _WATCH_KINDS},
     b"HELLO": _HELLO,
+    b"CONFIG": _CONFIG,
 }
 
 #: A reply slot whose reply is dropped (a command sent only for its side effect).
@@ -403,6 +411,8 @@ class FrontDoor:
       handler (the server's ACL for ``RG.*``/``AI.*``).
     * ``interceptor``: optional :class:`Interceptor`.
     * ``tls``: serve TLS with this context (``None``: plain TCP).
+    * ``on_config_set``: called after a ``CONFIG SET`` forwarded through this front door
+      succeeded (a ``+QUEUED`` inside ``MULTI`` counts too).
     """
 
     def __init__(
@@ -416,6 +426,7 @@ class FrontDoor:
         interceptor: Interceptor | None = None,
         server_socket: str | None = None,
         tls: ssl.SSLContext | None = None,
+        on_config_set: Callable[[], None] | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
@@ -424,6 +435,7 @@ class FrontDoor:
         self.authorize = authorize
         self.interceptor = interceptor
         self.tls = tls
+        self.on_config_set = on_config_set
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
         #: Names (as sent) known to be forwarded plainly: the request fast path's check.
@@ -928,6 +940,8 @@ class _Connection(asyncio.Protocol):
             return _CLUSTER_SLOTS_KINDS.get(args[1].upper()) if len(args) > 1 else None
         if name == b"HELLO":
             return _S_AUTH
+        if name == b"CONFIG":
+            return _S_CONFIG_SET if len(args) > 1 and args[1].upper() == b"SET" else None
         return _WATCH_KINDS.get(name)
 
     # ------------------------------------------------------------------ forwarding
@@ -1119,6 +1133,9 @@ class _Connection(asyncio.Protocol):
             self._tx_at_exec = {}
             self.authed = False
             self._forget_identity()
+        elif slot == _S_CONFIG_SET:
+            if ok and self.door.on_config_set is not None:
+                self.door.on_config_set()
         elif slot == _S_AUTH:
             user = self._auth_users.popleft() if self._auth_users else None
             # +OK (AUTH) or the HELLO map: authenticated (a +QUEUED inside MULTI is not)

@@ -34,6 +34,7 @@ from . import requirements
 from . import ai as _ai  # noqa: F401 - registers the AI.* commands
 from .access import AccessControl
 from .commands import handlers_for
+from .slowlog import SlowLog
 from .config import GearsConfig
 from .coordinator import Coordinator
 from .crashes import CrashLedger
@@ -149,6 +150,7 @@ class GearsNode:
         #: ``AI.CONFIG`` values of this node.
         self.ai_config: dict[str, Any] = {"MODEL_CHUNK_SIZE": 511 * 1024 * 1024, "BACKENDSPATH": ""}
         self.interceptor = RegistrationInterceptor(self)
+        self.slowlog = SlowLog(lambda: self.server.config_get("slowlog-*"))
         self.frontdoor = FrontDoor(
             listen=listen,
             server=server,
@@ -158,6 +160,7 @@ class GearsNode:
             interceptor=self.interceptor,
             tls=tls.server_context() if tls is not None else None,
             server_socket=server_socket,
+            on_config_set=self.slowlog.config_changed,
         )
 
     # ---------------------------------------------------------------- lifecycle

@@ -8,6 +8,8 @@ import uuid
 import pytest
 import redis
 
+from gears.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
+
 
 def unique() -> str:
     return uuid.uuid4().hex[:8]
@@ -81,3 +83,84 @@ def test_a_refused_rg_command_in_a_transaction_aborts_it(gc):
         for port in gc.server_ports:
             redis.Redis(port=port).execute_command("ACL", "DELUSER", user)
         admin.close()
+
+
+# --------------------------------------------------------------------------- SLOWLOG
+def test_slowlog_arguments_are_cut_like_the_servers():
+    assert trim_arguments([b"a", b"x" * 130]) == (b"a", b"x" * 128 + b"... (2 more bytes)")
+    args = [b"%d" % i for i in range(40)]
+    cut = trim_arguments(args)
+    assert len(cut) == 32 and cut[:31] == tuple(args[:31]) and cut[31] == b"... (9 more arguments)"
+
+
+def test_slowlog_merge_is_newest_first_and_counted():
+    server = [[5, 200, 10, [b"GET", b"k"], b"a", b""], [4, 100, 10, [b"SET", b"k", b"v"], b"a", b""]]
+    node = [SlowEntry(NODE_ID_BASE, 150, 300_000, (b"RG.PYEXECUTE", b"s"), "c", "n"),
+            SlowEntry(NODE_ID_BASE + 1, 200, 20, (b"RG.CONFIGGET",), "c", "n")]
+    merged = merge_entries(server, node, -1)
+    assert [e[0] for e in merged] == [NODE_ID_BASE + 1, 5, NODE_ID_BASE, 4]
+    assert [e[0] for e in merge_entries(server, node, 2)] == [NODE_ID_BASE + 1, 5]
+    assert merge_entries(server, node, 0) == []
+
+
+def slowlog_config(client: redis.Redis) -> dict[str, str]:
+    return client.config_get("slowlog-*")
+
+
+def test_slowlog_merges_the_nodes_slow_commands_with_the_servers(gc):
+    """SLOWLOG through a front door lists its slow RG.* commands with the server's
+    entries, by the server's slowlog-log-slower-than and slowlog-max-len."""
+    client = redis.Redis(port=gc.ports[0], decode_responses=True, client_name="slow-tester")
+    saved = slowlog_config(client)
+    tag = unique()
+    key = local_key(client, f"sl{tag}")
+
+    def ours() -> list[list]:
+        return [e for e in client.execute_command("SLOWLOG", "GET", "-1") if tag in str(e[3])]
+
+    try:
+        client.config_set("slowlog-log-slower-than", 200_000)
+        client.config_set("slowlog-max-len", 128)
+        assert client.execute_command("SLOWLOG", "RESET") == "OK"
+        script = f"import time\ntime.sleep(0.3)\nGB('ShardsIDReader').map(lambda x: '{tag}').run()"
+        assert client.execute_command("RG.PYEXECUTE", script)[1] == []
+        client.execute_command("RG.PYEXECUTE", f"GB('ShardsIDReader').map(lambda x: '{tag}fast').run()")
+        client.set(key, tag)  # fast: not logged
+        entries = ours()
+        assert [e[3][0] for e in entries] == ["RG.PYEXECUTE"]
+        node_entry = entries[0]
+        assert node_entry[0] >= NODE_ID_BASE
+        assert node_entry[2] >= 300_000 and node_entry[3] == ["RG.PYEXECUTE", script]
+        assert node_entry[4].startswith("127.0.0.1:") and node_entry[5] == "slow-tester"
+        client.config_set("slowlog-log-slower-than", 0)  # now the server logs its commands too
+        client.set(key, tag)
+        entries = ours()
+        assert sorted(e[3][0] for e in entries) == ["RG.PYEXECUTE", "SET"]
+        assert [e[0] < NODE_ID_BASE for e in entries if e[3][0] == "SET"] == [True]
+        client.config_set("slowlog-log-slower-than", -1)  # (no more entries: the log holds still)
+        all_entries = client.execute_command("SLOWLOG", "GET", "-1")
+        assert client.execute_command("SLOWLOG", "LEN") == len(all_entries)
+        assert len({e[0] for e in all_entries}) == len(all_entries)
+        assert client.execute_command("SLOWLOG", "GET", "1") == all_entries[:1]
+        # a negative threshold logs nothing; max-len bounds the merged log
+        client.execute_command("RG.PYEXECUTE", script)
+        assert sorted(e[3][0] for e in ours()) == ["RG.PYEXECUTE", "SET"]
+        client.config_set("slowlog-log-slower-than", 0)
+        client.config_set("slowlog-max-len", 3)
+        for _ in range(4):
+            client.execute_command("RG.CONFIGGET", "MaxExecutions")
+        newest = client.execute_command("SLOWLOG", "GET", "-1")
+        assert client.execute_command("SLOWLOG", "LEN") == len(newest) == 3
+        assert [e[3][0] for e in newest] == ["RG.CONFIGGET"] * 3  # the newest, which are the node's
+        # RESET empties both logs (what is left is what came after it)
+        client.config_set("slowlog-log-slower-than", -1)
+        assert client.execute_command("SLOWLOG", "RESET") == "OK"
+        assert client.execute_command("SLOWLOG", "GET", "-1") == [] and client.execute_command("SLOWLOG", "LEN") == 0
+        # the server's own errors and subcommands pass through
+        with pytest.raises(redis.ResponseError, match="unknown subcommand"):
+            client.execute_command("SLOWLOG", "NOPE")
+        assert any("RESET" in line for line in client.execute_command("SLOWLOG", "HELP"))
+    finally:
+        client.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
+        client.config_set("slowlog-max-len", saved["slowlog-max-len"])
+        client.close()
