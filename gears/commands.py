@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from cluster.messaging import AUTH_COMMAND, HELLO_COMMAND, INNER_COMMAND
 from cluster.peerauth import PeerAuthError, PeerSecret
 
+from . import reqpackages
 from .errors import ArityError, CommandError, ExecutionError, GearsError, PermissionDenied, WorkerBusy
 from .ipc import ChannelClosed
 from .records import GearsScriptError
@@ -530,6 +531,23 @@ async def health(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 async def pydumpreqs(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """The requirement sets installed on this host."""
     return node.dump_requirements()
+
+
+@command("RG.PYEXPORTREQ")
+async def pyexportreq(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``[metadata, [package chunks]]`` of an installed requirement (:mod:`gears.reqpackages`)."""
+    _exactly(args, 2)
+    entry, chunks = await asyncio.to_thread(reqpackages.export_requirement, _text(args[1]), node.requirements_root)
+    return [entry, chunks]
+
+
+@command("RG.PYIMPORTREQ")
+async def pyimportreq(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Import a package ``RG.PYEXPORTREQ`` made (its chunks, in order) on every shard."""
+    if len(args) < 2:
+        raise ArityError("RG.PYIMPORTREQ")
+    await node.import_requirement_everywhere(b"".join(args[1:]))
+    return OK
 
 
 async def _unsupported(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:

@@ -33,6 +33,7 @@ from . import credentials as _credentials
 from . import requirements
 from . import ai as _ai  # noqa: F401 - registers the AI.* commands
 from .access import AccessControl
+from . import reqpackages
 from .commands import handlers_for
 from .slowlog import SlowLog
 from .config import GearsConfig
@@ -315,6 +316,8 @@ class GearsNode:
         elif kind == "requirements":
             reqs, force = header
             await self.install_requirements(reqs, force=force)
+        elif kind == "import_requirement":
+            await self.import_requirement(blob or b"")
         elif kind == "apply_session":
             record, replaces = header
             await self.sessions.apply(SessionRecord(**record), replaces)
@@ -489,6 +492,21 @@ class GearsNode:
             await self.ensure_peers()
             await asyncio.gather(
                 *(self.peer(i).call("requirements", (reqs, force), timeout=self._install_timeout()) for i in self.peer_indexes())
+            )
+
+    async def import_requirement(self, package: bytes) -> None:
+        """Import a requirement package (``RG.PYIMPORTREQ``) on this host."""
+        await reqpackages.import_requirement(package, self.requirements_root, self._install_timeout())
+        self.worker.send("paths", requirements.search_paths(self.requirements_root))
+
+    async def import_requirement_everywhere(self, package: bytes) -> None:
+        """Import a requirement package for this node and every peer (each on its own host)."""
+        await self.import_requirement(package)
+        if self.view.shard_map.cluster_mode:
+            await self.ensure_peers()
+            await asyncio.gather(
+                *(self.peer(i).call("import_requirement", None, package, timeout=self._install_timeout())
+                  for i in self.peer_indexes())
             )
 
     def _install_timeout(self) -> float:

@@ -22,6 +22,11 @@ installed and returns at once. A failed or timed-out install leaves nothing behi
 raises :class:`~gears.errors.RequirementsError` (``"Could not satisfy requirements
 <failing requirement(s)>: <pip's last error lines>"``).
 
+pip looks in the host's *wheelhouse* first (``--no-index --find-links <root>/.wheelhouse``;
+it holds the wheels ``RG.PYIMPORTREQ`` imported, see :mod:`gears.reqpackages`) and asks
+the index (with the wheelhouse still offered) only when that fails; an ``offline`` install
+never asks the index.
+
 On-disk layout (``root`` = ``$GEARS_REQUIREMENTS_DIR``, else
 ``~/.cache/gears-fabric/requirements``)::
 
@@ -30,6 +35,7 @@ On-disk layout (``root`` = ``$GEARS_REQUIREMENTS_DIR``, else
     <root>/<key>/v<N>/site/           pip --target directory of install version N
     <root>/<key>/v<N>/meta.json       the record of version N
     <root>/<key>/.tmp-v<N>-<...>/     staging of an install in progress (renamed to v<N>)
+    <root>/.wheelhouse/*.whl          imported wheels
 
 ``meta.json`` holds the requirements, the install ``version`` counter, the site directory
 (relative to the set directory), the install time, the interpreter (``python_version``,
@@ -117,6 +123,9 @@ __all__ = [
     "ensure_installed",
     "ensure_installed_sync",
     "dump_entries",
+    "wheel_name",
+    "wheelhouse",
+    "store_wheels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +138,7 @@ ROOT_ENV_VAR = "GEARS_REQUIREMENTS_DIR"
 GEAR_REQ_VERSION = 2
 
 _META = "meta.json"
+_WHEELHOUSE = ".wheelhouse"
 _META_FORMAT = 1
 _NOT_DOWNLOADED = "Requirement was not yet downloaded so wheels are not available"
 _ERROR_TAIL_LINES = 6
@@ -401,6 +411,25 @@ def prepend_search_paths(
     return paths
 
 
+# --------------------------------------------------------------------------- wheelhouse
+
+
+def wheelhouse(root: str | os.PathLike[str] | None = None) -> Path:
+    """The host's wheelhouse ``<root>/.wheelhouse``: wheels imported with ``RG.PYIMPORTREQ``,
+    which installs of every set look at first (pip ``--no-index --find-links``)."""
+    return _resolve_root(root) / _WHEELHOUSE
+
+
+def store_wheels(root: str | os.PathLike[str] | None, wheels: dict[str, bytes]) -> None:
+    """Put ``wheels`` (file name → bytes) in the wheelhouse, each file written atomically."""
+    folder = wheelhouse(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in wheels.items():
+        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+
+
 # --------------------------------------------------------------------------- dump
 
 
@@ -504,7 +533,7 @@ async def _acquire_async(lock: _HostLock, timeout: float) -> bool:
 # --------------------------------------------------------------------------- installing
 
 
-def _wheel_name(dist_info: Path) -> str | None:
+def wheel_name(dist_info: Path) -> str | None:
     """Rebuild the wheel file name from ``<name>-<version>.dist-info/WHEEL`` tags."""
     try:
         text = (dist_info / "WHEEL").read_text(encoding="utf-8")
@@ -543,7 +572,7 @@ def _scan_distributions(site: Path) -> tuple[Distribution, ...]:
                 name=str(name),
                 version=str(version),
                 requested=(dist_info / "REQUESTED").exists(),
-                wheel=_wheel_name(dist_info),
+                wheel=wheel_name(dist_info),
             )
         )
     return tuple(found)
@@ -613,7 +642,7 @@ def _failure_text(requirements: Sequence[str], output: str) -> str:
     return f"Could not satisfy requirements {names}: {message}"
 
 
-def _pip_command(site: Path, requirements: Sequence[str]) -> list[str]:
+def _pip_command(site: Path, requirements: Sequence[str], find_links: Path | None, no_index: bool) -> list[str]:
     return [
         sys.executable, "-m", "pip", "install",
         "--target", str(site),
@@ -621,6 +650,8 @@ def _pip_command(site: Path, requirements: Sequence[str]) -> list[str]:
         "--disable-pip-version-check",
         "--no-warn-script-location",
         "--progress-bar", "off",
+        *(["--find-links", str(find_links)] if find_links is not None else []),
+        *(["--no-index"] if no_index else []),
         "--", *requirements,
     ]
 
@@ -644,9 +675,11 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
             proc.kill()
 
 
-async def _run_pip(site: Path, requirements: Sequence[str], timeout: float) -> None:
+async def _run_pip(
+    site: Path, requirements: Sequence[str], timeout: float, find_links: Path | None = None, no_index: bool = False
+) -> None:
     """Run pip into ``site``; raise :class:`RequirementsError` on failure or timeout."""
-    cmd = _pip_command(site, requirements)
+    cmd = _pip_command(site, requirements, find_links, no_index)
     logger.info("running pip for requirements %s: %s", " ".join(requirements), " ".join(cmd))
     proc = await asyncio.create_subprocess_exec(
         *cmd,
@@ -701,8 +734,32 @@ def _remove_stale(set_dir: Path, keep: set[int]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+async def _pip_into(site: Path, requirements: tuple[str, ...], root: Path, timeout: float, offline: bool) -> None:
+    """Install into ``site`` from the host's wheelhouse when it can do it alone, else
+    (unless ``offline``) from the index too."""
+    wheels = wheelhouse(root)
+    if not any(wheels.glob("*.whl")):
+        if offline:
+            raise RequirementsError(f"Could not satisfy requirements {' '.join(requirements)}: the wheelhouse is empty")
+        await _run_pip(site, requirements, timeout)
+        return
+    try:
+        await _run_pip(site, requirements, timeout, wheels, no_index=True)
+    except RequirementsError:
+        if offline:
+            raise
+        logger.info("the wheelhouse does not hold %s: asking the index", " ".join(requirements))
+        await asyncio.to_thread(shutil.rmtree, site, True)
+        await _run_pip(site, requirements, timeout, wheels)
+
+
 async def _install_locked(
-    requirements: tuple[str, ...], root: Path, timeout: float, previous: RequirementSet | None
+    requirements: tuple[str, ...],
+    root: Path,
+    timeout: float,
+    previous: RequirementSet | None,
+    offline: bool = False,
+    pip_arguments: Sequence[str] | None = None,
 ) -> RequirementSet:
     """Install a new version of the set; the caller holds the set's lock."""
     set_dir = root / set_key(requirements)
@@ -714,7 +771,7 @@ async def _install_locked(
     staging.mkdir()
     try:
         started = time.monotonic()
-        await _run_pip(staging / "site", requirements, timeout)
+        await _pip_into(staging / "site", tuple(pip_arguments or requirements), root, timeout, offline)
         (staging / "site").mkdir(exist_ok=True)
         rset = RequirementSet(
             requirements=requirements,
@@ -751,6 +808,8 @@ async def ensure_installed(
     timeout: float = DEFAULT_TIMEOUT,
     force: bool = False,
     lock_timeout: float | None = None,
+    offline: bool = False,
+    pip_arguments: Sequence[str] | None = None,
 ) -> RequirementSet:
     """Make sure the requirement set is installed on this host; return it.
 
@@ -758,8 +817,11 @@ async def ensure_installed(
     ``PythonInstallReqMaxIdleTime``); ``force`` installs a new version even if one exists
     (``FORCE_REINSTALL_REQUIREMENTS``) unless another caller's install completed after this
     call began. ``lock_timeout`` bounds the wait for another process installing the same
-    set (default: ``timeout + 60``). Raises :class:`RequirementsError` when pip fails, times
-    out, or the lock cannot be had; ``ValueError`` for an empty set.
+    set (default: ``timeout + 60``). ``offline`` installs from the host's wheelhouse only;
+    ``pip_arguments`` are given to pip instead of the requirements (an imported set: its
+    wheel files).
+    Raises :class:`RequirementsError` when pip fails, times out, or the lock cannot be had;
+    ``ValueError`` for an empty set.
     """
     reqs = normalize_requirements(requirements)
     if not reqs:
@@ -787,7 +849,7 @@ async def ensure_installed(
             logger.debug("requirements %s already installed (version %d)",
                          " ".join(reqs), current.version)
             return current
-        return await _install_locked(reqs, root_path, timeout, current)
+        return await _install_locked(reqs, root_path, timeout, current, offline, pip_arguments)
     finally:
         lock.release()
 

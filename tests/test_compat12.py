@@ -3,12 +3,24 @@ requirement export/import; on 1 and 3 shards, through redis-py."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import os
+import subprocess
 import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from cluster import launcher
+from conftest import free_base_port, launched_cluster
+from gears import requirements
 from gears.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
+from test_client import gears_cli  # noqa: F401 - the real gears-cli's venv (a fixture)
 
 
 def unique() -> str:
@@ -164,3 +176,92 @@ def test_slowlog_merges_the_nodes_slow_commands_with_the_servers(gc):
         client.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
         client.config_set("slowlog-max-len", saved["slowlog-max-len"])
         client.close()
+
+
+# --------------------------------------------------------------------------- RG.PYEXPORTREQ / RG.PYIMPORTREQ
+def make_wheel(folder: Path, name: str, version: str, value: str) -> Path:
+    """A pure-Python wheel of a module ``name`` holding ``VALUE = value`` (no index needed)."""
+    dist = f"{name}-{version}"
+    files = {
+        f"{name}.py": f"VALUE = {value!r}\n".encode(),
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(
+        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+        for path, data in files.items()
+    ) + f"{dist}.dist-info/RECORD,,\n"
+    path = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name_in_zip, data in files.items():
+            wheel.writestr(name_in_zip, data)
+        wheel.writestr(f"{dist}.dist-info/RECORD", record)
+    return path
+
+
+@pytest.fixture(scope="module")
+def offline_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
+    """3 shards whose requirement folder starts empty (nothing installed, no wheels)."""
+    saved = os.environ[requirements.ROOT_ENV_VAR]
+    os.environ[requirements.ROOT_ENV_VAR] = str(tmp_path_factory.mktemp("offline-requirements"))
+    try:
+        with launched_cluster(
+            tmp_path_factory.mktemp("offline"), masters=3, base_port=free_base_port(11601, 3), what="offline_cluster"
+        ) as state:
+            os.environ[requirements.ROOT_ENV_VAR] = saved
+            yield state
+    finally:
+        os.environ[requirements.ROOT_ENV_VAR] = saved
+
+
+def shard_values(client: redis.Redis, module: str, *options: str) -> list[str]:
+    script = f"GB('ShardsIDReader').map(lambda x: __import__('{module}').VALUE).run()"
+    results, errors = client.execute_command("RG.PYEXECUTE", script, *options)
+    assert errors == []
+    return results
+
+
+def test_gears_cli_exports_a_requirement_and_imports_it_where_there_is_no_index(gc, offline_cluster, gears_cli, tmp_path):
+    """gears-cli export-requirements saves an installed requirement (RG.PYEXPORTREQ), and
+    import-requirements (RG.PYIMPORTREQ) makes it installable on another cluster, on
+    every shard, from what was imported alone."""
+    module = f"gfx{unique()}"
+    wheel = make_wheel(tmp_path, module, "1.0", "exported")
+    requirement = str(wheel)
+    client = gc.client()
+    assert shard_values(client, module, "REQUIREMENTS", requirement) == ["exported"] * len(gc.ports)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    cli = [str(gears_cli), "--host", "127.0.0.1"]
+    proc = subprocess.run(
+        [*cli[:1], "export-requirements", *cli[1:], "--port", str(gc.ports[0]), "--requirement", requirement,
+         "--save-directory", str(saved)], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (exported,) = saved.iterdir()
+    assert exported.name.startswith("redisgears-requirement-v2-") and exported.suffix == ".zip"
+    with zipfile.ZipFile(exported) as package:
+        meta = json.loads(package.read("MetaData.json"))
+    assert meta["Name"] == requirement and meta["IsInstalled"] == "yes" and meta["Wheels"] == [wheel.name]
+    wheel.unlink()  # from here on the package is the only source
+    offline = offline_cluster.client()
+    with pytest.raises(redis.ResponseError, match="satisfy requirements"):
+        offline.execute_command("RG.PYEXECUTE", "GB().run()", "REQUIREMENTS", module)
+    proc = subprocess.run(
+        [*cli[:1], "import-requirements", *cli[1:], "--port", str(offline_cluster.ports[0]),
+         "--requirements-path", str(saved), exported.name], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0 and "imported successfully" in proc.stdout, proc.stdout + proc.stderr
+    names = [entry[3] for port in offline_cluster.ports
+             for entry in redis.Redis(port=port, decode_responses=True).execute_command("RG.PYDUMPREQS")]
+    assert names.count(requirement) >= 1
+    # the same requirement string, and the bare project name, install with no index
+    assert shard_values(offline, module, "REQUIREMENTS", requirement) == ["exported"] * 3
+    assert shard_values(offline, module, "REQUIREMENTS", module) == ["exported"] * 3
+    # errors name what is wrong
+    with pytest.raises(redis.ResponseError, match="requirement does not exists"):
+        client.execute_command("RG.PYEXPORTREQ", "no-such-requirement")
+    with pytest.raises(redis.ResponseError, match="Failed deserialize requirement"):
+        offline.execute_command("RG.PYIMPORTREQ", b"not a package")
+    client.close()
+    offline.close()
