@@ -30,16 +30,15 @@ from cluster.peerauth import PeerSecret, SecretFileError, read_secret_file
 from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
 
 from . import credentials as _credentials
-from . import requirements
 from . import ai as _ai  # noqa: F401 - registers the AI.* commands
+from . import reqpackages, requirements, userenv
 from .access import AccessControl
-from . import reqpackages
 from .commands import handlers_for
-from .slowlog import SlowLog
 from .config import GearsConfig
 from .coordinator import Coordinator
 from .crashes import CrashLedger
 from .credentials import Credentials
+from .slowlog import SlowLog
 from .sessions import SessionRecord, SessionStore
 from .tls import TLSOptions
 from . import tls as _tls
@@ -135,7 +134,7 @@ class GearsNode:
             on_started=self._on_worker_started,
             on_lost=self._on_worker_lost,
             secrets=self._worker_secrets,
-            requirement_paths=lambda: requirements.search_paths(self.requirements_root),
+            requirement_paths=lambda: requirements.search_paths(self.requirements_root) + userenv.search_paths(),
             memory_limit_mb=lambda: int(self.config["WorkerMaxMemoryMB"]),
             execution_threads=int(self.config["ExecutionThreads"]),
         )

@@ -3,6 +3,7 @@ requirement export/import; on 1 and 3 shards, through redis-py."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import json
@@ -179,10 +180,12 @@ def test_slowlog_merges_the_nodes_slow_commands_with_the_servers(gc):
 
 
 # --------------------------------------------------------------------------- RG.PYEXPORTREQ / RG.PYIMPORTREQ
-def make_wheel(folder: Path, name: str, version: str, value: str) -> Path:
-    """A pure-Python wheel of a module ``name`` holding ``VALUE = value`` (no index needed)."""
+def make_wheel(folder: Path, name: str, version: str, value: str, data: dict[str, bytes] | None = None) -> Path:
+    """A pure-Python wheel of a module ``name`` holding ``VALUE = value``, with ``data``
+    files beside it (no index needed)."""
     dist = f"{name}-{version}"
     files = {
+        **(data or {}),
         f"{name}.py": f"VALUE = {value!r}\n".encode(),
         f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
         f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
@@ -265,3 +268,26 @@ def test_gears_cli_exports_a_requirement_and_imports_it_where_there_is_no_index(
         offline.execute_command("RG.PYIMPORTREQ", b"not a package")
     client.close()
     offline.close()
+
+
+# --------------------------------------------------------------------------- the base user environment
+def test_user_code_has_pip_setuptools_with_pkg_resources_and_wheel(gc, tmp_path):
+    """Whatever the engine's environment holds (its setuptools has no pkg_resources), user
+    code gets the packaging tools RedisGears' virtualenv had; pkg_resources finds a
+    requirement's bundled data file, as The Pattern's spell-check step does."""
+    module = f"gfd{unique()}"
+    wheel = make_wheel(tmp_path, module, "1.0", "x", {f"{module}_dictionary.txt": b"word 1\n"})
+    script = (
+        "import pkg_resources, setuptools, wheel, pip\n"
+        "def probe(x):\n"
+        f"    path = pkg_resources.resource_filename('{module}', '{module}_dictionary.txt')\n"
+        "    with open(path) as f:\n"
+        "        return [f.read(), setuptools.__version__.split('.')[0], bool(wheel.__version__), bool(pip.__version__)]\n"
+        "GB('ShardsIDReader').map(probe).run()"
+    )
+    results, errors = gc.client().execute_command("RG.PYEXECUTE", script, "REQUIREMENTS", str(wheel))
+    assert errors == []
+    assert len(results) == len(gc.ports)
+    for result in results:
+        text, major, has_wheel, has_pip = ast.literal_eval(result)  # (a list record comes back as its str)
+        assert text == "word 1\n" and int(major) < 81 and has_wheel == has_pip == True  # noqa: E712
