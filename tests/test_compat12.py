@@ -21,7 +21,7 @@ from cluster import launcher
 from conftest import free_base_port, launched_cluster
 from gears import requirements
 from gears.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
-from test_client import gears_cli  # noqa: F401 - the real gears-cli's venv (a fixture)
+from test_client import gears_cli, pip_can_download  # noqa: F401 - gears_cli: the real gears-cli's venv (a fixture)
 
 
 def unique() -> str:
@@ -291,3 +291,93 @@ def test_user_code_has_pip_setuptools_with_pkg_resources_and_wheel(gc, tmp_path)
     for result in results:
         text, major, has_wheel, has_pip = ast.literal_eval(result)  # (a list record comes back as its str)
         assert text == "word 1\n" and int(major) < 81 and has_wheel == has_pip == True  # noqa: E712
+
+
+# --------------------------------------------------------------------------- the seed's sync scenario
+SYNC_PASSWORD = "sync-secret"
+
+
+@pytest.fixture(scope="module")
+def sync_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
+    """A second Redis (one server, no gears node) that requires a password."""
+    with launched_cluster(
+        tmp_path_factory.mktemp("sync-target"), masters=1, gears=False, requirepass=SYNC_PASSWORD,
+        base_port=free_base_port(11701, 1, gears=False), what="sync_target",
+    ) as state:
+        yield state
+
+
+@pytest.fixture(scope="module", params=[1, 3], ids=["1shard", "3shards"])
+def sync_cluster(request, sync_target, tmp_path_factory) -> Iterator[launcher.ClusterState]:
+    """A cluster whose gears nodes know where the second Redis is from environment variables."""
+    why = pip_can_download("redis<6", tmp_path_factory.mktemp("redis5-probe"))
+    if why:
+        pytest.skip(f"package index not reachable, cannot install redis<6: {why}")
+    variables = {"SYNC_REDIS_HOST": "127.0.0.1", "SYNC_REDIS_PORT": str(sync_target.server_ports[0]),
+                 "SYNC_REDIS_PASSWORD": SYNC_PASSWORD}
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        with launched_cluster(
+            tmp_path_factory.mktemp(f"sync{request.param}"), masters=request.param,
+            base_port=free_base_port(11801 + 100 * request.param, request.param), what="sync_cluster",
+        ) as state:
+            yield state
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+SYNC_CONNECT = """
+import os
+import redis
+
+def target():
+    return redis.Redis(host=os.environ['SYNC_REDIS_HOST'], port=int(os.environ['SYNC_REDIS_PORT']),
+                       password=os.environ['SYNC_REDIS_PASSWORD'], decode_responses=True)
+"""
+
+
+def test_sync_scenario_copies_user_details_and_fetches_sets_back_on_a_miss(sync_cluster, sync_target):
+    """The seed's sync scenario, with the RedisGears 1.2 API only: a batch run of a
+    ``REQUIREMENTS redis<6`` session copies every ``user_details:*`` hash to a second,
+    password-protected Redis named by environment variables; a keymiss registration on
+    ``SMEMBERS`` fetches a user's set back from it, and the command answers with it."""
+    cluster = sync_cluster.cluster_client()
+    users = {f"user_details:{i}": {"name": f"user{i}", "email": f"u{i}@example.com"} for i in range(30)}
+    for key, fields in users.items():
+        cluster.hset(key, mapping=fields)
+    batch = SYNC_CONNECT + """
+def copy(record):
+    target().hset(record['key'], mapping=record['value'])
+    return redis.__version__
+
+GB().map(copy).run('user_details:*')
+"""
+    client = sync_cluster.client()
+    results, errors = client.execute_command("RG.PYEXECUTE", batch, "REQUIREMENTS", "redis<6")
+    assert errors == [] and len(results) == len(users)
+    assert all(int(version.split(".")[0]) < 6 for version in results)  # the session's own redis
+    remote = redis.Redis(port=sync_target.server_ports[0], password=SYNC_PASSWORD, decode_responses=True)
+    assert {key: remote.hgetall(key) for key in users} == users
+    for i in range(3):
+        remote.sadd(f"user_groups:{i}", "admins", f"team{i}")
+    fetch = SYNC_CONNECT + """
+def fetch(record):
+    members = target().smembers(record['key'])
+    if members:
+        execute('SADD', record['key'], *sorted(members))
+
+GB().foreach(fetch).register('user_groups:*', mode='sync', eventTypes=['keymiss'], commands=['smembers'])
+"""
+    assert client.execute_command("RG.PYEXECUTE", fetch, "ID", f"sync{unique()}", "REQUIREMENTS", "redis<6") == "OK"
+    for i in range(3):
+        assert cluster.smembers(f"user_groups:{i}") == {"admins", f"team{i}"}  # fetched on the miss
+        assert cluster.exists(f"user_groups:{i}") == 1  # and kept
+    assert cluster.smembers("user_groups:404") == set()  # nothing to fetch: still empty
+    remote.close()
+    client.close()
+    cluster.close()
