@@ -225,7 +225,7 @@ async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 async def getresults(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``[[results], [errors]]`` of a finished execution."""
     _exactly(args, 2)
-    execution = node.coordinator.get(_text(args[1]))
+    execution = await node.coordinator.find(_text(args[1]))
     if not execution.done.is_set():
         raise ExecutionError("execution is still running")
     return node.coordinator.reply_of(execution)
@@ -235,7 +235,7 @@ async def getresults(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 async def getresultsblocking(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Wait for an execution, then ``[[results], [errors]]``."""
     _exactly(args, 2)
-    execution = node.coordinator.get(_text(args[1]))
+    execution = await node.coordinator.find(_text(args[1]))
     await execution.done.wait()
     return node.coordinator.reply_of(execution)
 
@@ -267,9 +267,13 @@ async def dropexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 
 @command("RG.ABORTEXECUTION")
 async def abortexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """Abort a running execution everywhere."""
+    """Abort a running execution everywhere (``OK`` for a finished one, a kept triggered
+    one too)."""
     _exactly(args, 2)
-    node.coordinator.abort(_text(args[1]))
+    exec_id = _text(args[1])
+    if exec_id not in node.coordinator.executions and await node.worker.query("registered_execution", exec_id):
+        return OK
+    node.coordinator.abort(exec_id)
     return OK
 
 
@@ -283,7 +287,7 @@ async def getexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     if scope not in ("SHARD", "CLUSTER"):
         raise CommandError("unknown subcommand")
     exec_id = _text(args[1])
-    execution = node.coordinator.get(exec_id)
+    execution = await node.coordinator.find(exec_id)
     entry = execution.plan_entry(node.view.shard_map.my_id)
     if scope == "SHARD":
         return [entry]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 import redis
 
 from cluster import launcher
-from conftest import free_base_port, launched_cluster
+from conftest import free_base_port, launched_cluster, wait_for
 from gears import requirements
 from gears.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
 from test_client import gears_cli, pip_can_download  # noqa: F401 - gears_cli: the real gears-cli's venv (a fixture)
@@ -381,3 +382,97 @@ GB().foreach(fetch).register('user_groups:*', mode='sync', eventTypes=['keymiss'
     remote.close()
     client.close()
     cluster.close()
+
+
+# --------------------------------------------------------------------------- the execution lifecycle
+def listed(port: int) -> list[str]:
+    return [entry[1] for entry in redis.Redis(port=port, decode_responses=True).execute_command("RG.DUMPEXECUTIONS")]
+
+
+def test_a_triggered_execution_can_be_fetched_aborted_and_dropped(gc):
+    """An execution a registration triggered, listed by RG.DUMPEXECUTIONS, answers
+    RG.GETRESULTS / RG.GETEXECUTION, RG.ABORTEXECUTION (OK: it is done) and RG.DROPEXECUTION."""
+    tag = unique()
+    client = gc.client()
+    key = local_key(client, f"lc{tag}")
+    before = set(listed(gc.ports[0]))
+    session = f"lc{tag}"
+    script = f"GB().map(lambda r: r['key'] + ':seen').register('{key}', mode='async_local')"
+    assert client.execute_command("RG.PYEXECUTE", script, "ID", session) == "OK"
+    try:
+        client.set(key, 1)
+        (exec_id,) = wait_for(lambda: set(listed(gc.ports[0])) - before, what="the triggered execution listed")
+        assert client.execute_command("RG.GETRESULTS", exec_id) == [[f"{key}:seen"], []]
+        assert client.execute_command("RG.GETRESULTSBLOCKING", exec_id) == [[f"{key}:seen"], []]
+        plan = client.execute_command("RG.GETEXECUTION", exec_id, "SHARD")
+        assert plan[0][3][1] == "done" and plan[0][3][7] == 1
+        assert client.execute_command("RG.ABORTEXECUTION", exec_id) == "OK"
+        assert client.execute_command("RG.DROPEXECUTION", exec_id) == "OK"
+        for command in ("RG.GETRESULTS", "RG.DROPEXECUTION"):
+            with pytest.raises(redis.ResponseError, match="execution plan does not exist"):
+                client.execute_command(command, exec_id)
+        with pytest.raises(redis.ResponseError, match="execution does not exist"):
+            client.execute_command("RG.ABORTEXECUTION", exec_id)
+    finally:
+        for entry in client.execute_command("RG.DUMPREGISTRATIONS"):
+            if session in entry[9]:
+                client.execute_command("RG.UNREGISTER", entry[1])
+        client.close()
+
+
+def test_max_executions_evicts_first_in_first_out_and_a_running_victim_stays_reachable(gc):
+    """With MaxExecutions 3 the list keeps the newest three; an evicted execution that is
+    still running can still be fetched and aborted by id, and is forgotten once done."""
+    tag = unique()
+    clients = [redis.Redis(port=port, decode_responses=True) for port in gc.ports]
+    client = clients[0]
+    hashtags = client.execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').map(lambda x: hashtag()).run()")[0]
+    gates = [f"gate{tag}{{{h}}}" for h in hashtags]
+    waiting = (
+        "import time\n"
+        "def wait(x):\n"
+        f"    while not execute('EXISTS', 'gate{tag}{{%s}}' % hashtag()):\n"
+        "        time.sleep(0.01)\n"
+        "    return 'opened'\n"
+        "GB('ShardsIDReader').map(wait).run()"
+    )
+    quick = "GB('ShardsIDReader').map(lambda x: 'quick').run()"
+    for c in clients:
+        c.execute_command("RG.CONFIGSET", "MaxExecutions", "3")
+    cluster = gc.cluster_client()
+    try:
+        running = client.execute_command("RG.PYEXECUTE", waiting, "UNBLOCKING")
+        ids = [client.execute_command("RG.PYEXECUTE", quick, "UNBLOCKING") for _ in range(3)]
+        for exec_id in ids:
+            assert client.execute_command("RG.GETRESULTSBLOCKING", exec_id)[1] == []
+        assert listed(gc.ports[0]) == ids  # the oldest, still running, left the list
+        with pytest.raises(redis.ResponseError, match="execution is still running"):
+            client.execute_command("RG.GETRESULTS", running)
+        assert client.execute_command("RG.GETEXECUTION", running, "SHARD")[0][3][1] == "running"
+        with pytest.raises(redis.ResponseError, match="can not drop a not yet finished execution, abort it first."):
+            client.execute_command("RG.DROPEXECUTION", running)
+        for gate in gates:
+            cluster.set(gate, 1)
+        assert client.execute_command("RG.GETRESULTSBLOCKING", running) == [["opened"] * len(gc.ports), []]
+        wait_for(lambda: _forgotten(client, running), what="the evicted execution forgotten once done")
+        newer = client.execute_command("RG.PYEXECUTE", quick, "UNBLOCKING")
+        client.execute_command("RG.GETRESULTSBLOCKING", newer)
+        assert listed(gc.ports[0]) == [*ids[1:], newer]
+        with pytest.raises(redis.ResponseError, match="execution plan does not exist"):
+            client.execute_command("RG.GETRESULTS", ids[0])
+    finally:
+        for c in clients:
+            c.execute_command("RG.CONFIGSET", "MaxExecutions", "1000")
+            for exec_id in listed(c.connection_pool.connection_kwargs["port"]):
+                with contextlib.suppress(redis.ResponseError):
+                    c.execute_command("RG.DROPEXECUTION", exec_id)
+            c.close()
+        cluster.close()
+
+
+def _forgotten(client: redis.Redis, exec_id: str) -> bool:
+    try:
+        client.execute_command("RG.GETRESULTS", exec_id)
+    except redis.ResponseError as exc:
+        return "execution plan does not exist" in str(exc)
+    return False
