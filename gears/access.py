@@ -14,8 +14,9 @@ command).
   triggers, registrations, aborting executions) needs ``EVAL``; reading gears state needs
   ``EVAL_RO``; gears configuration needs ``CONFIG GET``/``CONFIG SET``; ``AI.*`` reads
   and writes of a key need ``GET``/``SET`` of that key, deletes ``DEL``, and running a
-  model, script or DAG needs ``EVAL`` over every key it reads or writes. Commands not
-  listed (future ones) need ``EVAL``.
+  model, script or DAG needs ``EVAL`` over every key it reads or writes. ``SLOWLOG``
+  needs nothing more: the node sends it to the server on the client's own connection,
+  where the server checks it. Commands not listed (future ones) need ``EVAL``.
 * **User code** runs as the user who started it (:meth:`AccessControl.check`, used by
   the worker's ``execute()``). The worker itself logs in as its own account
   (:data:`WORKER_USER`), which may do everything but the ``@admin`` commands (so no
