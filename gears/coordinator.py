@@ -281,20 +281,26 @@ class Coordinator:
 
     # ------------------------------------------------------------ management
     def drop(self, exec_id: str, *, broadcast: bool = True) -> None:
-        """``RG.DROPEXECUTION``: forget a finished execution (on every shard)."""
+        """``RG.DROPEXECUTION``: forget a finished execution; a distributed one on every
+        shard (from whichever shard it is dropped, as in RedisGears)."""
         execution = self.get(exec_id)
         if not execution.done.is_set():
             raise ExecutionError("can not drop a not yet finished execution, abort it first.")
         self._forget(exec_id)
-        if broadcast and execution.is_initiator and execution.shard_count > 1:
+        if broadcast and execution.shard_count > 1:
             for i in self._node.peer_indexes():
                 self._node.peer(i).send("drop", exec_id)
 
     def drop_quietly(self, exec_id: str) -> None:
-        """Forget an execution if it is known and over (peer-side drop)."""
+        """Another shard dropped an execution: forget it now if it is over (or was never
+        started), else once this shard's part is over."""
         execution = self.executions.get(exec_id)
-        if execution is not None and (execution.done.is_set() or execution.status == "pending_run"):
+        if execution is None:
+            return
+        if execution.done.is_set() or execution.status == "pending_run":
             self._forget(exec_id)
+        else:
+            asyncio.ensure_future(self._forget_when_done(execution))
 
     def abort(self, exec_id: str, *, broadcast: bool = True) -> None:
         """``RG.ABORTEXECUTION``: stop an execution everywhere (``OK`` if already done)."""

@@ -476,3 +476,39 @@ def _forgotten(client: redis.Redis, exec_id: str) -> bool:
     except redis.ResponseError as exc:
         return "execution plan does not exist" in str(exc)
     return False
+
+
+def test_a_stream_registration_started_unblocking_lists_executions_every_shard_can_fetch_and_drop(gc):
+    """RedisGears' testUnregisterWithStreamReader: a StreamReader registration started with
+    UNBLOCKING answers OK; the executions its entries trigger are listed, every shard
+    answers RG.GETRESULTSBLOCKING for them, and RG.DROPEXECUTION on one shard drops them
+    everywhere."""
+    tag = unique()
+    client = gc.client()
+    cluster = gc.cluster_client()
+    before = {port: set(listed(port)) for port in gc.ports}
+    script = (
+        "GearsBuilder('StreamReader').map(lambda x: x['value'])"
+        ".flatmap(lambda x: [(a[0], a[1]) for a in x.items()]).repartition(lambda x: x[0])"
+        ".foreach(lambda x: execute('set', x[0], x[1])).map(lambda x: str(x))"
+        f".register('st{tag}')"
+    )
+    assert client.execute_command("RG.PYEXECUTE", script, "UNBLOCKING", "ID", f"st{tag}") == "OK"
+    (registration,) = [e[1] for e in client.execute_command("RG.DUMPREGISTRATIONS") if f"st{tag}" in str(e)]
+    try:
+        cluster.xadd(f"st{tag}", {f"f1{tag}": "v1", f"f2{tag}": "v2"})
+        wait_for(lambda: cluster.get(f"f1{tag}") == "v1" and cluster.get(f"f2{tag}") == "v2", what="the stream processed")
+        new = wait_for(lambda: set(listed(gc.ports[0])) - before[gc.ports[0]], what="the execution listed")
+        for exec_id in new:
+            replies = [redis.Redis(port=port, decode_responses=True).execute_command("RG.GETRESULTSBLOCKING", exec_id)
+                       for port in gc.ports]
+            assert sorted(r for reply in replies for r in reply[0]) == sorted(
+                [str((f"f1{tag}", "v1")), str((f"f2{tag}", "v2"))])
+            assert all(reply[1] == [] for reply in replies)
+            assert client.execute_command("RG.DROPEXECUTION", exec_id) == "OK"
+        wait_for(lambda: all(not (set(listed(port)) & new) for port in gc.ports), what="dropped on every shard")
+    finally:
+        assert client.execute_command("RG.UNREGISTER", registration) == "OK"
+    assert not [e for e in client.execute_command("RG.DUMPREGISTRATIONS") if f"st{tag}" in str(e)]
+    client.close()
+    cluster.close()
