@@ -6,5 +6,5 @@ COPY gears ./gears
 COPY readers ./readers
 COPY cluster ./cluster
 COPY pipelines ./pipelines
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . && python -m gears.userenv
 ENTRYPOINT ["gears"]

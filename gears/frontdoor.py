@@ -1302,7 +1302,9 @@ class _Connection(asyncio.Protocol):
         if self.door.authorize is not None:
             try:
                 await self.door.authorize(self.ctx, args)  # type: ignore[arg-type]
-            except GearsError as exc:
+            except Exception as exc:
+                if not isinstance(exc, GearsError):
+                    log.exception("client %d: checking %s failed", self._cid, args[0].decode("utf-8", "replace"))
                 self._send(encode_command(args), _DROP)  # the EXEC fails, as after any queue-time error
                 return encode_error(exc)
         token = _AT_EXEC_TOKEN + b"%d" % next(self._tx_tokens)

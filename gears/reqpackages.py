@@ -79,7 +79,10 @@ def _repack(site: Path, dist_info: Path) -> tuple[str, bytes]:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
         for path in files:
-            data = (site / path).read_bytes()
+            try:
+                data = (site / path).read_bytes()
+            except OSError as exc:
+                raise RequirementsError(f"Failed serializing requirement: {dist_info.name} is damaged ({exc})") from None
             wheel.writestr(path, data)
             writer.writerow([path, _record_hash(data), len(data)])
         record_path = f"{dist_info.name}/RECORD"
