@@ -512,3 +512,40 @@ def test_a_stream_registration_started_unblocking_lists_executions_every_shard_c
     assert not [e for e in client.execute_command("RG.DUMPREGISTRATIONS") if f"st{tag}" in str(e)]
     client.close()
     cluster.close()
+
+
+def test_keymiss_with_commands_in_async_mode_overrides_the_reply_and_lists_its_execution(gc):
+    """``commands=['get']`` in ``async`` mode (cluster-wide): the client's GET waits for
+    the execution and answers override_reply's value; the shard where the miss happened
+    counts it, and the execution it lists can be fetched and dropped."""
+    tag = unique()
+    client = gc.client()
+    session = f"ka{tag}"
+    before = {port: set(listed(port)) for port in gc.ports}
+    script = (
+        "GB().foreach(lambda r: override_reply('computed:' + r['key']))"
+        f".register('ka{tag}:*', mode='async', eventTypes=['keymiss'], commands=['get'])"
+    )
+    assert client.execute_command("RG.PYEXECUTE", script, "ID", session) == "OK"
+    cluster = gc.cluster_client()
+    try:
+        assert cluster.get(f"ka{tag}:1") == f"computed:ka{tag}:1"
+        counts = [entry[7][3] for port in gc.ports
+                  for entry in redis.Redis(port=port, decode_responses=True).execute_command("RG.DUMPREGISTRATIONS")
+                  if f"ka{tag}" in str(entry)]
+        assert sorted(counts) == [0] * (len(gc.ports) - 1) + [1]
+        new = {port: set(listed(port)) - before[port] for port in gc.ports}
+        ours = {exec_id for ids in new.values() for exec_id in ids}
+        assert len(ours) == 1
+        (exec_id,) = ours
+        port = next(p for p, ids in new.items() if ids)
+        shard = redis.Redis(port=port, decode_responses=True)
+        assert shard.execute_command("RG.GETRESULTSBLOCKING", exec_id)[1] == []
+        assert shard.execute_command("RG.DROPEXECUTION", exec_id) == "OK"
+        wait_for(lambda: all(exec_id not in listed(p) for p in gc.ports), what="dropped everywhere")
+    finally:
+        for entry in client.execute_command("RG.DUMPREGISTRATIONS"):
+            if session in entry[9]:
+                client.execute_command("RG.UNREGISTER", entry[1])
+        client.close()
+        cluster.close()
