@@ -13,9 +13,8 @@ as the arguments of ``RG.PYIMPORTREQ``), so the format is this project's own: a 
   requirement string), ``requirements`` (the set it was installed with), ``compiled_os``,
   ``cache_tag`` and the wheel file names;
 * ``wheels/<file>.whl``: every distribution of the set the requirement was installed
-  with, re-packed as a wheel from its installed files (their ``RECORD``; files pip put
-  outside the set's directory, such as console scripts, and byte-code caches are left
-  out, and ``RECORD`` is written anew for what the wheel holds).
+  with, re-packed as a wheel from its installed files
+  (:func:`gears.requirements.repack_wheel`).
 
 Importing stores the wheels in the host's wheelhouse
 (:func:`gears.requirements.wheelhouse`) and installs the requirement from those wheels
@@ -25,9 +24,6 @@ installs of any set look there first (see :mod:`gears.requirements`).
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
 import io
 import json
 import zipfile
@@ -45,8 +41,6 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 10 * 1024 * 1024
 _MANIFEST = "manifest.json"
 _WHEELS = "wheels/"
-#: ``.dist-info`` files that describe one install, not the distribution.
-_INSTALL_ONLY = frozenset({"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"})
 
 
 def _set_holding(name: str, root: Path) -> requirements.RequirementSet | None:
@@ -57,40 +51,6 @@ def _set_holding(name: str, root: Path) -> requirements.RequirementSet | None:
     return next((rset for rset in requirements.installed_sets(root) if wanted[0] in rset.requirements), None)
 
 
-def _record_hash(data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest}"
-
-
-def _repack(site: Path, dist_info: Path) -> tuple[str, bytes]:
-    """A wheel (file name, bytes) of the distribution installed as ``dist_info`` in ``site``."""
-    name = requirements.wheel_name(dist_info)
-    if name is None:
-        raise RequirementsError(f"Failed serializing requirement: {dist_info.name} has no wheel tags")
-    with open(dist_info / "RECORD", newline="", encoding="utf-8") as fh:
-        listed = [row[0] for row in csv.reader(fh) if row]
-    files = sorted({
-        path for path in listed
-        if not path.startswith(("/", "..")) and "__pycache__" not in path.split("/")
-        and not (path.startswith(dist_info.name + "/") and path.split("/", 1)[1] in _INSTALL_ONLY)
-    })
-    record = io.StringIO()
-    writer = csv.writer(record, lineterminator="\n")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
-        for path in files:
-            try:
-                data = (site / path).read_bytes()
-            except OSError as exc:
-                raise RequirementsError(f"Failed serializing requirement: {dist_info.name} is damaged ({exc})") from None
-            wheel.writestr(path, data)
-            writer.writerow([path, _record_hash(data), len(data)])
-        record_path = f"{dist_info.name}/RECORD"
-        writer.writerow([record_path, "", ""])
-        wheel.writestr(record_path, record.getvalue())
-    return name, buffer.getvalue()
-
-
 def export_requirement(name: str, root: Path) -> tuple[list[Any], list[bytes]]:
     """``RG.PYEXPORTREQ name``: the requirement's ``RG.PYDUMPREQS`` entry and its package,
     in chunks of :data:`CHUNK_BYTES`. Raises :class:`RequirementsError` when no installed
@@ -99,7 +59,10 @@ def export_requirement(name: str, root: Path) -> tuple[list[Any], list[bytes]]:
     if rset is None or rset.site is None:
         raise RequirementsError("requirement does not exists")
     wanted = requirements.normalize_requirements([name])[0]
-    wheels = [_repack(rset.site, dist_info) for dist_info in sorted(rset.site.glob("*.dist-info"))]
+    wheels = []
+    for dist_info in sorted(rset.site.glob("*.dist-info")):
+        out = io.BytesIO()
+        wheels.append((requirements.repack_wheel(rset.site, dist_info, out), out.getvalue()))
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

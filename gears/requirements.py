@@ -22,10 +22,14 @@ installed and returns at once. A failed or timed-out install leaves nothing behi
 raises :class:`~gears.errors.RequirementsError` (``"Could not satisfy requirements
 <failing requirement(s)>: <pip's last error lines>"``).
 
-pip looks in the host's *wheelhouse* first (``--no-index --find-links <root>/.wheelhouse``;
-it holds the wheels ``RG.PYIMPORTREQ`` imported, see :mod:`gears.reqpackages`) and asks
-the index (with the wheelhouse still offered) only when that fails; an ``offline`` install
-never asks the index.
+pip looks in the host's *wheelhouse* first (``--no-index --find-links <root>/.wheelhouse``)
+and asks the index (with the wheelhouse still offered) only when that fails; an
+``offline`` install never asks the index. The wheelhouse holds the wheels ``RG.PYIMPORTREQ``
+imported (:mod:`gears.reqpackages`) and, re-packed from the installed files
+(:func:`repack_wheel`), those of every set installed here: a later set whose versions
+agree with what is installed installs from it, also on a host with no network (an
+unpinned requirement then gets the version already installed, as RedisGears reused an
+installed requirement).
 
 On-disk layout (``root`` = ``$GEARS_REQUIREMENTS_DIR``, else
 ``~/.cache/gears-fabric/requirements``)::
@@ -35,7 +39,7 @@ On-disk layout (``root`` = ``$GEARS_REQUIREMENTS_DIR``, else
     <root>/<key>/v<N>/site/           pip --target directory of install version N
     <root>/<key>/v<N>/meta.json       the record of version N
     <root>/<key>/.tmp-v<N>-<...>/     staging of an install in progress (renamed to v<N>)
-    <root>/.wheelhouse/*.whl          imported wheels
+    <root>/.wheelhouse/*.whl          imported and re-packed wheels
 
 ``meta.json`` holds the requirements, the install ``version`` counter, the site directory
 (relative to the set directory), the install time, the interpreter (``python_version``,
@@ -84,11 +88,14 @@ reinstall), ``GearReqVersion`` the requirement-format version of RedisGears 1.2 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -100,10 +107,11 @@ import sysconfig
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import RequirementsError
 
@@ -126,6 +134,7 @@ __all__ = [
     "wheel_name",
     "wheelhouse",
     "store_wheels",
+    "repack_wheel",
 ]
 
 logger = logging.getLogger(__name__)
@@ -428,6 +437,70 @@ def store_wheels(root: str | os.PathLike[str] | None, wheels: dict[str, bytes]) 
         tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, folder / name)
+
+
+#: ``.dist-info`` files that describe one install, not the distribution.
+_INSTALL_ONLY = frozenset({"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"})
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def repack_wheel(site: Path, dist_info: Path, out: BinaryIO) -> str:
+    """Write a wheel of the distribution installed as ``dist_info`` in ``site`` to ``out``;
+    its file name. It is re-packed from the installed files (those its ``RECORD`` lists;
+    files pip put outside ``site``, such as console scripts, byte-code caches and the
+    install's own records are left out, and ``RECORD`` is written anew for what the
+    wheel holds)."""
+    name = wheel_name(dist_info)
+    if name is None:
+        raise RequirementsError(f"Failed serializing requirement: {dist_info.name} has no wheel tags")
+    with open(dist_info / "RECORD", newline="", encoding="utf-8") as fh:
+        listed = [row[0] for row in csv.reader(fh) if row]
+    files = sorted({
+        path for path in listed
+        if not path.startswith(("/", "..")) and "__pycache__" not in path.split("/")
+        and not (path.startswith(dist_info.name + "/") and path.split("/", 1)[1] in _INSTALL_ONLY)
+    })
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as wheel:
+        for path in files:
+            try:
+                data = (site / path).read_bytes()
+            except OSError as exc:
+                raise RequirementsError(f"Failed serializing requirement: {dist_info.name} is damaged ({exc})") from None
+            wheel.writestr(path, data)
+            writer.writerow([path, _record_hash(data), len(data)])
+        record_path = f"{dist_info.name}/RECORD"
+        writer.writerow([record_path, "", ""])
+        wheel.writestr(record_path, record.getvalue())
+    return name
+
+
+def _keep_wheels(rset: RequirementSet) -> None:
+    """Re-pack the set's distributions into the wheelhouse (those not there yet), so later
+    sets that agree on their versions install from it, with or without network."""
+    if rset.site is None:
+        return
+    folder = wheelhouse(rset.root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for dist_info in sorted(rset.site.glob("*.dist-info")):
+        name = wheel_name(dist_info)
+        if name is None or (folder / name).exists():
+            continue
+        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(tmp, "wb") as out:
+                repack_wheel(rset.site, dist_info, out)
+            os.replace(tmp, folder / name)
+        except (OSError, RequirementsError) as exc:
+            logger.warning("could not keep the wheel of %s in the wheelhouse: %s", dist_info.name, exc)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 # --------------------------------------------------------------------------- dump
@@ -791,6 +864,7 @@ async def _install_locked(
         raise
     # The version is complete on disk; making it current is the last, atomic step.
     _write_json_atomic(set_dir / _META, rset.to_json())
+    await asyncio.to_thread(_keep_wheels, rset)
     keep = {version} | ({previous.version} if previous else set())
     _remove_stale(set_dir, keep=keep)
     logger.info(

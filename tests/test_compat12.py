@@ -271,6 +271,21 @@ def test_gears_cli_exports_a_requirement_and_imports_it_where_there_is_no_index(
     offline.close()
 
 
+def test_a_set_installs_from_what_the_host_installed_before_with_no_index(gc, tmp_path):
+    """What one set installed is kept in the host's wheelhouse: a later set that agrees on
+    the versions installs from it without the index (here the index does not even have
+    the project: only the wheelhouse can satisfy it)."""
+    module = f"gfw{unique()}"
+    wheel = make_wheel(tmp_path, module, "2.0", "kept")
+    client = gc.client()
+    assert shard_values(client, module, "REQUIREMENTS", str(wheel)) == ["kept"] * len(gc.ports)
+    wheel.unlink()
+    assert shard_values(client, module, "REQUIREMENTS", f"{module}==2.0") == ["kept"] * len(gc.ports)
+    entries = [entry for entry in client.execute_command("RG.PYDUMPREQS") if entry[3] == f"{module}==2.0"]
+    assert [(entry[7], entry[11]) for entry in entries] == [("yes", [f"{module}-2.0-py3-none-any.whl"])]
+    client.close()
+
+
 # --------------------------------------------------------------------------- the base user environment
 def test_user_code_has_pip_setuptools_with_pkg_resources_and_wheel(gc, tmp_path):
     """Whatever the engine's environment holds (its setuptools has no pkg_resources), user
