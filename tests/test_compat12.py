@@ -210,7 +210,7 @@ def offline_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launch
     os.environ[requirements.ROOT_ENV_VAR] = str(tmp_path_factory.mktemp("offline-requirements"))
     try:
         with launched_cluster(
-            tmp_path_factory.mktemp("offline"), masters=3, base_port=free_base_port(11601, 3), what="offline_cluster"
+            tmp_path_factory.mktemp("offline"), masters=3, base_port=free_base_port(13401, 3), what="offline_cluster"
         ) as state:
             os.environ[requirements.ROOT_ENV_VAR] = saved
             yield state
@@ -318,7 +318,7 @@ def sync_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.C
     """A second Redis (one server, no gears node) that requires a password."""
     with launched_cluster(
         tmp_path_factory.mktemp("sync-target"), masters=1, gears=False, requirepass=SYNC_PASSWORD,
-        base_port=free_base_port(11701, 1, gears=False), what="sync_target",
+        base_port=free_base_port(13501, 1, gears=False), what="sync_target",
     ) as state:
         yield state
 
@@ -336,7 +336,7 @@ def sync_cluster(request, sync_target, tmp_path_factory) -> Iterator[launcher.Cl
     try:
         with launched_cluster(
             tmp_path_factory.mktemp(f"sync{request.param}"), masters=request.param,
-            base_port=free_base_port(11801 + 100 * request.param, request.param), what="sync_cluster",
+            base_port=free_base_port(13501 + 100 * request.param, request.param), what="sync_cluster",
         ) as state:
             yield state
     finally:
