@@ -512,11 +512,8 @@ class GearsNode:
         return int(self.config["PythonInstallReqMaxIdleTime"]) / 1000 * 10
 
     def dump_requirements(self) -> list[Any]:
-        """``RG.PYDUMPREQS`` entries of every set installed on this host."""
-        entries: list[Any] = []
-        for rset in requirements.installed_sets(self.requirements_root):
-            entries.extend(requirements.dump_entries(rset, 1))
-        return entries
+        """``RG.PYDUMPREQS`` entries of the requirements installed on this host."""
+        return requirements.dump_installed(self.requirements_root)
 
 
 async def _serve(node: GearsNode) -> None:

@@ -72,17 +72,20 @@ site-packages (:func:`prepend_search_paths` does that idempotently). Caveats:
   reset (``FORCE_REINSTALL_REQUIREMENTS``) or the worker restarts.
 * ``.pth`` files inside a set are not processed (old ``*-nspkg.pth`` namespace packages do
   not work from a set; PEP 420 namespace packages do).
-* ``pkg_resources`` comes with setuptools **81 and older** (setuptools 82 removed it;
-  80.x/81 print a deprecation warning on import): a script that calls ``pkg_resources``
-  needs ``REQUIREMENTS "setuptools<82"`` (or relies on whatever setuptools the engine's
-  environment has). Its working set is built from ``sys.path`` at import time, so it sees
-  the distributions of the sets that are on ``sys.path`` then.
+* ``pkg_resources`` comes from the base user environment (:mod:`gears.userenv`: pip,
+  setuptools below 80, wheel), which is on ``sys.path`` after the sets; a set may bring
+  its own setuptools (``REQUIREMENTS "setuptools==70.3.0"``), which then wins. Its working
+  set is built from ``sys.path`` at import time, so it sees the distributions of the sets
+  that are on ``sys.path`` then.
 
 ``RG.PYDUMPREQS``
 -----------------
 :func:`dump_entries` gives the 18-element entries of ``RG.PYDUMPREQS`` for a set: one entry
 per requirement string, ``Path`` the set's current ``site`` directory (it changes on a forced
 reinstall), ``GearReqVersion`` the requirement-format version of RedisGears 1.2 (``2``).
+:func:`dump_installed` lists each requirement string once (from the newest set holding
+it), as RedisGears kept one entry per requirement; ``gears-cli export-requirements --all``
+exports each of them.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ __all__ = [
     "ensure_installed",
     "ensure_installed_sync",
     "dump_entries",
+    "dump_installed",
     "wheel_name",
     "wheelhouse",
     "store_wheels",
@@ -533,6 +537,16 @@ def dump_entries(
         ]
         for name in rset.requirements
     ]
+
+
+def dump_installed(root: str | os.PathLike[str] | None = None) -> list[list[Any]]:
+    """``RG.PYDUMPREQS``: one entry per requirement string installed under ``root`` (as
+    RedisGears kept one per requirement), from the newest set that holds it."""
+    entries: dict[str, list[Any]] = {}
+    for rset in installed_sets(root):
+        for entry in dump_entries(rset, 1):
+            entries.setdefault(entry[3], entry)
+    return list(entries.values())
 
 
 # --------------------------------------------------------------------------- locking

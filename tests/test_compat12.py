@@ -247,6 +247,17 @@ def test_gears_cli_exports_a_requirement_and_imports_it_where_there_is_no_index(
     with zipfile.ZipFile(exported) as package:
         meta = json.loads(package.read("MetaData.json"))
     assert meta["Name"] == requirement and meta["IsInstalled"] == "yes" and meta["Wheels"] == [wheel.name]
+    # --all exports every requirement RG.PYDUMPREQS lists, each listed once
+    names = [entry[3] for entry in client.execute_command("RG.PYDUMPREQS")]
+    assert len(names) == len(set(names)) and requirement in names
+    everything = tmp_path / "all"
+    everything.mkdir()
+    proc = subprocess.run(
+        [*cli[:1], "export-requirements", *cli[1:], "--port", str(gc.ports[0]), "--all",
+         "--save-directory", str(everything)], capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len(list(everything.iterdir())) == len(names)
     wheel.unlink()  # from here on the package is the only source
     offline = offline_cluster.client()
     with pytest.raises(redis.ResponseError, match="satisfy requirements"):
