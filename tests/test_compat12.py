@@ -1,5 +1,7 @@
-"""RedisGears 1.2 compatibility (issue 15): RG.* commands in transactions, SLOWLOG,
-requirement export/import; on 1 and 3 shards, through redis-py."""
+"""RedisGears 1.2 compatibility (issue 15), on 1 and 3 shards, through redis-py and the
+real gears-cli: RG.* commands in transactions, SLOWLOG, requirement export/import and the
+host's wheelhouse, the base user environment (pkg_resources), the seed's sync scenario,
+and the execution lifecycle (MaxExecutions, triggered executions, drops)."""
 
 from __future__ import annotations
 
