@@ -14,8 +14,9 @@ command).
   triggers, registrations, aborting executions) needs ``EVAL``; reading gears state needs
   ``EVAL_RO``; gears configuration needs ``CONFIG GET``/``CONFIG SET``; ``AI.*`` reads
   and writes of a key need ``GET``/``SET`` of that key, deletes ``DEL``, and running a
-  model, script or DAG needs ``EVAL`` over every key it reads or writes. Commands not
-  listed (future ones) need ``EVAL``.
+  model, script or DAG needs ``EVAL`` over every key it reads or writes. ``SLOWLOG``
+  needs nothing more: the node sends it to the server on the client's own connection,
+  where the server checks it. Commands not listed (future ones) need ``EVAL``.
 * **User code** runs as the user who started it (:meth:`AccessControl.check`, used by
   the worker's ``execute()``). The worker itself logs in as its own account
   (:data:`WORKER_USER`), which may do everything but the ``@admin`` commands (so no
@@ -50,7 +51,7 @@ _CONFIG_SET = ("CONFIG", "SET", "gears", "x")
 
 _READS_GEARS_STATE = frozenset({
     "RG.DUMPEXECUTIONS", "RG.GETEXECUTION", "RG.GETRESULTS", "RG.GETRESULTSBLOCKING", "RG.DUMPREGISTRATIONS",
-    "RG.PYDUMPSESSIONS", "RG.PYSTATS", "RG.PYDUMPREQS", "RG.INFOCLUSTER", "RG.HEALTH",
+    "RG.PYDUMPSESSIONS", "RG.PYSTATS", "RG.PYDUMPREQS", "RG.PYEXPORTREQ", "RG.INFOCLUSTER", "RG.HEALTH",
 })
 _AI_READS = frozenset({"AI.TENSORGET", "AI.MODELGET", "AI.SCRIPTGET", "AI.INFO"})
 _AI_WRITES = frozenset({"AI.TENSORSET", "AI.MODELSTORE", "AI.MODELSET", "AI.SCRIPTSTORE", "AI.SCRIPTSET"})
@@ -116,6 +117,8 @@ def probes(args: list[bytes]) -> list[tuple[Any, ...]]:
     key = args[1:2]
     if name in _READS_GEARS_STATE:
         return [_READ_STATE]
+    if name == "SLOWLOG":
+        return []  # the server checks it: the node sends it on the client's own connection
     if name == "RG.CONFIGGET":
         return [_CONFIG_GET]
     if name == "RG.CONFIGSET":

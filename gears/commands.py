@@ -11,16 +11,22 @@ import asyncio
 import logging
 import pickle
 import re
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import hiredis
+from redis.exceptions import RedisError
 
 from cluster.messaging import AUTH_COMMAND, HELLO_COMMAND, INNER_COMMAND
 from cluster.peerauth import PeerAuthError, PeerSecret
 
-from .errors import ArityError, CommandError, ExecutionError, PermissionDenied, WorkerBusy
+from . import reqpackages
+from .errors import ArityError, CommandError, ExecutionError, GearsError, PermissionDenied, WorkerBusy
 from .ipc import ChannelClosed
 from .records import GearsScriptError
-from .resp import OK, ErrorValue, Status
+from .resp import OK, ErrorValue, RawReply, Status
 from .sessions import SessionRecord
+from .slowlog import merge_entries
 from .workers import QUERY_SECONDS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,14 +57,19 @@ _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Commands the front door runs without its authentication and ACL checks (the peer
 #: channel, which has its own).
 BEFORE_AUTH: set[str] = set()
+#: Commands never put in the node's slow log (``SLOWLOG`` itself; the peer channel's are
+#: not logged either).
+UNLOGGED = {"SLOWLOG"}
 
 
 def command(
     name: str, *, in_transaction: str | None = None, queued: TransactionForm | None = None, before_auth: bool = False
 ) -> Callable[[Handler], Handler]:
     """Register a handler for ``name`` (upper case). Inside a transaction the command is
-    refused with ``in_transaction`` (or the front door's generic error), or, with
-    ``queued``, queued on the server in that form. ``before_auth``: see :data:`BEFORE_AUTH`."""
+    refused with ``in_transaction``, or, with ``queued``, queued on the server in that
+    form; otherwise it is queued by the front door and runs at ``EXEC`` (as RedisGears
+    ran module commands queued in a transaction), except the peer channel's
+    commands (``before_auth``, see :data:`BEFORE_AUTH`), which are refused."""
 
     def register(handler: Handler) -> Handler:
         COMMANDS[name] = handler
@@ -75,12 +86,26 @@ def command(
 
 def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Awaitable[Any]]]:
     """Every command handler bound to ``node``, keyed by upper-case name. A bound handler
-    carries its transaction behaviour: ``transaction_error`` (its own error text) or
-    ``transaction_form(args)`` (the server command to queue)."""
+    carries its transaction behaviour: ``transaction_error`` (its own error text),
+    ``transaction_form(args)`` (the server command to queue) or ``at_exec`` (run at
+    ``EXEC``; see :mod:`gears.frontdoor`)."""
 
     def bind(name: str, handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
-        async def bound(ctx: Any, args: list[bytes]) -> Any:
-            return await handler(node, ctx, args)
+        if name in BEFORE_AUTH or name in UNLOGGED:
+
+            async def bound(ctx: Any, args: list[bytes]) -> Any:
+                return await handler(node, ctx, args)
+
+        else:
+
+            async def bound(ctx: Any, args: list[bytes]) -> Any:
+                started = time.perf_counter()
+                try:
+                    return await handler(node, ctx, args)
+                finally:
+                    task = asyncio.current_task()
+                    if task is None or not task.cancelling():
+                        await _log_if_slow(node, ctx, args, started)
 
         bound.before_auth = name in BEFORE_AUTH  # type: ignore[attr-defined]
         if name in TRANSACTION_ERRORS:
@@ -88,9 +113,28 @@ def handlers_for(node: "GearsNode") -> dict[str, Callable[[Any, list[bytes]], Aw
         if name in TRANSACTION_FORMS:
             form = TRANSACTION_FORMS[name]
             bound.transaction_form = lambda args: form(node, args)  # type: ignore[attr-defined]
+        bound.at_exec = not (  # type: ignore[attr-defined]
+            name in BEFORE_AUTH or name in TRANSACTION_ERRORS or name in TRANSACTION_FORMS
+        )
         return bound
 
     return {name: bind(name, handler) for name, handler in COMMANDS.items()}
+
+
+async def _log_if_slow(node: "GearsNode", ctx: Any, args: list[bytes], started: float) -> None:
+    """Put a handler command in the node's slow log if it was slow (:mod:`gears.slowlog`)."""
+    duration_us = int((time.perf_counter() - started) * 1_000_000)
+
+    async def client_name() -> str:
+        try:
+            return _text(await ctx.call_server("CLIENT", "GETNAME") or b"")
+        except (GearsError, hiredis.ReplyError):
+            return ""
+
+    try:
+        await node.slowlog.record(args, duration_us, ctx.peer, client_name)
+    except (OSError, RedisError) as exc:
+        log.warning("slow log: cannot read the server's configuration: %s", exc)
 
 
 def _text(arg: bytes) -> str:
@@ -181,7 +225,7 @@ async def pyexecute(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 async def getresults(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """``[[results], [errors]]`` of a finished execution."""
     _exactly(args, 2)
-    execution = node.coordinator.get(_text(args[1]))
+    execution = await node.coordinator.find(_text(args[1]))
     if not execution.done.is_set():
         raise ExecutionError("execution is still running")
     return node.coordinator.reply_of(execution)
@@ -191,7 +235,7 @@ async def getresults(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 async def getresultsblocking(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     """Wait for an execution, then ``[[results], [errors]]``."""
     _exactly(args, 2)
-    execution = node.coordinator.get(_text(args[1]))
+    execution = await node.coordinator.find(_text(args[1]))
     await execution.done.wait()
     return node.coordinator.reply_of(execution)
 
@@ -223,9 +267,13 @@ async def dropexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
 
 @command("RG.ABORTEXECUTION")
 async def abortexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
-    """Abort a running execution everywhere."""
+    """Abort a running execution everywhere (``OK`` for a finished one, a kept triggered
+    one too)."""
     _exactly(args, 2)
-    node.coordinator.abort(_text(args[1]))
+    exec_id = _text(args[1])
+    if exec_id not in node.coordinator.executions and await node.worker.query("registered_execution", exec_id):
+        return OK
+    node.coordinator.abort(exec_id)
     return OK
 
 
@@ -239,7 +287,7 @@ async def getexecution(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     if scope not in ("SHARD", "CLUSTER"):
         raise CommandError("unknown subcommand")
     exec_id = _text(args[1])
-    execution = node.coordinator.get(exec_id)
+    execution = await node.coordinator.find(exec_id)
     entry = execution.plan_entry(node.view.shard_map.my_id)
     if scope == "SHARD":
         return [entry]
@@ -489,9 +537,50 @@ async def pydumpreqs(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return node.dump_requirements()
 
 
+@command("RG.PYEXPORTREQ")
+async def pyexportreq(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``[metadata, [package chunks]]`` of an installed requirement (:mod:`gears.reqpackages`)."""
+    _exactly(args, 2)
+    entry, chunks = await asyncio.to_thread(reqpackages.export_requirement, _text(args[1]), node.requirements_root)
+    return [entry, chunks]
+
+
+@command("RG.PYIMPORTREQ")
+async def pyimportreq(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """Import a package ``RG.PYEXPORTREQ`` made (its chunks, in order) on every shard."""
+    if len(args) < 2:
+        raise ArityError("RG.PYIMPORTREQ")
+    await node.import_requirement_everywhere(b"".join(args[1:]))
+    return OK
+
+
 async def _unsupported(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
     return Status(f"{_text(args[0]).upper()} is not longer supported")
 
 
 COMMANDS["RG.PYEXECUTEREMOTE"] = _unsupported
 COMMANDS["RG.PYFREEINTERPRETER"] = _unsupported
+
+
+# --------------------------------------------------------------------------- slow log
+@command("SLOWLOG")
+async def slowlog(node: "GearsNode", ctx: Any, args: list[bytes]) -> Any:
+    """``SLOWLOG``: the server's slow log and the node's own, as one (see :mod:`gears.slowlog`).
+    The server answers the command first, on the client's connection (its checks, its
+    errors, its rights); ``GET``, ``LEN`` and ``RESET`` then add the node's part."""
+    raw = await ctx.call_server_raw(*args)
+    sub = args[1].upper() if len(args) > 1 else b""
+    if raw.startswith(b"-") or sub not in (b"GET", b"LEN", b"RESET"):
+        return RawReply(raw)
+    if sub == b"RESET":
+        node.slowlog.reset()
+        return RawReply(raw)
+    reader = hiredis.Reader()
+    reader.feed(raw)
+    server_part = reader.gets()
+    mine = await node.slowlog.entries()
+    limit = node.slowlog.max_len
+    if sub == b"LEN":
+        return min(server_part + len(mine), limit)
+    count = int(args[2]) if len(args) > 2 else 10  # (the server accepted it)
+    return merge_entries(server_part, mine, limit if count < 0 else min(count, limit))

@@ -6,7 +6,16 @@ its part is over; the initiator keeps the results and errors of its own worker (
 after ``collect``, are everyone's), and the execution is ``done`` when every shard has
 reported or the peers stayed silent longer than ``ExecutionMaxIdleTime``.
 
-``MaxExecutions`` bounds the list: the oldest finished executions are dropped first.
+``MaxExecutions`` bounds the list as in RedisGears: when an execution is added to a
+full list, the oldest listed ones leave it (first in, first out, finished or not) until
+it has room; a finished one is forgotten, a running one stays reachable by id (results,
+abort, ``RG.GETEXECUTION``) but unlisted, and is forgotten once it finishes. (RedisGears
+evicted one per new execution, so a lowered ``MaxExecutions`` never shrank a longer list;
+here the next execution brings it down to the limit.)
+
+Executions a registration triggered on one shard (not distributed) are kept by the
+worker, per registration (``MaxExecutionsPerRegistration``); :meth:`Coordinator.find`
+gives either kind, so every listed execution can be fetched, dropped and aborted.
 
 ``RG.ABORTEXECUTION`` first asks the worker to stop the execution (an exception raised
 in its thread, which Python delivers between bytecodes). Code that never returns to the
@@ -88,20 +97,35 @@ class Coordinator:
 
     def __init__(self, node: "GearsNode") -> None:
         self._node = node
-        self.executions: OrderedDict[str, NodeExecution] = OrderedDict()
+        #: Every execution reachable by id (listed or evicted while still running).
+        self.executions: dict[str, NodeExecution] = {}
+        #: The ``RG.DUMPEXECUTIONS`` list, oldest first (ids; the values are unused).
+        self._listed: OrderedDict[str, None] = OrderedDict()
         #: The highest execution sequence number seen (a restarted worker continues after it).
         self.high_water = 0
         self._aborting: set[str] = set()
 
     # ------------------------------------------------------------- lifecycle
     def _add(self, execution: NodeExecution) -> None:
-        self.executions[execution.id] = execution
         limit = int(self._node.config["MaxExecutions"])
-        while len(self.executions) > limit:
-            victim = next((e for e in self.executions.values() if e.done.is_set()), None)
-            if victim is None:
-                break
-            del self.executions[victim.id]
+        while 0 < limit <= len(self._listed):
+            victim = self.executions[next(iter(self._listed))]
+            del self._listed[victim.id]
+            if victim.done.is_set():
+                del self.executions[victim.id]
+            else:
+                asyncio.ensure_future(self._forget_when_done(victim))
+        self.executions[execution.id] = execution
+        self._listed[execution.id] = None
+
+    async def _forget_when_done(self, execution: NodeExecution) -> None:
+        """An execution evicted from the list while running: forget it once it finished."""
+        await execution.done.wait()
+        self._forget(execution.id)
+
+    def _forget(self, exec_id: str) -> None:
+        self.executions.pop(exec_id, None)
+        self._listed.pop(exec_id, None)
 
     def get(self, exec_id: str) -> NodeExecution:
         """The execution, or the RedisGears error for an unknown id."""
@@ -109,6 +133,23 @@ class Coordinator:
         if execution is None:
             raise ExecutionError("execution plan does not exist")
         return execution
+
+    async def find(self, exec_id: str) -> NodeExecution:
+        """:meth:`get`, or else a finished view of an execution a registration triggered
+        on this shard that the worker keeps (its steps are not known here)."""
+        execution = self.executions.get(exec_id)
+        if execution is not None:
+            return execution
+        kept = await self._node.worker.query("registered_execution", exec_id)
+        if kept is None:
+            raise ExecutionError("execution plan does not exist")
+        status, results, errors = kept
+        view = NodeExecution(
+            exec_id, self._node.view.shard_map.my_index, True, "async_local", [], 1, registered=True,
+            status=status, results=results, errors=errors, shards_completed=1, local_done=True,
+        )
+        view.done.set()
+        return view
 
     async def start(self, blob: bytes | None, meta: dict[str, Any]) -> str:
         """A worker starts an execution it initiates: distribute it, return its id."""
@@ -146,7 +187,7 @@ class Coordinator:
             if failures:
                 for i in peers:
                     node.peer(i).send("drop", exec_id)
-                del self.executions[exec_id]
+                self._forget(exec_id)
                 if isinstance(failures[0], NodeUnavailable):
                     raise ExecutionError(f"{MAX_IDLE_ERROR}: {failures[0]}")
                 raise GearsError(str(failures[0]))
@@ -167,7 +208,7 @@ class Coordinator:
         try:
             await node.worker.call("prepare", exec_id, blob, initiator_index, meta)
         except Exception:
-            self.executions.pop(exec_id, None)
+            self._forget(exec_id)
             raise
 
     def run(self, exec_id: str) -> None:
@@ -247,20 +288,26 @@ class Coordinator:
 
     # ------------------------------------------------------------ management
     def drop(self, exec_id: str, *, broadcast: bool = True) -> None:
-        """``RG.DROPEXECUTION``: forget a finished execution (on every shard)."""
+        """``RG.DROPEXECUTION``: forget a finished execution; a distributed one on every
+        shard (from whichever shard it is dropped, as in RedisGears)."""
         execution = self.get(exec_id)
         if not execution.done.is_set():
             raise ExecutionError("can not drop a not yet finished execution, abort it first.")
-        del self.executions[exec_id]
-        if broadcast and execution.is_initiator and execution.shard_count > 1:
+        self._forget(exec_id)
+        if broadcast and execution.shard_count > 1:
             for i in self._node.peer_indexes():
                 self._node.peer(i).send("drop", exec_id)
 
     def drop_quietly(self, exec_id: str) -> None:
-        """Forget an execution if it is known and over (peer-side drop)."""
+        """Another shard dropped an execution: forget it now if it is over (or was never
+        started), else once this shard's part is over."""
         execution = self.executions.get(exec_id)
-        if execution is not None and (execution.done.is_set() or execution.status == "pending_run"):
-            del self.executions[exec_id]
+        if execution is None:
+            return
+        if execution.done.is_set() or execution.status == "pending_run":
+            self._forget(exec_id)
+        else:
+            asyncio.ensure_future(self._forget_when_done(execution))
 
     def abort(self, exec_id: str, *, broadcast: bool = True) -> None:
         """``RG.ABORTEXECUTION``: stop an execution everywhere (``OK`` if already done)."""
@@ -295,7 +342,7 @@ class Coordinator:
         """``RG.DUMPEXECUTIONS``."""
         return [
             ["executionId", e.id, "status", e.status, "registered", int(e.registered)]
-            for e in self.executions.values()
+            for e in map(self.executions.__getitem__, self._listed)
         ]
 
     @staticmethod

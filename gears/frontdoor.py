@@ -40,11 +40,20 @@ Per client connection
   ``MONITOR`` the connection becomes a transparent pipe in both directions for the
   rest of its life (also after ``UNSUBSCRIBE``); only ``MOVED``/``ASK`` errors are
   still rewritten. Handler commands are not available on such a connection.
+* **Transactions.** A handler command inside ``MULTI`` is, by the handler's
+  attributes: queued in a server form (``transaction_form``, its reply rewritten in
+  the ``EXEC`` array); *run at ``EXEC``* (``at_exec``): the client gets ``+QUEUED``,
+  a placeholder (``ECHO`` of a token) holds its place in the server's queue, and
+  once the server's ``EXEC`` reply is in, the queued handler commands run in order
+  and their replies take their placeholders' places (they run after the
+  transaction's server commands, all of them, not between them; nothing runs after
+  ``DISCARD``, an ``EXECABORT`` or a ``WATCH`` abort); or refused with
+  ``-ERR Command not allowed inside a transaction`` (or the handler's
+  ``transaction_error``), which makes the ``EXEC`` fail, as the server does for
+  such commands.
 * **Not supported.** ``CLIENT REPLY`` (replies could no longer be matched) is
-  refused with an error. A handler command inside ``MULTI`` is refused with
-  ``-ERR Command not allowed inside a transaction`` and makes the ``EXEC`` fail,
-  as the server does for such commands. ``CLUSTER ...`` replies inside a
-  transaction (in the ``EXEC`` array) are not rewritten.
+  refused with an error. ``CLUSTER ...`` replies inside a transaction (in the
+  ``EXEC`` array) are not rewritten.
 * **Framing.** Requests are framed by the server's own rules (see
   :func:`gears.respparse.scan_command`), however the input is cut into reads, so the
   front door and the server always agree on where each request ends and how many
@@ -137,13 +146,18 @@ class ClientContext:
         handler or hook serving this client runs (the client's later commands wait
         for it then, so nothing else is in flight on the connection).
         """
-        raw = await self._conn.roundtrip(encode_command(args))
+        raw = await self.call_server_raw(*args)
         reader = hiredis.Reader()
         reader.feed(raw)
         value = reader.gets()
         if isinstance(value, hiredis.ReplyError):
             raise value
         return value
+
+    async def call_server_raw(self, *args: Any) -> bytes:
+        """:meth:`call_server`, answering the server's reply as raw RESP (an error reply
+        too, not raised)."""
+        return await self._conn.roundtrip(encode_command(args))
 
     @property
     def in_transaction(self) -> bool:
@@ -205,6 +219,7 @@ _QUIT = 5
 _WATCH = 6
 _CLIENT = 7
 _HELLO = 8
+_CONFIG = 9
 
 # Kinds of a special reply slot (a plain forwarded reply's slot is ``None``).
 _S_SLOTS = 1
@@ -216,6 +231,7 @@ _S_MULTI = 6
 _S_ENDTX = 7
 _S_RESET = 8
 _S_AUTH = 9
+_S_CONFIG_SET = 10
 
 _CLUSTER_SLOTS_KINDS = {
     b"SLOTS": _S_SLOTS,
@@ -241,6 +257,7 @@ _BUILTIN_ROUTES = {
     b"CLIENT": _CLIENT,
     **{name: _WATCH for name in _WATCH_KINDS},
     b"HELLO": _HELLO,
+    b"CONFIG": _CONFIG,
 }
 
 #: A reply slot whose reply is dropped (a command sent only for its side effect).
@@ -337,26 +354,37 @@ def _error_line(text: str) -> bytes:
 
 
 _MARK = b"$%d\r\n%s\r\n" % (len(MARKED_REPLY), MARKED_REPLY)
+#: Prefix of the token a placeholder ``ECHO`` queues for a handler command run at ``EXEC``.
+_AT_EXEC_TOKEN = b"__gears_at_exec__:"
+
+
+def _exec_elements(raw: bytes) -> list[bytes] | None:
+    """An ``EXEC`` reply split into its header and its elements, each as raw RESP
+    (``None`` for an ``EXECABORT`` or a transaction a ``WATCH`` aborted)."""
+    if not raw.startswith(b"*") or raw.startswith(b"*-1"):
+        return None
+    pos = raw.index(b"\r\n") + 2
+    parts = [raw[:pos]]
+    for _ in range(int(raw[1 : pos - 2])):
+        end = scan_reply(raw, pos)
+        parts.append(raw[pos:end])
+        pos = end
+    return parts
 
 
 def _unmark_replies(raw: bytes) -> bytes:
     """An ``EXEC`` reply with every marked element (see :data:`gears.commands.MARKED_REPLY`)
     replaced by the client's reply it stands for; other elements are kept byte for byte."""
-    if not raw.startswith(b"*") or raw.startswith(b"*-1"):
-        return raw  # EXECABORT, or a transaction a WATCH aborted
-    pos = raw.index(b"\r\n") + 2
-    parts = [raw[:pos]]
-    for _ in range(int(raw[1 : pos - 2])):
-        end = scan_reply(raw, pos)
-        element = raw[pos:end]
+    parts = _exec_elements(raw)
+    if parts is None:
+        return raw
+    for i, element in enumerate(parts[1:], 1):
         header = element.find(b"\r\n") + 2
         if element.startswith(b"*") and element.startswith(_MARK, header):
             reader = hiredis.Reader()
             reader.feed(element)
             value = reader.gets()
-            element = MARKED_REPLIES[value[1]](value[2:])
-        parts.append(element)
-        pos = end
+            parts[i] = MARKED_REPLIES[value[1]](value[2:])
     return b"".join(parts)
 
 
@@ -385,6 +413,8 @@ class FrontDoor:
     * ``tls``: serve TLS with this context (``None``: plain TCP).
     * ``server_tls``: dial ``server`` over TLS with this context (``None``: plain TCP;
       the Unix socket is always plain).
+    * ``on_config_set``: called after a ``CONFIG SET`` forwarded through this front door
+      succeeded (a ``+QUEUED`` inside ``MULTI`` counts too).
     """
 
     def __init__(
@@ -399,6 +429,7 @@ class FrontDoor:
         server_socket: str | None = None,
         tls: ssl.SSLContext | None = None,
         server_tls: ssl.SSLContext | None = None,
+        on_config_set: Callable[[], None] | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
@@ -408,6 +439,7 @@ class FrontDoor:
         self.authorize = authorize
         self.interceptor = interceptor
         self.tls = tls
+        self.on_config_set = on_config_set
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
         #: Names (as sent) known to be forwarded plainly: the request fast path's check.
@@ -682,6 +714,8 @@ class _Connection(asyncio.Protocol):
         self.in_multi = False
         self._auth_users: deque[str | None] = deque()  # per AUTH/HELLO in flight: the user it names
         self._tx_marked = False  # a queued form in this transaction may return marked replies
+        self._tx_at_exec: dict[bytes, Callable[[], Awaitable[bytes]]] = {}  # placeholder → handler run at EXEC
+        self._tx_tokens = _counter(1)
         self.out_paused = False
         # client input
         self._inbuf = bytearray()  # unparsed input (an incomplete request, or input held by a barrier)
@@ -897,6 +931,9 @@ class _Connection(asyncio.Protocol):
             slot = self._slot_kind(args)
             if slot == _S_AUTH:
                 self._auth_users.append(_auth_user(args))
+            if slot == _S_ENDTX and self._tx_at_exec and args[0].upper() == b"EXEC":
+                self._barrier(partial(self._run_exec, raw))
+                return
             self._forward(raw, slot)
 
     @staticmethod
@@ -907,6 +944,8 @@ class _Connection(asyncio.Protocol):
             return _CLUSTER_SLOTS_KINDS.get(args[1].upper()) if len(args) > 1 else None
         if name == b"HELLO":
             return _S_AUTH
+        if name == b"CONFIG":
+            return _S_CONFIG_SET if len(args) > 1 and args[1].upper() == b"SET" else None
         return _WATCH_KINDS.get(name)
 
     # ------------------------------------------------------------------ forwarding
@@ -1090,13 +1129,18 @@ class _Connection(asyncio.Protocol):
             self.authed = self.authed or ok
         elif slot == _S_ENDTX:
             self.in_multi = False
+            self._tx_at_exec = {}
             if self._tx_marked:
                 self._tx_marked = False
                 return _unmark_replies(raw)
         elif slot == _S_RESET:
             self.in_multi = self._tx_marked = False
+            self._tx_at_exec = {}
             self.authed = False
             self._forget_identity()
+        elif slot == _S_CONFIG_SET:
+            if ok and self.door.on_config_set is not None:
+                self.door.on_config_set()
         elif slot == _S_AUTH:
             user = self._auth_users.popleft() if self._auth_users else None
             # +OK (AUTH) or the HELLO map: authenticated (a +QUEUED inside MULTI is not)
@@ -1225,6 +1269,8 @@ class _Connection(asyncio.Protocol):
 
     async def _run_handler(self, handler: Handler, args: list[bytes]) -> bytes:
         if self.in_multi:
+            if getattr(handler, "at_exec", False):
+                return await self._queue_at_exec(handler, args)
             form = getattr(handler, "transaction_form", None)
             if form is not None:
                 try:
@@ -1239,6 +1285,10 @@ class _Connection(asyncio.Protocol):
             self._send(encode_command(args), _DROP)
             own = getattr(handler, "transaction_error", None)
             return _error_line(own) if own else _NOT_IN_MULTI
+        return await self._call_handler(handler, args)
+
+    async def _call_handler(self, handler: Handler, args: list[bytes]) -> bytes:
+        """Run ``handler`` after the authentication and authorization checks; its reply."""
 
         async def checked(ctx: ClientContext, args: list[bytes]) -> Any:
             if not getattr(handler, "before_auth", False):
@@ -1249,6 +1299,41 @@ class _Connection(asyncio.Protocol):
             return await handler(ctx, args)
 
         return await self._answer(args, checked, self.ctx, args)
+
+    async def _queue_at_exec(self, handler: Handler, args: list[bytes]) -> bytes:
+        """Queue a handler command to run at ``EXEC`` (see the module docstring). It is
+        checked now, as the server checks a command's rights when it queues it: a
+        refusal answers the error and makes the ``EXEC`` fail."""
+        if self.door.authorize is not None:
+            try:
+                await self.door.authorize(self.ctx, args)  # type: ignore[arg-type]
+            except Exception as exc:
+                if not isinstance(exc, GearsError):
+                    log.exception("client %d: checking %s failed", self._cid, args[0].decode("utf-8", "replace"))
+                self._send(encode_command(args), _DROP)  # the EXEC fails, as after any queue-time error
+                return encode_error(exc)
+        token = _AT_EXEC_TOKEN + b"%d" % next(self._tx_tokens)
+        self._tx_at_exec[b"$%d\r\n%s\r\n" % (len(token), token)] = partial(self._call_handler, handler, args)
+        self._forward(encode_command([b"ECHO", token]), None)  # the server's QUEUED is the reply
+        return b""
+
+    async def _run_exec(self, raw: bytes) -> bytes:
+        """``EXEC`` of a transaction with handler commands queued to run at ``EXEC``."""
+        queued = self._tx_at_exec
+        try:
+            reply = self._special_reply(_S_ENDTX, await self.roundtrip(raw))
+        except NodeUnavailable as exc:
+            self.in_multi = False
+            self._tx_at_exec = {}
+            return encode_error(exc)
+        parts = _exec_elements(reply)
+        if parts is None:
+            return reply
+        for i, element in enumerate(parts[1:], 1):
+            run = queued.pop(element, None)
+            if run is not None:
+                parts[i] = await run()
+        return b"".join(parts)
 
     async def _run_intercept(self, args: list[bytes], raw: bytes, slot: int | None) -> bytes:
         interceptor = self.door.interceptor

@@ -32,14 +32,15 @@ from cluster.topology import CLIENT_NAME_PREFIX, ClusterView
 
 from . import cliargs
 from . import credentials as _credentials
-from . import requirements
 from . import ai as _ai  # noqa: F401 - registers the AI.* commands
+from . import reqpackages, requirements, userenv
 from .access import AccessControl
 from .commands import handlers_for
 from .config import GearsConfig
 from .coordinator import Coordinator
 from .crashes import CrashLedger
 from .credentials import Credentials
+from .slowlog import SlowLog
 from .sessions import SessionRecord, SessionStore
 from .tls import ServerTLSOptions, TLSOptions
 from . import tls as _tls
@@ -140,7 +141,7 @@ class GearsNode:
             on_started=self._on_worker_started,
             on_lost=self._on_worker_lost,
             secrets=self._worker_secrets,
-            requirement_paths=lambda: requirements.search_paths(self.requirements_root),
+            requirement_paths=lambda: requirements.search_paths(self.requirements_root) + userenv.search_paths(),
             memory_limit_mb=lambda: int(self.config["WorkerMaxMemoryMB"]),
             execution_threads=int(self.config["ExecutionThreads"]),
         )
@@ -156,6 +157,7 @@ class GearsNode:
         #: ``AI.CONFIG`` values of this node.
         self.ai_config: dict[str, Any] = {"MODEL_CHUNK_SIZE": 511 * 1024 * 1024, "BACKENDSPATH": ""}
         self.interceptor = RegistrationInterceptor(self)
+        self.slowlog = SlowLog(lambda: self.server.config_get("slowlog-*"))
         self.frontdoor = FrontDoor(
             listen=listen,
             server=server,
@@ -166,6 +168,7 @@ class GearsNode:
             tls=tls.server_context() if tls is not None else None,
             server_socket=server_socket,
             server_tls=server_tls.context() if server_tls is not None else None,
+            on_config_set=self.slowlog.config_changed,
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -323,6 +326,8 @@ class GearsNode:
         elif kind == "requirements":
             reqs, force = header
             await self.install_requirements(reqs, force=force)
+        elif kind == "import_requirement":
+            await self.import_requirement(blob or b"")
         elif kind == "apply_session":
             record, replaces = header
             await self.sessions.apply(SessionRecord(**record), replaces)
@@ -500,15 +505,27 @@ class GearsNode:
                 *(self.peer(i).call("requirements", (reqs, force), timeout=self._install_timeout()) for i in self.peer_indexes())
             )
 
+    async def import_requirement(self, package: bytes) -> None:
+        """Import a requirement package (``RG.PYIMPORTREQ``) on this host."""
+        await reqpackages.import_requirement(package, self.requirements_root, self._install_timeout())
+        self.worker.send("paths", requirements.search_paths(self.requirements_root))
+
+    async def import_requirement_everywhere(self, package: bytes) -> None:
+        """Import a requirement package for this node and every peer (each on its own host)."""
+        await self.import_requirement(package)
+        if self.view.shard_map.cluster_mode:
+            await self.ensure_peers()
+            await asyncio.gather(
+                *(self.peer(i).call("import_requirement", None, package, timeout=self._install_timeout())
+                  for i in self.peer_indexes())
+            )
+
     def _install_timeout(self) -> float:
         return int(self.config["PythonInstallReqMaxIdleTime"]) / 1000 * 10
 
     def dump_requirements(self) -> list[Any]:
-        """``RG.PYDUMPREQS`` entries of every set installed on this host."""
-        entries: list[Any] = []
-        for rset in requirements.installed_sets(self.requirements_root):
-            entries.extend(requirements.dump_entries(rset, 1))
-        return entries
+        """``RG.PYDUMPREQS`` entries of the requirements installed on this host."""
+        return requirements.dump_installed(self.requirements_root)
 
 
 async def _serve(node: GearsNode) -> None:

@@ -22,6 +22,17 @@ installed and returns at once. A failed or timed-out install leaves nothing behi
 raises :class:`~gears.errors.RequirementsError` (``"Could not satisfy requirements
 <failing requirement(s)>: <pip's last error lines>"``).
 
+pip looks in the host's *wheelhouse* first (``--no-index --find-links <root>/.wheelhouse``)
+and asks the index (with the wheelhouse still offered) only when that fails; an
+``offline`` install never asks the index. The wheelhouse holds the wheels ``RG.PYIMPORTREQ``
+imported (:mod:`gears.reqpackages`) and, re-packed from the installed files
+(:func:`repack_wheel`, stored uncompressed: a copy of each installed distribution on
+disk), those of every set installed here: a later set whose versions agree with what is
+installed installs from it, also on a host with no network (an unpinned requirement then
+gets the version already installed, as RedisGears reused an installed requirement). A set
+the wheelhouse cannot satisfy costs one failed ``pip --no-index`` run (about 0.6 s here)
+before the index is asked.
+
 On-disk layout (``root`` = ``$GEARS_REQUIREMENTS_DIR``, else
 ``~/.cache/gears-fabric/requirements``)::
 
@@ -30,6 +41,7 @@ On-disk layout (``root`` = ``$GEARS_REQUIREMENTS_DIR``, else
     <root>/<key>/v<N>/site/           pip --target directory of install version N
     <root>/<key>/v<N>/meta.json       the record of version N
     <root>/<key>/.tmp-v<N>-<...>/     staging of an install in progress (renamed to v<N>)
+    <root>/.wheelhouse/*.whl          imported and re-packed wheels
 
 ``meta.json`` holds the requirements, the install ``version`` counter, the site directory
 (relative to the set directory), the install time, the interpreter (``python_version``,
@@ -62,27 +74,33 @@ site-packages (:func:`prepend_search_paths` does that idempotently). Caveats:
   reset (``FORCE_REINSTALL_REQUIREMENTS``) or the worker restarts.
 * ``.pth`` files inside a set are not processed (old ``*-nspkg.pth`` namespace packages do
   not work from a set; PEP 420 namespace packages do).
-* ``pkg_resources`` comes with setuptools **81 and older** (setuptools 82 removed it;
-  80.x/81 print a deprecation warning on import): a script that calls ``pkg_resources``
-  needs ``REQUIREMENTS "setuptools<82"`` (or relies on whatever setuptools the engine's
-  environment has). Its working set is built from ``sys.path`` at import time, so it sees
-  the distributions of the sets that are on ``sys.path`` then.
+* ``pkg_resources`` comes from the base user environment (:mod:`gears.userenv`: pip,
+  setuptools below 80, wheel), which is on ``sys.path`` after the sets; a set may bring
+  its own setuptools (``REQUIREMENTS "setuptools==70.3.0"``), which then wins. Its working
+  set is built from ``sys.path`` at import time, so it sees the distributions of the sets
+  that are on ``sys.path`` then.
 
 ``RG.PYDUMPREQS``
 -----------------
 :func:`dump_entries` gives the 18-element entries of ``RG.PYDUMPREQS`` for a set: one entry
 per requirement string, ``Path`` the set's current ``site`` directory (it changes on a forced
 reinstall), ``GearReqVersion`` the requirement-format version of RedisGears 1.2 (``2``).
+:func:`dump_installed` lists each requirement string once (from the newest set holding
+it), as RedisGears kept one entry per requirement; ``gears-cli export-requirements --all``
+exports each of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import csv
 import errno
 import fcntl
 import hashlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -94,10 +112,11 @@ import sysconfig
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import RequirementsError
 
@@ -117,6 +136,11 @@ __all__ = [
     "ensure_installed",
     "ensure_installed_sync",
     "dump_entries",
+    "dump_installed",
+    "wheel_name",
+    "wheelhouse",
+    "store_wheels",
+    "repack_wheel",
 ]
 
 logger = logging.getLogger(__name__)
@@ -129,6 +153,7 @@ ROOT_ENV_VAR = "GEARS_REQUIREMENTS_DIR"
 GEAR_REQ_VERSION = 2
 
 _META = "meta.json"
+_WHEELHOUSE = ".wheelhouse"
 _META_FORMAT = 1
 _NOT_DOWNLOADED = "Requirement was not yet downloaded so wheels are not available"
 _ERROR_TAIL_LINES = 6
@@ -401,6 +426,90 @@ def prepend_search_paths(
     return paths
 
 
+# --------------------------------------------------------------------------- wheelhouse
+
+
+def wheelhouse(root: str | os.PathLike[str] | None = None) -> Path:
+    """The host's wheelhouse ``<root>/.wheelhouse``: wheels imported with ``RG.PYIMPORTREQ``,
+    which installs of every set look at first (pip ``--no-index --find-links``)."""
+    return _resolve_root(root) / _WHEELHOUSE
+
+
+def store_wheels(root: str | os.PathLike[str] | None, wheels: dict[str, bytes]) -> None:
+    """Put ``wheels`` (file name → bytes) in the wheelhouse, each file written atomically."""
+    folder = wheelhouse(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in wheels.items():
+        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
+
+
+#: ``.dist-info`` files that describe one install, not the distribution.
+_INSTALL_ONLY = frozenset({"INSTALLER", "REQUESTED", "direct_url.json", "RECORD"})
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def repack_wheel(site: Path, dist_info: Path, out: BinaryIO, *, compress: bool = True) -> str:
+    """Write a wheel of the distribution installed as ``dist_info`` in ``site`` to ``out``;
+    its file name. It is re-packed from the installed files (those its ``RECORD`` lists;
+    files pip put outside ``site``, such as console scripts, byte-code caches and the
+    install's own records are left out, and ``RECORD`` is written anew for what the
+    wheel holds). ``compress=False`` stores the files (fast; for local copies)."""
+    name = wheel_name(dist_info)
+    if name is None:
+        raise RequirementsError(f"Failed serializing requirement: {dist_info.name} has no wheel tags")
+    with open(dist_info / "RECORD", newline="", encoding="utf-8") as fh:
+        listed = [row[0] for row in csv.reader(fh) if row]
+    files = sorted({
+        path for path in listed
+        if not path.startswith(("/", "..")) and "__pycache__" not in path.split("/")
+        and not (path.startswith(dist_info.name + "/") and path.split("/", 1)[1] in _INSTALL_ONLY)
+    })
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(out, "w", method, compresslevel=1 if compress else None) as wheel:
+        for path in files:
+            try:
+                data = (site / path).read_bytes()
+            except OSError as exc:
+                raise RequirementsError(f"Failed serializing requirement: {dist_info.name} is damaged ({exc})") from None
+            wheel.writestr(path, data)
+            writer.writerow([path, _record_hash(data), len(data)])
+        record_path = f"{dist_info.name}/RECORD"
+        writer.writerow([record_path, "", ""])
+        wheel.writestr(record_path, record.getvalue())
+    return name
+
+
+def _keep_wheels(rset: RequirementSet) -> None:
+    """Re-pack the set's distributions into the wheelhouse (those not there yet), so later
+    sets that agree on their versions install from it, with or without network."""
+    if rset.site is None:
+        return
+    folder = wheelhouse(rset.root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for dist_info in sorted(rset.site.glob("*.dist-info")):
+        name = wheel_name(dist_info)
+        if name is None or (folder / name).exists():
+            continue
+        tmp = folder / f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(tmp, "wb") as out:
+                repack_wheel(rset.site, dist_info, out, compress=False)
+            os.replace(tmp, folder / name)
+        except (OSError, RequirementsError) as exc:
+            logger.warning("could not keep the wheel of %s in the wheelhouse: %s", dist_info.name, exc)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
 # --------------------------------------------------------------------------- dump
 
 
@@ -431,6 +540,16 @@ def dump_entries(
         ]
         for name in rset.requirements
     ]
+
+
+def dump_installed(root: str | os.PathLike[str] | None = None) -> list[list[Any]]:
+    """``RG.PYDUMPREQS``: one entry per requirement string installed under ``root`` (as
+    RedisGears kept one per requirement), from the newest set that holds it."""
+    entries: dict[str, list[Any]] = {}
+    for rset in installed_sets(root):
+        for entry in dump_entries(rset, 1):
+            entries.setdefault(entry[3], entry)
+    return list(entries.values())
 
 
 # --------------------------------------------------------------------------- locking
@@ -504,7 +623,7 @@ async def _acquire_async(lock: _HostLock, timeout: float) -> bool:
 # --------------------------------------------------------------------------- installing
 
 
-def _wheel_name(dist_info: Path) -> str | None:
+def wheel_name(dist_info: Path) -> str | None:
     """Rebuild the wheel file name from ``<name>-<version>.dist-info/WHEEL`` tags."""
     try:
         text = (dist_info / "WHEEL").read_text(encoding="utf-8")
@@ -543,7 +662,7 @@ def _scan_distributions(site: Path) -> tuple[Distribution, ...]:
                 name=str(name),
                 version=str(version),
                 requested=(dist_info / "REQUESTED").exists(),
-                wheel=_wheel_name(dist_info),
+                wheel=wheel_name(dist_info),
             )
         )
     return tuple(found)
@@ -613,7 +732,7 @@ def _failure_text(requirements: Sequence[str], output: str) -> str:
     return f"Could not satisfy requirements {names}: {message}"
 
 
-def _pip_command(site: Path, requirements: Sequence[str]) -> list[str]:
+def _pip_command(site: Path, requirements: Sequence[str], find_links: Path | None, no_index: bool) -> list[str]:
     return [
         sys.executable, "-m", "pip", "install",
         "--target", str(site),
@@ -621,6 +740,8 @@ def _pip_command(site: Path, requirements: Sequence[str]) -> list[str]:
         "--disable-pip-version-check",
         "--no-warn-script-location",
         "--progress-bar", "off",
+        *(["--find-links", str(find_links)] if find_links is not None else []),
+        *(["--no-index"] if no_index else []),
         "--", *requirements,
     ]
 
@@ -644,9 +765,11 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
             proc.kill()
 
 
-async def _run_pip(site: Path, requirements: Sequence[str], timeout: float) -> None:
+async def _run_pip(
+    site: Path, requirements: Sequence[str], timeout: float, find_links: Path | None = None, no_index: bool = False
+) -> None:
     """Run pip into ``site``; raise :class:`RequirementsError` on failure or timeout."""
-    cmd = _pip_command(site, requirements)
+    cmd = _pip_command(site, requirements, find_links, no_index)
     logger.info("running pip for requirements %s: %s", " ".join(requirements), " ".join(cmd))
     proc = await asyncio.create_subprocess_exec(
         *cmd,
@@ -701,8 +824,32 @@ def _remove_stale(set_dir: Path, keep: set[int]) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+async def _pip_into(site: Path, requirements: tuple[str, ...], root: Path, timeout: float, offline: bool) -> None:
+    """Install into ``site`` from the host's wheelhouse when it can do it alone, else
+    (unless ``offline``) from the index too."""
+    wheels = wheelhouse(root)
+    if not any(wheels.glob("*.whl")):
+        if offline:
+            raise RequirementsError(f"Could not satisfy requirements {' '.join(requirements)}: the wheelhouse is empty")
+        await _run_pip(site, requirements, timeout)
+        return
+    try:
+        await _run_pip(site, requirements, timeout, wheels, no_index=True)
+    except RequirementsError:
+        if offline:
+            raise
+        logger.info("the wheelhouse does not hold %s: asking the index", " ".join(requirements))
+        await asyncio.to_thread(shutil.rmtree, site, True)
+        await _run_pip(site, requirements, timeout, wheels)
+
+
 async def _install_locked(
-    requirements: tuple[str, ...], root: Path, timeout: float, previous: RequirementSet | None
+    requirements: tuple[str, ...],
+    root: Path,
+    timeout: float,
+    previous: RequirementSet | None,
+    offline: bool = False,
+    pip_arguments: Sequence[str] | None = None,
 ) -> RequirementSet:
     """Install a new version of the set; the caller holds the set's lock."""
     set_dir = root / set_key(requirements)
@@ -714,7 +861,7 @@ async def _install_locked(
     staging.mkdir()
     try:
         started = time.monotonic()
-        await _run_pip(staging / "site", requirements, timeout)
+        await _pip_into(staging / "site", tuple(pip_arguments or requirements), root, timeout, offline)
         (staging / "site").mkdir(exist_ok=True)
         rset = RequirementSet(
             requirements=requirements,
@@ -734,6 +881,7 @@ async def _install_locked(
         raise
     # The version is complete on disk; making it current is the last, atomic step.
     _write_json_atomic(set_dir / _META, rset.to_json())
+    await asyncio.to_thread(_keep_wheels, rset)
     keep = {version} | ({previous.version} if previous else set())
     _remove_stale(set_dir, keep=keep)
     logger.info(
@@ -751,6 +899,8 @@ async def ensure_installed(
     timeout: float = DEFAULT_TIMEOUT,
     force: bool = False,
     lock_timeout: float | None = None,
+    offline: bool = False,
+    pip_arguments: Sequence[str] | None = None,
 ) -> RequirementSet:
     """Make sure the requirement set is installed on this host; return it.
 
@@ -758,8 +908,11 @@ async def ensure_installed(
     ``PythonInstallReqMaxIdleTime``); ``force`` installs a new version even if one exists
     (``FORCE_REINSTALL_REQUIREMENTS``) unless another caller's install completed after this
     call began. ``lock_timeout`` bounds the wait for another process installing the same
-    set (default: ``timeout + 60``). Raises :class:`RequirementsError` when pip fails, times
-    out, or the lock cannot be had; ``ValueError`` for an empty set.
+    set (default: ``timeout + 60``). ``offline`` installs from the host's wheelhouse only;
+    ``pip_arguments`` are given to pip instead of the requirements (an imported set: its
+    wheel files).
+    Raises :class:`RequirementsError` when pip fails, times out, or the lock cannot be had;
+    ``ValueError`` for an empty set.
     """
     reqs = normalize_requirements(requirements)
     if not reqs:
@@ -787,7 +940,7 @@ async def ensure_installed(
             logger.debug("requirements %s already installed (version %d)",
                          " ".join(reqs), current.version)
             return current
-        return await _install_locked(reqs, root_path, timeout, current)
+        return await _install_locked(reqs, root_path, timeout, current, offline, pip_arguments)
     finally:
         lock.release()
 

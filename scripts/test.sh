@@ -14,4 +14,14 @@ if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
     || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null; } \
     || echo "scripts/test.sh: could not install chromium; the explorer's browser test will skip" >&2
 fi
+# The real gears-cli (it pins redis<5) in its own venv, for the compatibility tests
+# (tests/test_client.py, tests/test_compat12.py use it from there; same marker file).
+GEARS_CLI_VENV="${GEARS_CLI_VENV:-/tmp/gears-cli-venv}"
+if [ ! -f "$GEARS_CLI_VENV/.gears-cli-1.2.0-ok" ]; then
+    rm -rf "$GEARS_CLI_VENV"
+    .venv/bin/python -m venv "$GEARS_CLI_VENV"
+    "$GEARS_CLI_VENV/bin/pip" install --disable-pip-version-check -q gears-cli==1.2.0
+    echo ok > "$GEARS_CLI_VENV/.gears-cli-1.2.0-ok"
+fi
+export GEARS_CLI_VENV
 exec .venv/bin/python -m pytest -q "$@"

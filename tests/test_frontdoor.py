@@ -83,7 +83,25 @@ async def h_call(ctx: ClientContext, args: list[bytes]) -> Any:
     return await ctx.call_server(*args[1:])
 
 
-HANDLERS = {"RG.ECHOX": h_echox, "RG.SLEEP": h_sleep, "RG.FAIL": h_fail, "RG.CRASH": h_crash, "RG.CALL": h_call}
+async def h_echo_at_exec(ctx: ClientContext, args: list[bytes]) -> Any:
+    return [args[0], *args[1:], b"in-multi" if ctx.in_transaction else b"after-exec"]
+
+
+async def h_fail_at_exec(ctx: ClientContext, args: list[bytes]) -> Any:
+    raise CommandError("failed at exec")
+
+
+h_echo_at_exec.at_exec = h_fail_at_exec.at_exec = True  # type: ignore[attr-defined]
+
+HANDLERS = {
+    "RG.ECHOX": h_echox,
+    "RG.SLEEP": h_sleep,
+    "RG.FAIL": h_fail,
+    "RG.CRASH": h_crash,
+    "RG.CALL": h_call,
+    "RG.ATEXEC": h_echo_at_exec,
+    "RG.FAILATEXEC": h_fail_at_exec,
+}
 
 
 class ToyInterceptor:
@@ -572,6 +590,46 @@ def test_multi_exec(env: Env) -> None:
         raw.call("WATCH", key)
         env.cluster.server_client(0).set(key, "changed")
         raw.send(cmd("MULTI") + cmd("SET", key, "mine") + cmd("EXEC"))
+        assert raw.replies(3)[2] == b"*-1\r\n"
+    finally:
+        raw.close()
+
+
+def test_handler_commands_run_at_exec_in_their_places(env: Env) -> None:
+    """A handler marked ``at_exec`` queues inside MULTI and runs at EXEC: its reply takes
+    its place in the EXEC array; DISCARD, EXECABORT and a WATCH abort run nothing."""
+    key = env.key_on(0, "atexec")
+    raw = Raw(env.ports[0])
+    try:
+        raw.send(
+            cmd("MULTI") + cmd("SET", key, "1") + cmd("RG.ATEXEC", "a") + cmd("INCR", key)
+            + cmd("RG.FAILATEXEC") + cmd("GET", key) + cmd("EXEC") + cmd("RG.ECHOX", "after")
+        )
+        replies = raw.replies(8)
+        assert replies[:6] == [b"+OK\r\n"] + [b"+QUEUED\r\n"] * 5
+        assert replies[6] == (
+            b"*5\r\n+OK\r\n*3\r\n$9\r\nRG.ATEXEC\r\n$1\r\na\r\n$10\r\nafter-exec\r\n:2\r\n"
+            b"-failed at exec\r\n$1\r\n2\r\n"
+        )
+        assert replies[7] == b"*2\r\n$8\r\nRG.ECHOX\r\n$5\r\nafter\r\n"
+        # redis-py's transactional pipeline
+        client = redis.Redis(host=HOST, port=env.ports[0])
+        pipe = client.pipeline(transaction=True)
+        pipe.set(key, "p").execute_command("RG.ATEXEC", "b").get(key)
+        assert pipe.execute() == [True, [b"RG.ATEXEC", b"b", b"after-exec"], b"p"]
+        client.close()
+        # DISCARD: nothing queued runs; the next transaction starts empty
+        raw.send(cmd("MULTI") + cmd("RG.ATEXEC", "gone") + cmd("DISCARD") + cmd("MULTI") + cmd("GET", key) + cmd("EXEC"))
+        assert raw.replies(6)[2:] == [b"+OK\r\n", b"+OK\r\n", b"+QUEUED\r\n", b"*1\r\n$1\r\np\r\n"]
+        # a queue-time error: EXECABORT, the handler does not run
+        raw.send(cmd("MULTI") + cmd("RG.ATEXEC", "no") + cmd("SET", key) + cmd("EXEC"))
+        replies = raw.replies(4)
+        assert replies[2].startswith(b"-ERR wrong number of arguments")
+        assert replies[3].startswith(b"-EXECABORT")
+        # a WATCH abort: nil, the handler does not run
+        raw.call("WATCH", key)
+        env.cluster.server_client(0).set(key, "changed")
+        raw.send(cmd("MULTI") + cmd("RG.ATEXEC", "no") + cmd("EXEC"))
         assert raw.replies(3)[2] == b"*-1\r\n"
     finally:
         raw.close()

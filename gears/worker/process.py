@@ -147,6 +147,8 @@ class WorkerProcess:
             return registry.dump()
         if kind == "registered_executions":
             return registry.executions()
+        if kind == "registered_execution":
+            return registry.execution(*args)
         if kind == "drop_registered_execution":
             return registry.drop_execution(*args)
         if kind == "clear_stats":

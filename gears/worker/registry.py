@@ -340,15 +340,29 @@ class Registry:
             for e in list(history)
         ]
 
-    def drop_execution(self, exec_id: str) -> bool:
-        """``RG.DROPEXECUTION`` of a kept triggered execution (every kept one has finished);
-        whether it was kept here."""
+    def _kept(self, exec_id: str) -> tuple[deque[TriggeredExecution], TriggeredExecution] | None:
         for history in self.history.values():
             for outcome in list(history):
                 if outcome.id == exec_id:
-                    history.remove(outcome)
-                    return True
-        return False
+                    return history, outcome
+        return None
+
+    def execution(self, exec_id: str) -> tuple[str, list[Any], list[str]] | None:
+        """A kept triggered execution's ``(status, results, errors)`` (``None``: not kept here)."""
+        found = self._kept(exec_id)
+        if found is None:
+            return None
+        outcome = found[1]
+        return outcome.status, list(outcome.results), list(outcome.errors)
+
+    def drop_execution(self, exec_id: str) -> bool:
+        """``RG.DROPEXECUTION`` of a kept triggered execution (every kept one has finished);
+        whether it was kept here."""
+        found = self._kept(exec_id)
+        if found is None:
+            return False
+        found[0].remove(found[1])
+        return True
 
     def pause(self, reg_id: str, pause: bool) -> None:
         """``RG.PAUSEREGISTRATIONS`` / ``RG.UNPAUSEREGISTRATIONS`` on this shard."""
