@@ -89,7 +89,7 @@ async def _new_future() -> "asyncio.Future[Any]":
 
 
 class _FutureState:
-    __slots__ = ("event", "value", "error", "returned", "continued")
+    __slots__ = ("event", "value", "error", "returned", "continued", "owner", "early", "lock")
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -97,6 +97,11 @@ class _FutureState:
         self.error: str | None = None
         self.returned = False
         self.continued = False
+        #: The thread whose step created the future.
+        self.owner = threading.get_ident()
+        #: ``(value, error)`` of a continuation another thread made before the step returned.
+        self.early: tuple[Any, str | None] | None = None
+        self.lock = threading.Lock()
 
     def finish(self, value: Any = None, error: str | None = None) -> None:
         self.value, self.error = value, error
@@ -124,12 +129,20 @@ class GearsFuture:
         self._continue(None, str(error))
 
     def _continue(self, value: Any, error: str | None) -> None:
+        """The step's own thread may continue only a returned future; another thread (a
+        timer, a callback) that wins the race with the step's return has its continuation
+        kept and applied when the step returns the future (dropped if it never does)."""
         state = self._state
-        if not state.returned:
-            raise GearsScriptError("Can not handle future untill it returned from the callback")
-        if state.continued:
-            raise GearsScriptError("Can not continue with the same future twice")
-        state.continued = True
+        with state.lock:
+            if state.continued:
+                raise GearsScriptError("Can not continue with the same future twice")
+            if not state.returned:
+                if threading.get_ident() == state.owner:
+                    raise GearsScriptError("Can not handle future untill it returned from the callback")
+                state.continued = True
+                state.early = (value, error)
+                return
+            state.continued = True
         state.finish(value, error)
 
 
@@ -201,7 +214,11 @@ def call_step(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
     cls = result.__class__
     if cls is GearsFuture:
         state = result._state
-        state.returned = True
+        with state.lock:
+            state.returned = True
+            early = state.early
+        if early is not None:
+            state.finish(*early)
         del result  # only user code may keep the future alive now
         return _wait_future(state)
     if cls is types.CoroutineType:

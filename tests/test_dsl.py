@@ -198,3 +198,25 @@ def read(x):
 GB('PythonReader').map(inc).accumulate(lambda a, r: r).map(read).run(lambda: iter([1, 2]))
 """
     assert run_script(script).results == ["2"]
+
+
+def test_a_future_continued_by_another_thread_before_the_step_returned_it_is_kept():
+    """A timer that fires before the step has returned its future (the race of a 1 ms
+    timer) continues it as soon as it is returned, instead of failing in the timer."""
+    script = """
+import threading
+def later(x):
+    f = gearsFuture()
+    done = threading.Event()
+    def go():
+        try:
+            f.continueRun(x + 100)
+        finally:
+            done.set()
+    threading.Thread(target=go).start()
+    done.wait()
+    return f
+GB('PythonReader').map(later).run(lambda: iter([1, 2, 3]))
+"""
+    outcome = run_script(script)
+    assert (sorted(outcome.results), outcome.errors) == (["101", "102", "103"], [])
