@@ -12,7 +12,7 @@ pytest.importorskip("falkordb")
 pytest.importorskip("symspellpy")
 
 from cluster import launcher  # noqa: E402
-from conftest import serving, wait_for  # noqa: E402
+from conftest import serving, shifted_port, wait_for  # noqa: E402
 from pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
 from pipelines.corpus import write_corpus  # noqa: E402
 from pipelines.ingest import find_articles, ingest, read_article  # noqa: E402
@@ -22,8 +22,8 @@ from pipelines.nlp.sentences import split_sentences  # noqa: E402
 from pipelines.nlp.spelling import correct  # noqa: E402
 from pipelines.nlp_pipeline import article_meta_key  # noqa: E402
 
-BASE_PORT = 11601
-GRAPH_PORT = 11699
+BASE_PORT = shifted_port(11601)
+GRAPH_PORT = shifted_port(11699)
 ARTICLES = 20
 
 
@@ -126,7 +126,7 @@ def test_search_and_edge_api(ingested, expected):
 
     state, cluster, _ = ingested
     app = create_app(cluster, GraphWriter("127.0.0.1", GRAPH_PORT), default_dictionary())
-    with serving(app, 11690) as base:
+    with serving(app, shifted_port(11690)) as base:
         assert httpx.get(f"{base}/openapi.json").json()["paths"].keys() >= {"/search", "/edge/{source}/{target}"}
         source, target = sorted(expected["pairs"])[0]
         term = {cid: t for t, cid, _ in default_dictionary().entries()}
