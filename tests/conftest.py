@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ if str(ROOT) not in sys.path:
 # Requirement sets are visible to every script on a host (as in RedisGears), so the tests
 # install theirs into a folder of their own instead of the user's ~/.cache one; the gears
 # nodes the fixtures start inherit this environment.
-os.environ.setdefault("GEARS_REQUIREMENTS_DIR", tempfile.mkdtemp(prefix="gears-test-requirements-"))
+REQUIREMENTS_DIR_VARIABLE = "GEARS_REQUIREMENTS_DIR"
+os.environ.setdefault(REQUIREMENTS_DIR_VARIABLE, tempfile.mkdtemp(prefix="gears-test-requirements-"))
 
 from cluster import launcher  # noqa: E402
 from cluster.servers import port_in_use, port_listening  # noqa: E402
@@ -155,6 +157,21 @@ def gears_nodes(
             process.terminate()
             process.wait(20)
             log.close()
+
+
+@contextlib.contextmanager
+def cluster_with_own_requirements(folder: Path, *args: Any, **kwargs: Any) -> Iterator[launcher.ClusterState]:
+    """:func:`launched_cluster` whose gears nodes get ``folder`` as their requirement folder:
+    what their sessions install is seen by no other cluster of the test run (requirement
+    sets are host-wide, see docs/migration.md)."""
+    saved = os.environ[REQUIREMENTS_DIR_VARIABLE]
+    os.environ[REQUIREMENTS_DIR_VARIABLE] = str(folder)
+    try:
+        with launched_cluster(*args, **kwargs) as state:
+            os.environ[REQUIREMENTS_DIR_VARIABLE] = saved  # read by the nodes at start only
+            yield state
+    finally:
+        os.environ[REQUIREMENTS_DIR_VARIABLE] = saved
 
 
 def answers_ping(client: object) -> bool:

@@ -21,8 +21,7 @@ import pytest
 import redis
 
 from cluster import launcher
-from conftest import free_base_port, launched_cluster, wait_for
-from gears import requirements
+from conftest import cluster_with_own_requirements, free_base_port, launched_cluster, wait_for
 from gears.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
 from test_client import gears_cli, pip_can_download  # noqa: F401 - gears_cli: the real gears-cli's venv (a fixture)
 
@@ -208,16 +207,11 @@ def make_wheel(folder: Path, name: str, version: str, value: str, data: dict[str
 @pytest.fixture(scope="module")
 def offline_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
     """3 shards whose requirement folder starts empty (nothing installed, no wheels)."""
-    saved = os.environ[requirements.ROOT_ENV_VAR]
-    os.environ[requirements.ROOT_ENV_VAR] = str(tmp_path_factory.mktemp("offline-requirements"))
-    try:
-        with launched_cluster(
-            tmp_path_factory.mktemp("offline"), masters=3, base_port=free_base_port(13401, 3), what="offline_cluster"
-        ) as state:
-            os.environ[requirements.ROOT_ENV_VAR] = saved
-            yield state
-    finally:
-        os.environ[requirements.ROOT_ENV_VAR] = saved
+    with cluster_with_own_requirements(
+        tmp_path_factory.mktemp("offline-requirements"),
+        tmp_path_factory.mktemp("offline"), masters=3, base_port=free_base_port(13401, 3), what="offline_cluster",
+    ) as state:
+        yield state
 
 
 def shard_values(client: redis.Redis, module: str, *options: str) -> list[str]:
@@ -347,7 +341,8 @@ def sync_cluster(request, sync_target, tmp_path_factory) -> Iterator[launcher.Cl
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:
-        with launched_cluster(
+        with cluster_with_own_requirements(  # its redis<6 must not reach the other clusters of the run
+            tmp_path_factory.mktemp(f"sync{request.param}-requirements"),
             tmp_path_factory.mktemp(f"sync{request.param}"), masters=request.param,
             base_port=free_base_port(13501 + 100 * request.param, request.param), what="sync_cluster",
         ) as state:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 import redis
+
+from cluster import launcher
+from conftest import cluster_with_own_requirements, free_base_port
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +25,20 @@ def index_reachable() -> None:
         pytest.skip(f"the package index is not reachable: {probe.stderr.strip().splitlines()[-1:]}")
 
 
-def test_a_requirement_set_may_pin_an_older_redis_than_the_engine(cluster3, index_reachable):
-    client = cluster3.client()
+@pytest.fixture(scope="module")
+def fresh_cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.ClusterState]:
+    """3 shards whose workers have imported nothing yet and see no other test's sets: a
+    module imported once stays in a worker whatever a later set brings (sets share one
+    process, see docs/migration.md)."""
+    with cluster_with_own_requirements(
+        tmp_path_factory.mktemp("pin-requirements"),
+        tmp_path_factory.mktemp("pin"), masters=3, base_port=free_base_port(13701, 3), what="fresh_cluster3",
+    ) as state:
+        yield state
+
+
+def test_a_requirement_set_may_pin_an_older_redis_than_the_engine(fresh_cluster3, index_reachable):
+    client = fresh_cluster3.client()
     script = "import redis\nGB('ShardsIDReader').map(lambda x: redis.__version__).run()"
     reply = client.execute_command("RG.PYEXECUTE", script, "REQUIREMENTS", "redis==3.5.3")
     assert reply == [["3.5.3"] * 3, []]
