@@ -2,7 +2,8 @@
 
 Port contract for base port ``P`` and node ``i`` (1-based; masters first, then
 replicas): the gears node (front door) listens on ``P+i-1``, its server node on
-``P+10000+i-1`` and the server's cluster bus on ``P+20000+i-1``.
+``P+10000+i-1`` and the server's cluster bus on ``P+20000+i-1``; the gears node serves
+Prometheus metrics on ``P+5000+i-1`` (``http://127.0.0.1:<port>/metrics``).
 
 Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
 (the state file: topology, binary, config, pids; no secrets), ``peer.secret`` (the
@@ -95,6 +96,8 @@ PASSWORD_FILE = "password"
 SECRET_DIRECTIVES = ("requirepass", "masterauth")
 SERVER_PORT_OFFSET = 10000
 BUS_PORT_OFFSET = 10000  # the servers' default: bus port = server port + 10000
+#: A gears node's metrics port = its front door port + this (between front doors and servers).
+METRICS_PORT_OFFSET = 5000
 STATE_VERSION = 1
 GRAPH_DIR = "graph"  # the graph server's folder inside the cluster folder
 
@@ -136,6 +139,12 @@ class NodeInfo:
     pid: int | None = None
     gears_pid: int | None = None
     python: str | None = None  # the interpreter running the gears node
+    metrics_port: int | None = None  # the gears node's Prometheus endpoint (None: a cluster made before it)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://127.0.0.1:<metrics port>/metrics`` (``None`` without a metrics port)."""
+        return f"http://{HOST}:{self.metrics_port}/metrics" if self.metrics_port is not None else None
 
     @property
     def address(self) -> str:
@@ -269,10 +278,10 @@ def slot_ranges(masters: int) -> list[tuple[int, int]]:
 
 
 def ports_needed(masters: int, replicas: int, base_port: int, gears: bool = True) -> list[int]:
-    """Every port a cluster of this shape uses: front doors (if ``gears``), servers, buses."""
+    """Every port a cluster of this shape uses: front doors and metrics (if ``gears``), servers, buses."""
     count = masters * (1 + replicas)
     servers = [base_port + SERVER_PORT_OFFSET + i for i in range(count)]
-    ports = [base_port + i for i in range(count)] if gears else []
+    ports = [base_port + i for i in range(count)] + [base_port + METRICS_PORT_OFFSET + i for i in range(count)] if gears else []
     return ports + servers + [port + BUS_PORT_OFFSET for port in servers]
 
 
@@ -287,6 +296,9 @@ def _plan(
     count = masters * (1 + replicas)
     if base_port < 1 or base_port + SERVER_PORT_OFFSET + BUS_PORT_OFFSET + count - 1 > 65535:
         raise LauncherError(f"--base-port {base_port} leaves no room for {count} nodes (bus ports up to 65535)")
+    needed = ports_needed(masters, replicas, base_port, gears)
+    if len(set(needed)) != len(needed):
+        raise LauncherError(f"{count} nodes are too many for one port contract (ports would repeat)")
     effective = {**DEFAULT_SERVER_CONFIG, **config}
     ranges = slot_ranges(masters)
     nodes: list[NodeInfo] = []
@@ -300,6 +312,7 @@ def _plan(
             port=port,
             gears_port=base_port + i,
             bus_port=port + BUS_PORT_OFFSET,
+            metrics_port=base_port + METRICS_PORT_OFFSET + i,
             dir=str(path / f"node-{port}"),
             gears_log=str(path / f"gears-{base_port + i}.log"),
             binary=binary,
@@ -378,11 +391,12 @@ def _wait_cluster_ok(state: ClusterState, timeout: float) -> None:
 def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[ProcessRef], timeout: float) -> None:
     if not nodes:
         return
-    check_ports_free(node.gears_port for node in nodes)
+    check_ports_free([node.gears_port for node in nodes] + [node.metrics_port for node in nodes if node.metrics_port])
     password_file = Path(state.dir) / PASSWORD_FILE if state.requirepass else None
     for node in nodes:
         ref = start_gears_node(
-            node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file, Path(node.dir)
+            node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file, Path(node.dir),
+            metrics_port=node.metrics_port,
         )
         started.append(ref)
         node.gears_pid = ref.pid
@@ -819,6 +833,7 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
             "slots": slots,
             "pid": node.pid if running[node.port] else None,
             "gears_pid": node.gears_pid if gears_running[node.port] else None,
+            "metrics": node.metrics_url if state.gears else None,
             "health": _health(node, infos.get(node.port) is not None, gears_running[node.port]),
         })
     report: dict[str, Any] = {"state": overall, "nodes": nodes}
