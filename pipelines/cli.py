@@ -117,7 +117,7 @@ def _status(args: argparse.Namespace) -> int:
 
     try:
         cluster = _cluster(args)
-    except redis.ConnectionError as exc:
+    except (redis.ConnectionError, redis.exceptions.RedisClusterException) as exc:
         print(f"gears pipeline status: cannot reach the cluster at {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     try:
