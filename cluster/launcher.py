@@ -739,7 +739,8 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
     """The live state of the cluster in ``dir``.
 
     ``{"state": ..., "nodes": [{"gears", "redis", "role", "hashtag", "slots", "pid",
-    "gears_pid", "health"}]}`` in node order (``health``: see :func:`_health`). Roles and slots come from ``CLUSTER SHARDS`` of a
+    "gears_pid", "metrics", "health"}]}`` in node order (``metrics``: the gears node's
+    Prometheus URL, ``None`` without gears nodes or in a folder made before metrics) (``health``: see :func:`_health`). Roles and slots come from ``CLUSTER SHARDS`` of a
     running server (the saved topology when none runs); ``pid``/``gears_pid`` are
     None for a process that is not running. ``state`` is the servers'
     ``cluster_state`` (``"ok"``, ``"fail"``), ``"degraded"`` when they say ok but a
