@@ -939,6 +939,7 @@ class _Connection(asyncio.Protocol):
             self.door.passthrough_commands += 1
             self._barrier(partial(self._run_info, args, raw))
         elif kind == _PIPE:
+            self.door.passthrough_commands += 1
             self._forward(raw, _S_PIPE)
             self._pipe = True
         elif kind == _QUIT:
@@ -952,6 +953,7 @@ class _Connection(asyncio.Protocol):
             slot = self._slot_kind(args)
             if slot == _S_AUTH:
                 self._auth_users.append(_auth_user(args))
+            self.door.passthrough_commands += 1
             self._forward(raw, slot)
 
     @staticmethod
@@ -1013,7 +1015,6 @@ class _Connection(asyncio.Protocol):
 
     def _forward(self, raw: bytes, slot: int | None) -> None:
         self._upstream().write(raw)
-        self.door.passthrough_commands += 1
         self._pending.append(slot)
         self._inflight += 1
         if slot is not None:
