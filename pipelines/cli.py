@@ -105,8 +105,7 @@ def _status_text(status: dict[str, Any]) -> str:
         width = max(len(s["stage"]) for s in stages)
         lines += ["", f"{'stage':<{width}}  {'triggered':>9}  {'failures':>8}  last error"]
         for stage in stages:
-            error = (stage["last_error"] or "-").splitlines()
-            lines.append(f"{stage['stage']:<{width}}  {stage['triggered']:>9}  {stage['failures']:>8}  {error[-1] if error else '-'}")
+            lines.append(f"{stage['stage']:<{width}}  {stage['triggered']:>9}  {stage['failures']:>8}  {stage['last_error'] or '-'}")
     return "\n".join(lines)
 
 

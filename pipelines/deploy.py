@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 
+from gears.records import error_headline, readable_error
+
 __all__ = [
     "DeployError",
     "deploy_nlp",
@@ -147,8 +149,9 @@ def registered_graph(cluster: Any) -> tuple[str, int] | None:
 def stage_health(cluster: Any) -> list[dict[str, Any]]:
     """Each registration of the pipelines' sessions, summed over the primaries: ``stage``
     (its description), ``id``, ``session``, ``reader``, ``triggered``, ``failures`` and
-    ``last_error`` (the text a shard kept last; ``None``: no failure since the stats were
-    cleared)."""
+    ``last_error`` (the line that says what went wrong in the error a shard kept last;
+    ``None``: no failure since the stats were cleared) with ``last_traceback`` (that error
+    in full, its lines joined)."""
     stages: dict[str, dict[str, Any]] = {}
     for node in cluster.get_primaries():
         for entry in node.redis_connection.execute_command("RG.DUMPREGISTRATIONS"):
@@ -160,10 +163,13 @@ def stage_health(cluster: Any) -> list[dict[str, Any]]:
             stage = stages.setdefault(fields["id"], {
                 "stage": fields["desc"] or fields["id"], "id": fields["id"], "session": session.group(1),
                 "reader": fields["reader"], "triggered": 0, "failures": 0, "last_error": None,
+                "last_traceback": None,
             })
             stage["triggered"] += int(data["numTriggered"])
             stage["failures"] += int(data["numFailures"])
-            stage["last_error"] = stage["last_error"] or data["lastError"] or None
+            if data["lastError"] and stage["last_error"] is None:
+                stage["last_error"] = error_headline(data["lastError"])
+                stage["last_traceback"] = readable_error(data["lastError"])
     return sorted(stages.values(), key=lambda s: (s["session"], s["stage"]))
 
 

@@ -18,6 +18,7 @@ from cluster import launcher
 from conftest import wait_for
 from gears.frontdoor import PASSTHROUGH_SAMPLE_EVERY, _info_with
 from gears.metrics import FAMILIES, PASSTHROUGH
+from gears.records import error_headline, format_error, readable_error
 from gears.worker.failures import LINES_PER_WINDOW, WINDOW_SECONDS, FailureLog
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -140,7 +141,7 @@ def test_registration_failures_count_and_log_once_per_distinct_error(gc):
             assert len(lines) == (1 if failed else 0), lines
             if failed:
                 failing_nodes += 1
-                assert "metrics test failure" in lines[0]
+                assert lines[0].endswith("failed: ValueError: metrics test failure")
         assert failing_nodes >= 1
     finally:
         client.execute_command("RG.UNREGISTER", reg_id)
@@ -292,3 +293,18 @@ def test_failure_log_forgets_an_unregistered_registration():
     assert failures.report("r-1", "boom") is True
     failures.forget("r-1")
     assert failures.report("r-1", "boom") is True
+
+
+def test_failure_log_writes_the_error_line_then_the_traceback(caplog):
+    try:
+        raise ValueError("no graph")
+    except ValueError as exc:
+        text = format_error(exc)
+    assert text.startswith("['Traceback")
+    assert error_headline(text) == "ValueError: no graph"
+    assert readable_error(text).splitlines()[0] == "Traceback (most recent call last):"
+    assert error_headline("ERR plain\n") == "ERR plain" and readable_error("['not", ) == "['not"
+    with caplog.at_level(logging.ERROR, logger="gears.registrations"):
+        assert FailureLog(_Clock()).report("r-9", text) is True
+    message = caplog.records[-1].getMessage()
+    assert message.startswith("registration r-9 failed: ValueError: no graph\nTraceback (most recent call last):\n")

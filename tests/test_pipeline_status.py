@@ -67,14 +67,15 @@ def test_a_failing_stage_shows_its_failures_and_last_error(state):
     stage3 = _stage(status, "nlp stage 3")
     assert stage3["session"] == "nlp" and stage3["reader"] == "StreamReader"
     assert stage3["triggered"] >= stage3["failures"] >= 1
-    assert "unavailable" in stage3["last_error"]
+    assert stage3["last_error"].startswith(f"pipelines.graph.GraphUnavailable: graph server 127.0.0.1:{DEAD_GRAPH_PORT}")
+    assert stage3["last_traceback"].startswith("Traceback (most recent call last):")
     assert {s["stage"] for s in status["stages"]} == {
         "nlp stage 1: paragraphs -> sentences", "nlp stage 2: sentences -> concept pairs", "nlp stage 3: concept pairs -> graph"}
 
     text = status_cli(state)
     assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
     line = next(line for line in text.stdout.splitlines() if line.startswith("nlp stage 3"))
-    assert "unavailable" in line
+    assert line.split()[-2:] == ["Connection", "refused."] and "GraphUnavailable" in line
     assert f"graph_error" in text.stdout
     as_json = json.loads(status_cli(state, "--json").stdout)
     assert _stage(as_json, "nlp stage 3")["failures"] >= 1

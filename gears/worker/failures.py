@@ -1,8 +1,9 @@
 """Registration failures in the worker's log: once per distinct error, rate-limited.
 
 A registration that fails on every event would otherwise either flood the log or, as
-before this module, leave no line at all. :class:`FailureLog` writes one ``ERROR`` line
-the first time a registration meets an error text, with the registration id; repeats
+before this module, leave no line at all. :class:`FailureLog` writes one ``ERROR`` entry
+the first time a registration meets an error text, with the registration id: the line
+that says what went wrong, then the traceback (when the error has one); repeats
 of a known text are only counted (``RG.DUMPREGISTRATIONS`` and the metrics show them).
 New texts of one registration are logged at most :data:`LINES_PER_WINDOW` times per
 :data:`WINDOW_SECONDS`; the next line logged says how many were held back.
@@ -16,6 +17,8 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
+from ..records import error_headline, readable_error
+
 __all__ = ["FailureLog", "LINES_PER_WINDOW", "WINDOW_SECONDS", "MAX_REMEMBERED"]
 
 log = logging.getLogger("gears.registrations")
@@ -25,8 +28,8 @@ LINES_PER_WINDOW = 5
 WINDOW_SECONDS = 60.0
 #: Distinct ``(registration, error)`` pairs remembered (the oldest are forgotten first).
 MAX_REMEMBERED = 4096
-#: Longest error text written to the log (the full text stays in ``lastError``).
-MAX_TEXT = 2000
+#: Longest traceback written to the log (the full text stays in ``lastError``).
+MAX_TEXT = 4000
 
 
 class FailureLog:
@@ -57,11 +60,11 @@ class FailureLog:
                 self._windows[registration_id] = (start, lines, held + 1)
                 return False
             self._windows[registration_id] = (start, lines + 1, 0)
-        text = error if len(error) <= MAX_TEXT else error[:MAX_TEXT] + "..."
-        if held:
-            log.error("registration %s failed: %s (%d other new errors were not logged)", registration_id, text, held)
-        else:
-            log.error("registration %s failed: %s", registration_id, text)
+        headline = error_headline(error)
+        detail = readable_error(error)
+        detail = "" if detail == headline else "\n" + (detail if len(detail) <= MAX_TEXT else detail[:MAX_TEXT] + "...")
+        held_text = f" ({held} other new errors were not logged)" if held else ""
+        log.error("registration %s failed: %s%s%s", registration_id, headline, held_text, detail)
         return True
 
     def forget(self, registration_id: str) -> None:
