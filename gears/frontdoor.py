@@ -175,9 +175,10 @@ class CommandObserver(Protocol):
     """Told what the front door did, for the node's metrics (see :mod:`gears.metrics`).
 
     Forwarded commands are counted by the front door itself
-    (:attr:`FrontDoor.passthrough_commands`); their latency is sampled: one batch in
-    :data:`PASSTHROUGH_SAMPLE_EVERY` of those written on an idle connection is timed from
-    its write to the server until its last reply.
+    (:attr:`FrontDoor.passthrough_commands`); their latency is sampled: the batch during
+    which that count passes a multiple of :data:`PASSTHROUGH_SAMPLE_EVERY`, when it was
+    written on an idle connection, is timed from its write to the server until its last
+    reply (for a client that does not pipeline: one command in 64).
     """
 
     def handled(self, name: str, seconds: float) -> None:
@@ -291,8 +292,10 @@ _ROUTE_CACHE_NAME_MAX = 64
 _BLOCKED_INPUT_MAX = 1024 * 1024
 #: Seconds to wait for the server node to accept a connection.
 CONNECT_TIMEOUT = 5.0
-#: One forwarded batch in this many, of those written on an idle connection, is timed.
+#: Forwarded-latency sampling: a plainly forwarded batch during which the forwarded count
+#: passes a multiple of this (a power of two) is timed if it was written on an idle connection.
 PASSTHROUGH_SAMPLE_EVERY = 64
+_SAMPLE_MASK = PASSTHROUGH_SAMPLE_EVERY - 1
 #: ``INFO`` arguments after which the ``# Gears`` section is added (none at all counts too).
 _INFO_WITH_GEARS = frozenset((b"gears", b"all", b"everything", b"default"))
 
@@ -454,8 +457,6 @@ class FrontDoor:
         self.info_section = info_section
         #: Commands forwarded to the server node so far (counted per forwarded batch).
         self.passthrough_commands = 0
-        #: Idle-connection batches left before the next one is timed.
-        self.sample_countdown = PASSTHROUGH_SAMPLE_EVERY
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
         #: Names (as sent) known to be forwarded plainly: the request fast path's check.
@@ -1001,12 +1002,10 @@ class _Connection(asyncio.Protocol):
         """Write ``count`` plain requests upstream."""
         (self._up or self._upstream()).write(data)
         door = self.door
-        door.passthrough_commands += count
-        if self._inflight == 0:
-            door.sample_countdown -= 1
-            if door.sample_countdown <= 0 and door.observer is not None:
-                door.sample_countdown = PASSTHROUGH_SAMPLE_EVERY
-                self._sampled_at = perf_counter()
+        total = door.passthrough_commands + count
+        door.passthrough_commands = total
+        if total & _SAMPLE_MASK < count and self._inflight == 0 and door.observer is not None:
+            self._sampled_at = perf_counter()  # the count passed a multiple of PASSTHROUGH_SAMPLE_EVERY
         if count == 1:
             self._pending.append(None)
         else:

@@ -107,7 +107,7 @@ def test_passthrough_latency_is_sampled(cluster1):
     _, after = scrape(url)
     name = "gears_command_duration_seconds_count"
     sampled = value(after, name, node=door, command=PASSTHROUGH) - value(before, name, node=door, command=PASSTHROUGH)
-    assert sampled >= 3
+    assert sampled == 3  # the forwarded count passed 3 multiples of 64, each time on an idle connection
 
 
 def _failing_registration(client: redis.Redis, prefix: str, error: str) -> str:
