@@ -147,6 +147,27 @@ def test_registration_failures_count_and_log_once_per_distinct_error(gc):
         client.execute_command("RG.UNREGISTER", reg_id)
 
 
+def test_stream_registration_counts_and_lag(cluster1):
+    door = cluster1.nodes[0].gears_address
+    url = metrics_urls(cluster1)[door]
+    client = cluster1.client(decode_responses=True)
+    stream = f"mstream{uuid.uuid4().hex[:6]}"
+    assert client.execute_command("RG.PYEXECUTE", f"GB('StreamReader').foreach(lambda r: r).register(prefix='{stream}')") == "OK"
+    reg_id = next(e[1] for e in client.execute_command("RG.DUMPREGISTRATIONS") if stream in repr(e[7]))
+    try:
+        for i in range(4):
+            client.xadd(stream, {"n": i})
+        labels = {"node": door, "registration": reg_id, "reader": "StreamReader"}
+        wait_for(lambda: value(scrape(url)[1], "gears_registration_triggered_total", **labels) == 4, timeout=30,
+                 what="4 stream batches counted")
+        _, samples = scrape(url)
+        assert value(samples, "gears_registration_failures_total", **labels) == 0
+        assert ("gears_registration_lag_seconds", frozenset(labels.items())) in samples
+        assert value(samples, "gears_registration_lag_seconds", **labels) >= 0
+    finally:
+        client.execute_command("RG.UNREGISTER", reg_id)
+
+
 def node_url(state: launcher.ClusterState, node: launcher.NodeInfo) -> str:
     return metrics_urls(state)[node.gears_address]
 
