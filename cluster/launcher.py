@@ -6,6 +6,8 @@ replicas): the gears node (front door) listens on ``P+i-1``, its server node on
 and the bus offset ``B`` 10000 each unless chosen (``--server-port-offset``,
 ``--bus-port-offset``; a bus offset other than the servers' own default of 10000 is given
 to each server as ``cluster-port``).
+The gears node serves Prometheus metrics on ``P+5000+i-1``
+(``http://127.0.0.1:<port>/metrics``).
 
 Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
 (the state file: topology, binary, config, pids; no secrets), ``peer.secret`` (the
@@ -101,6 +103,8 @@ SECRET_DIRECTIVES = ("requirepass", "masterauth")
 SERVER_PORT_OFFSET = 10000
 #: Highest TCP port.
 MAX_PORT = 65535
+#: A gears node's metrics port = its front door port + this (between front doors and servers).
+METRICS_PORT_OFFSET = 5000
 STATE_VERSION = 1
 GRAPH_DIR = "graph"  # the graph server's folder inside the cluster folder
 
@@ -142,6 +146,12 @@ class NodeInfo:
     pid: int | None = None
     gears_pid: int | None = None
     python: str | None = None  # the interpreter running the gears node
+    metrics_port: int | None = None  # the gears node's Prometheus endpoint (None: a cluster made before it)
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://127.0.0.1:<metrics port>/metrics`` (``None`` without a metrics port)."""
+        return f"http://{HOST}:{self.metrics_port}/metrics" if self.metrics_port is not None else None
 
     @property
     def host(self) -> str:
@@ -291,10 +301,10 @@ def ports_needed(
     masters: int, replicas: int, base_port: int, gears: bool = True,
     server_offset: int = SERVER_PORT_OFFSET, bus_offset: int = BUS_PORT_OFFSET,
 ) -> list[int]:
-    """Every port a cluster of this shape uses: front doors (if ``gears``), servers, buses."""
+    """Every port a cluster of this shape uses: front doors and metrics (if ``gears``), servers, buses."""
     count = masters * (1 + replicas)
     servers = [base_port + server_offset + i for i in range(count)]
-    ports = [base_port + i for i in range(count)] if gears else []
+    ports = [base_port + i for i in range(count)] + [base_port + METRICS_PORT_OFFSET + i for i in range(count)] if gears else []
     return ports + servers + [port + bus_offset for port in servers]
 
 
@@ -322,6 +332,9 @@ def _plan(
         raise LauncherError(f"--replicas must be at least 0, got {replicas}")
     check_port_layout(masters, replicas, base_port, server_offset, bus_offset)
     count = masters * (1 + replicas)
+    needed = ports_needed(masters, replicas, base_port, gears, server_offset, bus_offset)
+    if len(set(needed)) != len(needed):
+        raise LauncherError(f"{count} nodes are too many for one port contract (ports would repeat)")
     effective = {**DEFAULT_SERVER_CONFIG, **config}
     ranges = slot_ranges(masters)
     nodes: list[NodeInfo] = []
@@ -338,6 +351,7 @@ def _plan(
             port=port,
             gears_port=base_port + i,
             bus_port=port + bus_offset,
+            metrics_port=base_port + METRICS_PORT_OFFSET + i,
             dir=str(path / f"node-{port}"),
             gears_log=str(path / f"gears-{base_port + i}.log"),
             binary=binary,
@@ -417,11 +431,12 @@ def _wait_cluster_ok(state: ClusterState, timeout: float) -> None:
 def _start_gears(state: ClusterState, nodes: list[NodeInfo], started: list[ProcessRef], timeout: float) -> None:
     if not nodes:
         return
-    check_ports_free(node.gears_port for node in nodes)
+    check_ports_free([node.gears_port for node in nodes] + [node.metrics_port for node in nodes if node.metrics_port])
     password_file = Path(state.dir) / PASSWORD_FILE if state.requirepass else None
     for node in nodes:
         ref = start_gears_node(
-            node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file, Path(node.dir)
+            node.port, node.gears_port, Path(node.gears_log), state.peer_secret_file, password_file, Path(node.dir),
+            metrics_port=node.metrics_port,
         )
         started.append(ref)
         node.gears_pid = ref.pid
@@ -814,7 +829,8 @@ def status(dir: str | os.PathLike[str] = DEFAULT_DIR) -> dict[str, Any]:
     """The live state of the cluster in ``dir``.
 
     ``{"state": ..., "nodes": [{"gears", "redis", "role", "hashtag", "slots", "pid",
-    "gears_pid", "health"}]}`` in node order (``health``: see :func:`_health`). Roles and slots come from ``CLUSTER SHARDS`` of a
+    "gears_pid", "metrics", "health"}]}`` in node order (``metrics``: the gears node's
+    Prometheus URL, ``None`` without gears nodes or in a folder made before metrics) (``health``: see :func:`_health`). Roles and slots come from ``CLUSTER SHARDS`` of a
     running server (the saved topology when none runs); ``pid``/``gears_pid`` are
     None for a process that is not running. ``state`` is the servers'
     ``cluster_state`` (``"ok"``, ``"fail"``), ``"degraded"`` when they say ok but a
@@ -908,6 +924,7 @@ def _status(dir: str | os.PathLike[str]) -> dict[str, Any]:
             "slots": slots,
             "pid": node.pid if running[node.port] else None,
             "gears_pid": node.gears_pid if gears_running[node.port] else None,
+            "metrics": node.metrics_url if state.gears else None,
             "health": _health(node, infos.get(node.port) is not None, gears_running[node.port]),
         })
     report: dict[str, Any] = {"state": overall, "nodes": nodes}

@@ -420,7 +420,7 @@ def server_socket(node_dir: Path) -> Path | None:
 
 def gears_node_command(
     server_port: int, gears_port: int, peer_secret_file: Path, password_file: Path | None = None,
-    socket_path: Path | None = None,
+    socket_path: Path | None = None, metrics_port: int | None = None,
 ) -> list[str]:
     """The command line of the gears node serving the server node on ``server_port`` (and
     on the Unix socket ``socket_path``, if given); secrets are named by their files, never
@@ -435,6 +435,8 @@ def gears_node_command(
         cmd += ["--redis-socket", str(socket_path)]
     if password_file is not None:
         cmd += ["--password-file", str(password_file)]
+    if metrics_port is not None:
+        cmd += ["--metrics", f"{HOST}:{metrics_port}"]
     return cmd
 
 
@@ -457,16 +459,17 @@ def _gears_env() -> dict[str, str]:
 
 def start_gears_node(
     server_port: int, gears_port: int, log_path: Path, peer_secret_file: Path, password_file: Path | None = None,
-    node_dir: Path | None = None,
+    node_dir: Path | None = None, metrics_port: int | None = None,
 ) -> ProcessRef:
     """Start a detached gears node for the server node on ``server_port`` (whose data
-    is in ``node_dir``: its front door forwards over the server's Unix socket there).
+    is in ``node_dir``: its front door forwards over the server's Unix socket there),
+    serving Prometheus metrics on ``metrics_port`` when given.
 
     It inherits this process' environment and working directory, so settings such as
     ``HF_HOME`` reach user code; its output goes to ``log_path``.
     """
     socket_path = server_socket(node_dir) if node_dir is not None else None
-    cmd = gears_node_command(server_port, gears_port, peer_secret_file, password_file, socket_path)
+    cmd = gears_node_command(server_port, gears_port, peer_secret_file, password_file, socket_path, metrics_port)
     pid = _spawn(cmd, log_path=log_path, cwd=os.getcwd(), env=_gears_env())
     log.info("started gears node %s:%d for server port %d (pid %d)", HOST, gears_port, server_port, pid)
     return ProcessRef(

@@ -335,6 +335,9 @@ def _add_node_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--config", action="extend", nargs="+", metavar="K=V", default=[],
         help="Gears config at start-up (MaxExecutions=2000, ExecutionThreads=4, user keys ...)",
     )
+    node.add_argument(
+        "--metrics", metavar="HOST:PORT", help="serve Prometheus metrics over HTTP here (/metrics; docs/metrics.md)"
+    )
     node.set_defaults(func=_node)
 
 

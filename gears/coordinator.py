@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,8 @@ class Coordinator:
         #: The highest execution sequence number seen (a restarted worker continues after it).
         self.high_water = 0
         self._aborting: set[str] = set()
+        #: Executions initiated here that ended, by outcome (``ok``, ``error``, ``aborted``).
+        self.outcomes: Counter[str] = Counter()
 
     # ------------------------------------------------------------- lifecycle
     def _add(self, execution: NodeExecution) -> None:
@@ -254,7 +256,7 @@ class Coordinator:
         if execution.local_done and execution.shards_completed >= execution.shard_count:
             if execution.status != "aborted":
                 execution.status = "done"
-            execution.done.set()
+            self._ended(execution)
 
     async def _watch_peers(self, execution: NodeExecution) -> None:
         while not execution.done.is_set():
@@ -263,7 +265,7 @@ class Coordinator:
             if remaining <= 0:
                 execution.errors.append(MAX_IDLE_ERROR)
                 execution.status = "done"
-                execution.done.set()
+                self._ended(execution)
                 return
             try:
                 await asyncio.wait_for(execution.done.wait(), remaining)
@@ -279,12 +281,19 @@ class Coordinator:
                 execution.errors.append(ABORTED_ERROR if aborted else reason)
                 execution.local_done = True
                 execution.status = "aborted" if aborted else "done"
-                execution.done.set()
+                self._ended(execution)
                 if execution.is_initiator:
                     execution.results = execution.results or []
                 else:
                     self._node.peer(execution.initiator_index).send("shard_done", execution.id)
         self._aborting.clear()
+
+    def _ended(self, execution: NodeExecution) -> None:
+        """An execution is over here: wake its waiters; count it if it was initiated here."""
+        execution.done.set()
+        if execution.is_initiator:
+            status = "aborted" if execution.status == "aborted" else "error" if execution.errors else "ok"
+            self.outcomes[status] += 1
 
     # ------------------------------------------------------------ management
     def drop(self, exec_id: str, *, broadcast: bool = True) -> None:

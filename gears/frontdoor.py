@@ -79,6 +79,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from itertools import count as _counter, repeat
 from operator import itemgetter
+from time import perf_counter
 from typing import Any, Protocol, cast
 
 import hiredis
@@ -98,7 +99,7 @@ from .respparse import (
     split_inline,
 )
 
-__all__ = ["AddressMap", "ClientContext", "FrontDoor", "Handler", "Interceptor"]
+__all__ = ["AddressMap", "ClientContext", "CommandObserver", "FrontDoor", "Handler", "Interceptor", "InfoSection"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,27 @@ Handler = Callable[[ClientContext, list[bytes]], Awaitable[Any]]
 Authorizer = Callable[[ClientContext, list[bytes]], Awaitable[None]]
 
 
+class CommandObserver(Protocol):
+    """Told what the front door did, for the node's metrics (see :mod:`gears.metrics`).
+
+    Forwarded commands are counted by the front door itself
+    (:attr:`FrontDoor.passthrough_commands`); their latency is sampled: the batch during
+    which that count passes a multiple of :data:`PASSTHROUGH_SAMPLE_EVERY`, when it was
+    written on an idle connection, is timed from its write to the server until its last
+    reply (for a client that does not pipeline: one command in 64).
+    """
+
+    def handled(self, name: str, seconds: float) -> None:
+        """A handler command (``name`` in upper case) was answered in ``seconds``."""
+
+    def passthrough_sampled(self, seconds: float) -> None:
+        """A sampled batch of forwarded commands took ``seconds``."""
+
+
+#: The node's ``# Gears`` section of ``INFO`` (its text, lines ending in CRLF).
+InfoSection = Callable[[], Awaitable[str]]
+
+
 class Interceptor(Protocol):
     """Hooks around forwarded commands (command hooks, keymiss read-through ...).
 
@@ -220,6 +242,7 @@ _WATCH = 6
 _CLIENT = 7
 _HELLO = 8
 _CONFIG = 9
+_INFO = 10
 
 # Kinds of a special reply slot (a plain forwarded reply's slot is ``None``).
 _S_SLOTS = 1
@@ -286,6 +309,12 @@ _ROUTE_CACHE_NAME_MAX = 64
 _BLOCKED_INPUT_MAX = 1024 * 1024
 #: Seconds to wait for the server node to accept a connection.
 CONNECT_TIMEOUT = 5.0
+#: Forwarded-latency sampling: a plainly forwarded batch during which the forwarded count
+#: passes a multiple of this (a power of two) is timed if it was written on an idle connection.
+PASSTHROUGH_SAMPLE_EVERY = 64
+_SAMPLE_MASK = PASSTHROUGH_SAMPLE_EVERY - 1
+#: ``INFO`` arguments after which the ``# Gears`` section is added (none at all counts too).
+_INFO_WITH_GEARS = frozenset((b"gears", b"all", b"everything", b"default"))
 
 
 def _set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -347,6 +376,19 @@ def _auth_user(args: list[bytes]) -> str | None:
         if args[i].upper() == b"AUTH":
             return args[i + 1].decode("utf-8", "surrogateescape")
     return None
+
+
+def _info_with(reply: bytes, section: bytes, only: bool) -> bytes:
+    """An ``INFO`` bulk (RESP2 ``$``) or verbatim (RESP3 ``=``) reply with ``section``
+    appended after a blank line, or (``only``) in place of what the server sent."""
+    start = reply.index(b"\r\n") + 2
+    body = reply[start:-2]
+    prefix = b""
+    if reply[:1] == b"=":  # "txt:" precedes a verbatim string's text
+        prefix, body = body[:4], body[4:]
+    body = section if only or not body else body + b"\r\n" + section
+    payload = prefix + body
+    return b"%b%d\r\n%b\r\n" % (reply[:1], len(payload), payload)
 
 
 def _error_line(text: str) -> bytes:
@@ -415,6 +457,11 @@ class FrontDoor:
       the Unix socket is always plain).
     * ``on_config_set``: called after a ``CONFIG SET`` forwarded through this front door
       succeeded (a ``+QUEUED`` inside ``MULTI`` counts too).
+    * ``observer``: optional :class:`CommandObserver` (metrics).
+    * ``info_section``: optional :data:`InfoSection`: ``INFO`` (no section, ``all``,
+      ``everything``, ``default`` or ``gears`` among its arguments) gets it appended to the
+      server's reply, ``INFO gears`` gets only it. The server answers first (so its
+      authentication and ACL rules apply); inside ``MULTI`` ``INFO`` is forwarded as is.
     """
 
     def __init__(
@@ -430,6 +477,8 @@ class FrontDoor:
         tls: ssl.SSLContext | None = None,
         server_tls: ssl.SSLContext | None = None,
         on_config_set: Callable[[], None] | None = None,
+        observer: CommandObserver | None = None,
+        info_section: InfoSection | None = None,
     ) -> None:
         self.listen = listen
         self.server = server
@@ -439,6 +488,10 @@ class FrontDoor:
         self.authorize = authorize
         self.interceptor = interceptor
         self.tls = tls
+        self.observer = observer
+        self.info_section = info_section
+        #: Commands forwarded to the server node so far (counted per forwarded batch).
+        self.passthrough_commands = 0
         self.on_config_set = on_config_set
         self._handlers = {name.upper().encode(): handler for name, handler in handlers.items()}
         self._route_cache: dict[bytes, int] = {}
@@ -453,6 +506,8 @@ class FrontDoor:
     def refresh_routes(self) -> None:
         """Re-read ``interceptor.commands`` (call it whenever that set changes)."""
         routes = dict(_BUILTIN_ROUTES)
+        if self.info_section is not None:
+            routes[b"INFO"] = _INFO
         if self.interceptor is not None:
             for name in self.interceptor.commands:
                 key = name.upper().encode()
@@ -737,6 +792,7 @@ class _Connection(asyncio.Protocol):
         self._repreader = _reader()  # reply fast path
         self._resp3 = False  # HELLO 3 was sent: push frames may come, replies take the exact path
         self._up_pipe = False  # server → client is a pipe (only redirections rewritten)
+        self._sampled_at = 0.0  # perf_counter() when a timed forwarded batch was written (0: none)
 
     # ------------------------------------------------------------------ client side
 
@@ -916,8 +972,13 @@ class _Connection(asyncio.Protocol):
             handler = self.door._handlers[args[0].upper()]
             self._barrier(partial(self._run_handler, handler, args))
         elif kind == _INTERCEPT:
+            self.door.passthrough_commands += 1
             self._barrier(partial(self._run_intercept, args, raw, self._slot_kind(args)))
+        elif kind == _INFO:
+            self.door.passthrough_commands += 1
+            self._barrier(partial(self._run_info, args, raw))
         elif kind == _PIPE:
+            self.door.passthrough_commands += 1
             self._forward(raw, _S_PIPE)
             self._pipe = True
         elif kind == _QUIT:
@@ -931,6 +992,7 @@ class _Connection(asyncio.Protocol):
             slot = self._slot_kind(args)
             if slot == _S_AUTH:
                 self._auth_users.append(_auth_user(args))
+            self.door.passthrough_commands += 1
             if slot == _S_ENDTX and self._tx_at_exec and args[0].upper() == b"EXEC":
                 self._barrier(partial(self._run_exec, raw))
                 return
@@ -983,6 +1045,11 @@ class _Connection(asyncio.Protocol):
     def _forward_run(self, data: bytes, count: int) -> None:
         """Write ``count`` plain requests upstream."""
         (self._up or self._upstream()).write(data)
+        door = self.door
+        total = door.passthrough_commands + count
+        door.passthrough_commands = total
+        if total & _SAMPLE_MASK < count and self._inflight == 0 and door.observer is not None:
+            self._sampled_at = perf_counter()  # the count passed a multiple of PASSTHROUGH_SAMPLE_EVERY
         if count == 1:
             self._pending.append(None)
         else:
@@ -1051,9 +1118,19 @@ class _Connection(asyncio.Protocol):
         self._inflight -= k
         if not self.closed:
             self.transport.write(data)  # type: ignore[union-attr]
-        if self._inflight == 0 and self._barrier_job is not None:
-            self._start_barrier()
+        if self._inflight == 0:
+            if self._sampled_at:
+                self._end_sample()
+            if self._barrier_job is not None:
+                self._start_barrier()
         return True
+
+    def _end_sample(self) -> None:
+        """The timed forwarded batch got its last reply."""
+        observer = self.door.observer
+        if observer is not None:
+            observer.passthrough_sampled(perf_counter() - self._sampled_at)
+        self._sampled_at = 0.0
 
     def _replies_exact(self, buf: bytes) -> None:
         """Frame replies one by one, rewrite where needed, and pass them on."""
@@ -1107,8 +1184,11 @@ class _Connection(asyncio.Protocol):
             chunk = b"".join(out)
         if chunk and not self.closed:
             self.transport.write(chunk)  # type: ignore[union-attr]
-        if self._inflight == 0 and self._barrier_job is not None:
-            self._start_barrier()
+        if self._inflight == 0:
+            if self._sampled_at:
+                self._end_sample()
+            if self._barrier_job is not None:
+                self._start_barrier()
 
     def _client_reply(self, slot: int | None, raw: bytes) -> bytes:
         """A forwarded reply as the client should see it."""
@@ -1208,6 +1288,7 @@ class _Connection(asyncio.Protocol):
         self._auth_users.clear()
         self._inflight = 0
         self._special = 0
+        self._sampled_at = 0.0
         return b"".join(replies)
 
     def _close_upstream(self) -> None:
@@ -1268,6 +1349,34 @@ class _Connection(asyncio.Protocol):
         return self.authed
 
     async def _run_handler(self, handler: Handler, args: list[bytes]) -> bytes:
+        observer = self.door.observer
+        if observer is None:
+            return await self._handle(handler, args)
+        started = perf_counter()
+        try:
+            return await self._handle(handler, args)
+        finally:
+            observer.handled(args[0].upper().decode("utf-8", "replace"), perf_counter() - started)
+
+    async def _run_info(self, args: list[bytes], raw: bytes) -> bytes:
+        """``INFO``: the server's reply, with the node's ``# Gears`` section where asked for."""
+        try:
+            reply = await self.roundtrip(raw)
+        except NodeUnavailable as exc:
+            return encode_error(exc)
+        sections = {arg.lower() for arg in args[1:]}
+        if self.in_multi or reply[:1] not in (b"$", b"=") or (sections and not sections & _INFO_WITH_GEARS):
+            return reply
+        info_section = self.door.info_section
+        assert info_section is not None
+        try:
+            section = (await info_section()).encode()
+        except Exception:
+            log.exception("client %d: the gears INFO section failed", self._cid)
+            return reply
+        return _info_with(reply, section, only=sections == {b"gears"})
+
+    async def _handle(self, handler: Handler, args: list[bytes]) -> bytes:
         if self.in_multi:
             if getattr(handler, "at_exec", False):
                 return await self._queue_at_exec(handler, args)

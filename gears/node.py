@@ -18,6 +18,7 @@ import os
 import pickle
 import secrets
 import signal
+from functools import partial
 from typing import Any
 
 import hiredis
@@ -47,6 +48,7 @@ from . import tls as _tls
 from .errors import CommandError, MovedError, NodeUnavailable
 from .frontdoor import FrontDoor
 from .interception import CommandTable, RegistrationInterceptor
+from .metrics import CommandMetrics, MetricsServer, info_section
 from .records import GearsScriptError
 from .resp import OK
 from .workers import WorkerHandle
@@ -99,6 +101,7 @@ class GearsNode:
         tls: TLSOptions | None = None,
         server_socket: str | None = None,
         server_tls: ServerTLSOptions | None = None,
+        metrics: tuple[str, int] | None = None,
     ) -> None:
         self.server_address = server
         self.listen = listen
@@ -158,6 +161,9 @@ class GearsNode:
         self.ai_config: dict[str, Any] = {"MODEL_CHUNK_SIZE": 511 * 1024 * 1024, "BACKENDSPATH": ""}
         self.interceptor = RegistrationInterceptor(self)
         self.slowlog = SlowLog(lambda: self.server.config_get("slowlog-*"))
+        self.command_metrics = CommandMetrics()
+        #: The Prometheus endpoint (``None``: no ``--metrics``).
+        self.metrics = MetricsServer(self, metrics) if metrics is not None else None
         self.frontdoor = FrontDoor(
             listen=listen,
             server=server,
@@ -169,6 +175,8 @@ class GearsNode:
             server_socket=server_socket,
             server_tls=server_tls.context() if server_tls is not None else None,
             on_config_set=self.slowlog.config_changed,
+            observer=self.command_metrics,
+            info_section=partial(info_section, self),
         )
 
     # ---------------------------------------------------------------- lifecycle
@@ -183,6 +191,8 @@ class GearsNode:
         await self.sessions.load()  # a replica holds them too, and runs them once promoted
         self._reg_seq = itertools.count(self.sessions.max_registration_seq() + 1)
         await self.frontdoor.start()
+        if self.metrics is not None:
+            self.metrics.start()
         await self.ensure_peers()
         self._tasks.append(asyncio.ensure_future(self._refresh_forever()))
         self._tasks.append(asyncio.ensure_future(self._watch_server()))
@@ -204,6 +214,8 @@ class GearsNode:
         for task in self._tasks:
             task.cancel()
         await self.frontdoor.close()
+        if self.metrics is not None:
+            self.metrics.close()
         await self.worker.close()
         for link in self._links.values():
             await link.close()
@@ -562,7 +574,7 @@ def _forbid_inspection() -> None:
 
 
 def main(args: Any) -> int:
-    """``gears node --redis HOST:PORT --listen HOST:PORT [--announce HOST:PORT]``."""
+    """``gears node --redis HOST:PORT --listen HOST:PORT [--announce HOST:PORT] [--metrics HOST:PORT]``."""
     logging.basicConfig(
         level=os.environ.get("GEARS_LOG_LEVEL", "INFO"),
         format="%(asctime)s node[%(process)d] %(levelname)s %(name)s: %(message)s",
@@ -587,6 +599,7 @@ def main(args: Any) -> int:
         tls=tls,
         server_socket=getattr(args, "redis_socket", None),
         server_tls=server_tls,
+        metrics=_address(args.metrics) if getattr(args, "metrics", None) else None,
     )
     try:
         import uvloop

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import ast
 import traceback
 from types import TracebackType
 from typing import Any
@@ -24,8 +25,10 @@ __all__ = [
     "FlatError",
     "ForceStopped",
     "GearsScriptError",
+    "error_headline",
     "format_error",
     "group_key",
+    "readable_error",
     "to_reply",
 ]
 
@@ -100,6 +103,26 @@ def format_error(
         if use_tb is not None:
             return str(traceback.format_exception(type(exc), exc, use_tb))
     return f"Error type: {type(exc)}, Value: {exc}"
+
+
+def readable_error(text: str) -> str:
+    """A recorded error text as a person reads it: a traceback recorded by
+    :func:`format_error` (a list repr) joined into its lines; any other text as it is."""
+    if text.startswith("['") and text.endswith("']"):
+        try:
+            lines = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+        if isinstance(lines, list) and all(isinstance(line, str) for line in lines):
+            return "".join(lines).rstrip("\n")
+    return text
+
+
+def error_headline(text: str) -> str:
+    """The line that says what went wrong: a traceback's last line (``Type: message``),
+    or the last non-empty line of any other error text."""
+    lines = [line for line in readable_error(text).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else text
 
 
 def to_reply(value: Any) -> Any:

@@ -41,6 +41,9 @@ class Stats:
     lag_samples: int = 0
     server_outages: int = 0
     last_server_outage: str | None = None
+    #: Monotonic counts for the metrics (:meth:`clear` keeps them).
+    triggered_total: int = 0
+    failures_total: int = 0
 
     def finished(self, started: float, errors: list[str], server_lost: bool = False) -> None:
         """Record one finished execution that started at ``time.perf_counter()`` ``started``.
@@ -53,6 +56,7 @@ class Stats:
             return
         if errors:
             self.failures += 1
+            self.failures_total += 1
             self.last_error = errors[0]
         else:
             self.success += 1

@@ -3,7 +3,7 @@
     gears ingest cord19 PATH... [--host 127.0.0.1] [--port 30001] [--no-wait] [--timeout S] [--json]
     gears pipeline register nlp [--host --port] [--graph HOST:PORT] [--dictionary FILE] [--json]
     gears pipeline register qa [--host --port] [--max-length 512] [--cache-ttl 0] [--no-backfill] [--json]
-    gears pipeline status [--host --port] [--graph HOST:PORT] [--json]
+    gears pipeline status [--host --port] [--graph HOST:PORT] [--json] [--watch [--interval 2]]
     gears ai load-qa [--model-dir DIR] [--backend TORCH|ONNX] [--device CPU|GPU] [--batch-size 16] [--host --port] [--json]
     gears api [--listen 127.0.0.1:8080] [--host --port] [--graph HOST:PORT]
 
@@ -41,6 +41,16 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 4:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 4, got {text!r}")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def _connection_options(parser: argparse.ArgumentParser) -> None:
@@ -139,18 +149,49 @@ def _register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _status(args: argparse.Namespace) -> int:
-    from .deploy import pipeline_status
+def _status_text(status: dict[str, Any]) -> str:
+    """``gears pipeline status`` as a person reads it: counters, then one line per stage."""
+    lines = [f"{name:<20} {value}" for name, value in status.items() if name != "stages" and value is not None]
+    stages = status["stages"]
+    if stages:
+        width = max(len(s["stage"]) for s in stages)
+        lines += ["", f"{'stage':<{width}}  {'triggered':>9}  {'failures':>8}  last error"]
+        for stage in stages:
+            lines.append(f"{stage['stage']:<{width}}  {stage['triggered']:>9}  {stage['failures']:>8}  {stage['last_error'] or '-'}")
+    return "\n".join(lines)
 
-    cluster = _cluster(args)
-    status = pipeline_status(cluster, args.graph)
-    cluster.close()
-    if args.json:
-        print(json.dumps(status))
-    else:
-        for name, value in status.items():
-            print(f"{name:<20} {value}")
-    return 0
+
+def _status(args: argparse.Namespace) -> int:
+    import redis
+
+    from .deploy import DeployError, pipeline_status
+
+    try:
+        cluster = _cluster(args)
+    except (redis.ConnectionError, redis.exceptions.RedisClusterException) as exc:
+        print(f"gears pipeline status: cannot reach the cluster at {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        while True:
+            try:
+                status = pipeline_status(cluster, args.graph)
+            except (DeployError, redis.RedisError) as exc:
+                print(f"gears pipeline status: {exc}", file=sys.stderr)
+                return 1
+            if args.json:
+                print(json.dumps(status), flush=True)
+            else:
+                if args.watch:  # like watch(1): a fresh screen with a header per refresh
+                    header = f"Every {args.interval:g}s: gears pipeline status"
+                    print(("\033[H\033[2J" if sys.stdout.isatty() else "") + f"{header}    {time.strftime('%c')}\n", flush=True)
+                print(_status_text(status), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.close()
 
 
 def _load_qa(args: argparse.Namespace) -> int:
@@ -243,10 +284,12 @@ def add_parsers(sub: Any) -> None:
     register.add_argument("--no-backfill", action="store_true", help="qa: do not tokenise the sentences that exist already")
     add_json(register, "what was registered")
     register.set_defaults(func=_register)
-    status = actions.add_parser("status", help="per-stage progress")
+    status = actions.add_parser("status", help="per-stage progress, failures and last errors")
     _connection_options(status)
-    status.add_argument("--graph", type=_address, default=("127.0.0.1", 9001), help="FalkorDB HOST:PORT")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--graph", type=_address, help="FalkorDB HOST:PORT (default: the one the nlp pipeline was registered with)")
+    status.add_argument("--json", action="store_true", help="one JSON object (with --watch: one per line)")
+    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C, like watch(1)")
+    status.add_argument("--interval", type=_seconds, default=2.0, help="--watch: seconds between refreshes (default 2)")
     status.set_defaults(func=_status)
 
     ai = sub.add_parser("ai", help="models of the reference pipelines")

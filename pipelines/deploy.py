@@ -11,10 +11,13 @@ The ``gears pipeline`` and ``gears ai load-qa`` commands call these; so can a pr
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import redis
+
+from gears.records import error_headline, readable_error
 
 __all__ = [
     "DeployError",
@@ -23,6 +26,8 @@ __all__ = [
     "tokenize_existing",
     "load_qa_model",
     "pipeline_status",
+    "registered_graph",
+    "stage_health",
     "executions_pending",
     "drained",
     "STATUS_SCRIPTS",
@@ -135,10 +140,62 @@ def executions_pending(cluster: Any) -> int:
     return pending
 
 
-def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, Any]:
+#: Seconds the graph server gets to answer the status' counts.
+GRAPH_STATUS_TIMEOUT = 10.0
+#: The sessions of the reference pipelines (``RG.PYDUMPSESSIONS`` names).
+PIPELINE_SESSIONS = ("nlp", "qa")
+_SESSION_NAME = re.compile(r"'sessionName':'([^']*)'")
+
+
+def registered_graph(cluster: Any) -> tuple[str, int] | None:
+    """The graph server the NLP pipeline was registered with (``None``: not registered)."""
+    from .nlp_pipeline import GRAPH_ADDRESS_KEY
+
+    script = f"GB('ShardsIDReader').map(lambda x: execute('GET', {GRAPH_ADDRESS_KEY!r} % hashtag())).filter(lambda a: a).run()"
+    results, errors = cluster.get_default_node().redis_connection.execute_command("RG.PYEXECUTE", script)
+    if errors:
+        raise DeployError(f"reading the registered graph address failed: {errors[0]}")
+    if not results:
+        return None
+    host, _, port = results[0].rpartition(":")
+    return host, int(port)
+
+
+def stage_health(cluster: Any) -> list[dict[str, Any]]:
+    """Each registration of the pipelines' sessions, summed over the primaries: ``stage``
+    (its description), ``id``, ``session``, ``reader``, ``triggered``, ``failures`` and
+    ``last_error`` (the line that says what went wrong in the error a shard kept last;
+    ``None``: no failure since the stats were cleared) with ``last_traceback`` (that error
+    in full, its lines joined)."""
+    stages: dict[str, dict[str, Any]] = {}
+    for node in cluster.get_primaries():
+        for entry in node.redis_connection.execute_command("RG.DUMPREGISTRATIONS"):
+            fields = dict(zip(entry[0::2], entry[1::2]))
+            session = _SESSION_NAME.search(fields["PD"])
+            if session is None or session.group(1) not in PIPELINE_SESSIONS:
+                continue
+            data = dict(zip(fields["RegistrationData"][0::2], fields["RegistrationData"][1::2]))
+            stage = stages.setdefault(fields["id"], {
+                "stage": fields["desc"] or fields["id"], "id": fields["id"], "session": session.group(1),
+                "reader": fields["reader"], "triggered": 0, "failures": 0, "last_error": None,
+                "last_traceback": None,
+            })
+            stage["triggered"] += int(data["numTriggered"])
+            stage["failures"] += int(data["numFailures"])
+            if data["lastError"] and stage["last_error"] is None:
+                stage["last_error"] = error_headline(data["lastError"])
+                stage["last_traceback"] = readable_error(data["lastError"])
+    return sorted(stages.values(), key=lambda s: (s["session"], s["stage"]))
+
+
+def pipeline_status(cluster: Any, graph: tuple[str, int] | None = None) -> dict[str, Any]:
     """Per-stage progress: articles, sentences, matched sentences, pending edges, tokenised
-    sentences, executions still running, graph size. ``cluster`` is a redis-py
-    ``RedisCluster`` (decoded replies)."""
+    sentences, executions still running, graph size, and each stage's failures
+    (``stages``, see :func:`stage_health`). ``cluster`` is a redis-py ``RedisCluster``
+    (decoded replies). ``graph`` defaults to the graph the NLP pipeline was registered
+    with; when it cannot be read, ``graph_error`` says why (the counts are ``None``)."""
+    from pipelines.graph import GraphError, GraphReader
+
     from .nlp_pipeline import PROCESSED_ARTICLES
 
     status: dict[str, Any] = {"articles": int(cluster.scard(PROCESSED_ARTICLES))}
@@ -149,12 +206,17 @@ def pipeline_status(cluster: Any, graph: tuple[str, int] | None) -> dict[str, An
             raise DeployError(f"{name}: {errors[0]}")
         status[name] = int(results[0]) if results else 0
     status["executions_pending"] = executions_pending(cluster)
-    status["graph_nodes"] = status["graph_edges"] = None
+    graph = graph or registered_graph(cluster)
+    status["graph"] = "%s:%d" % graph if graph is not None else None
+    status["graph_nodes"] = status["graph_edges"] = status["graph_error"] = None
     if graph is not None:
-        from pipelines.graph import GraphWriter
-
-        counts = GraphWriter(*graph).counts()
-        status["graph_nodes"], status["graph_edges"] = counts["nodes"], counts["edges"]
+        try:
+            with GraphReader(*graph, timeout=GRAPH_STATUS_TIMEOUT) as reader:
+                counts = reader.counts()
+            status["graph_nodes"], status["graph_edges"] = counts["nodes"], counts["edges"]
+        except (GraphError, ConnectionError, OSError) as exc:
+            status["graph_error"] = str(exc)
+    status["stages"] = stage_health(cluster)
     return status
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_DICTIONARY",
     "SESSION_ID",
     "PROCESSED_ARTICLES",
+    "GRAPH_ADDRESS_KEY",
 ]
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 SESSION_ID = "nlp"
 DEFAULT_DICTIONARY = str(Path(__file__).resolve().parent / "data" / "concepts.tsv")
 PROCESSED_ARTICLES = "processed:articles"
+#: Where :func:`register_nlp` records the graph server it writes to (``host:port``), on
+#: the shard that ran the registration (``%s``: that shard's hashtag).
+GRAPH_ADDRESS_KEY = "pipeline:nlp:graph{%s}"
 
 
 def article_meta_key(article_id: str) -> str:
@@ -150,11 +154,13 @@ def _write_graph(host: str, port: int, edges: list[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------- registration
 def register_nlp(graph_host: str = "127.0.0.1", graph_port: int = 9001, dictionary: str | None = None) -> list[str]:
     """Register the three stages (call this inside ``RG.PYEXECUTE``); returns their ids."""
+    from gears.api import execute, hashtag
     from gears.builder import GB
 
     from pipelines.steps import step
 
     path = dictionary or DEFAULT_DICTIONARY
+    execute("SET", GRAPH_ADDRESS_KEY % hashtag(), f"{graph_host}:{graph_port}")
     warm = step(_warm_up, path)
     ids = [
         GB("KeysReader", desc="nlp stage 1: paragraphs -> sentences")

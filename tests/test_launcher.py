@@ -36,7 +36,7 @@ needs_gears_node = pytest.mark.skipif(
     not GEARS_NODE, reason="gears.node (the `gears node` command) does not exist yet"
 )
 
-NODE_KEYS = {"gears", "redis", "role", "hashtag", "slots", "pid", "gears_pid", "health"}
+NODE_KEYS = {"gears", "redis", "role", "hashtag", "slots", "pid", "gears_pid", "metrics", "health"}
 THIRDS = [[[0, 5460]], [[5461, 10922]], [[10923, 16383]]]
 
 
@@ -112,6 +112,7 @@ def test_status_json_shape(replicated: launcher.ClusterState) -> None:
         assert set(node) == NODE_KEYS
         assert node["gears"] == f"127.0.0.1:{base + i}"
         assert node["redis"] == f"127.0.0.1:{base + 10000 + i}"
+        assert node["metrics"] == (f"http://127.0.0.1:{base + 5000 + i}/metrics" if GEARS_NODE else None)
         assert isinstance(node["pid"], int) and pid_alive(node["pid"])
         if GEARS_NODE:
             assert isinstance(node["gears_pid"], int) and pid_alive(node["gears_pid"])
@@ -172,6 +173,7 @@ def test_gears_nodes(replicated: launcher.ClusterState) -> None:
         assert [part.decode() for part in cmdline[1:]] == [
             "-m", "gears", "node", "--redis", f"127.0.0.1:{node.port}", "--listen", f"127.0.0.1:{node.gears_port}",
             "--peer-secret-file", str(Path(replicated.dir) / "peer.secret"), "--redis-socket", str(socket_path),
+            "--metrics", f"127.0.0.1:{node.gears_port + launcher.METRICS_PORT_OFFSET}",
         ]
         assert socket_path.is_socket() and socket_path.stat().st_mode & 0o777 == 0o700
         # clients' commands reach the server over the socket: their connections show its path

@@ -181,6 +181,7 @@ class PyTorchScriptRunner:
             fn=lambda arrays: script.call(function, arrays, [], []),
             inputs=[t.to_numpy() for t in self.inputs],
             stats=service.runner.stats.get(self.key),
+            label=self.key,
         )
 
 

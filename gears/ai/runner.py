@@ -26,8 +26,9 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import GearsError
+from ..workerstats import AI_BATCH_BUCKETS, DURATION_BUCKETS, Histogram, HistogramSnapshot
 
-__all__ = ["RunRequest", "RunStats", "DeviceQueue", "Runner", "TIMEDOUT"]
+__all__ = ["RunRequest", "RunStats", "RunMetrics", "DeviceQueue", "Runner", "TIMEDOUT"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ class RunRequest:
     timed_out: bool = False
     done: threading.Event = field(default_factory=threading.Event)
     callbacks: list[Callable[["RunRequest"], None]] = field(default_factory=list)
+    #: The model or script key, for the metrics (``""``: not a model run, e.g. a load).
+    label: str = ""
 
     def finish(self) -> None:
         self.done.set()
@@ -104,11 +107,46 @@ class RunRequest:
         )
 
 
+class RunMetrics:
+    """Monotonic counts of one worker's model and script runs, for the node's metrics
+    (``AI.INFO ... RESETSTAT`` does not touch them)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], int] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}
+        self.batch_sizes = Histogram(AI_BATCH_BUCKETS)
+
+    def batch_ran(self, device: str, batch: list[RunRequest], seconds: float) -> None:
+        """One batch ran on ``device`` in ``seconds``: a run per request, one batch size."""
+        if not batch[0].label:
+            return
+        key = (batch[0].label, device)
+        with self._lock:
+            self._runs[key] = self._runs.get(key, 0) + len(batch)
+            durations = self._durations.get(key)
+            if durations is None:
+                durations = self._durations[key] = Histogram(DURATION_BUCKETS)
+        for _ in batch:
+            durations.observe(seconds)
+        self.batch_sizes.observe(sum(r.dim0() for r in batch) or len(batch))
+
+    def runs(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._runs)
+
+    def durations(self) -> dict[tuple[str, str], HistogramSnapshot]:
+        with self._lock:
+            items = list(self._durations.items())
+        return {key: histogram.snapshot() for key, histogram in items}
+
+
 class DeviceQueue:
     """A FIFO of run requests served by ``threads`` threads."""
 
-    def __init__(self, device: str, threads: int) -> None:
+    def __init__(self, device: str, threads: int, metrics: RunMetrics | None = None) -> None:
         self.device = device
+        self._metrics = metrics if metrics is not None else RunMetrics()
         self._queue: deque[RunRequest] = deque()
         self._cond = threading.Condition()
         for n in range(threads):
@@ -163,10 +201,16 @@ class DeviceQueue:
             if batch[0].timed_out:
                 batch[0].finish()
                 continue
-            _run_batch(batch)
+            self._metrics.batch_ran(self.device, batch, _run_batch(batch))
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting in the queue."""
+        return len(self._queue)
 
 
-def _run_batch(batch: list[RunRequest]) -> None:
+def _run_batch(batch: list[RunRequest]) -> float:
+    """Run one batch and finish its requests; returns the seconds the run took."""
     head = batch[0]
     started = time.perf_counter()
     try:
@@ -187,7 +231,8 @@ def _run_batch(batch: list[RunRequest]) -> None:
     except Exception as exc:  # noqa: BLE001 - a backend error is the reply of every member
         lines = str(exc).strip().splitlines()
         outputs_per, error = [], (lines[0] if lines else type(exc).__name__)
-    duration_us = int((time.perf_counter() - started) * 1_000_000)
+    seconds = time.perf_counter() - started
+    duration_us = int(seconds * 1_000_000)
     for i, request in enumerate(batch):
         stats = request.stats
         if error is None:
@@ -203,6 +248,7 @@ def _run_batch(batch: list[RunRequest]) -> None:
                 stats.calls += 1
                 stats.errors += 1
         request.finish()
+    return seconds
 
 
 class Runner:
@@ -213,14 +259,20 @@ class Runner:
         self._queues: dict[str, DeviceQueue] = {}
         self._lock = threading.Lock()
         self.stats: dict[str, RunStats] = {}
+        self.metrics = RunMetrics()
 
     def queue(self, device: str) -> DeviceQueue:
         name = device.upper()
         with self._lock:
             queue = self._queues.get(name)
             if queue is None:
-                queue = self._queues[name] = DeviceQueue(name, self.threads_per_queue)
+                queue = self._queues[name] = DeviceQueue(name, self.threads_per_queue, self.metrics)
             return queue
+
+    def queue_depths(self) -> dict[str, int]:
+        """``device -> requests waiting`` for every queue created so far."""
+        with self._lock:
+            return {name: queue.depth for name, queue in self._queues.items()}
 
     def submit(self, device: str, request: RunRequest) -> RunRequest:
         """Queue a request; wait on ``request.done`` or add a callback."""

@@ -144,6 +144,7 @@ class AIService:
             fn=model.run,
             inputs=[t.to_numpy() for t in inputs],
             stats=self.runner.stats.get(key),
+            label=key,
             batchsize=meta.batchsize,
             minbatchsize=meta.minbatchsize,
             minbatchtimeout=meta.minbatchtimeout,
@@ -248,6 +249,7 @@ class AIService:
             inputs=[t.to_numpy() for t in inputs],
             stats=self.runner.stats.get(key),
             timeout_ms=timeout_ms,
+            label=key,
         )
 
     def _answer_finished(self, request: RunRequest, output_keys: list[str], answer: Callable[[bool, Any], None]) -> None:

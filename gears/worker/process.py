@@ -11,6 +11,7 @@ It receives requests from its node over a :class:`~gears.ipc.ThreadChannel`:
 ``config``             new configuration values
 ``crashes``            stream entries that crashed earlier workers (poison isolation)
 ``topology``           a new :class:`~cluster.topology.ShardMap`
+``metrics`` (call)     what this worker counted (:class:`~gears.workerstats.WorkerStats`)
 =====================  =======================================================
 
 and sends ``send``/``send_done`` (records for other shards), ``finished`` and
@@ -20,6 +21,7 @@ and sends ``send``/``send_done`` (records for other shards), ``finished`` and
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import os
@@ -41,6 +43,7 @@ from ..host import install_host
 from ..ipc import ThreadChannel
 from ..operations import error_text
 from ..serverconn import ConnectionPerThread, ServerEndpoint
+from ..workerstats import WorkerStats
 from ..records import GearsScriptError, to_reply
 from .execution import LocalExecution
 from .host import ScriptState, Session, WorkerHost, carry_user_into_threads, thread_context
@@ -84,6 +87,8 @@ class WorkerProcess:
         self.timers = TimeEvents(self.server, lambda: self.shard_map.hashtag, self._call_in_session)
         self._timers_loaded = False
         self._ai: Any = None
+        #: Outcomes of the executions that ran only here (``local_execution``).
+        self._local_outcomes: collections.Counter[str] = collections.Counter()
         install_host(WorkerHost(self))
         carry_user_into_threads()
         redisgears_module()  # shipped functions may reference it by name
@@ -168,6 +173,8 @@ class WorkerProcess:
             return [to_reply(r) for r in outcome.results], outcome.errors
         if kind == "ping":
             return "pong"
+        if kind == "metrics":
+            return self.metrics()
         raise ValueError(f"unknown request {kind!r}")
 
     # ---------------------------------------------------------------- scripts
@@ -305,7 +312,23 @@ class WorkerProcess:
             self.new_execution_id(), plan, reader, self.shard_map.my_index, False, session, exchange=_QUIET
         )
         execution.run_here()
+        outcome = "aborted" if execution.status == "aborted" else "error" if execution.errors else "ok"
+        with self._lock:
+            self._local_outcomes[outcome] += 1
         return execution
+
+    def metrics(self) -> WorkerStats:
+        """What this worker counted, for the node's metrics (see :mod:`gears.workerstats`)."""
+        with self._lock:
+            executions = dict(self._local_outcomes)
+        stats = WorkerStats(executions=executions, registrations=self.registry.samples())
+        if self._ai is None:
+            return stats
+        runner = self._ai.runner
+        return dataclasses.replace(
+            stats, ai_runs=runner.metrics.runs(), ai_durations=runner.metrics.durations(),
+            ai_queue_depth=runner.queue_depths(), ai_batch_sizes=runner.metrics.batch_sizes.snapshot(),
+        )
 
     def _prepare(self, exec_id: str, blob: bytes | None, initiator_index: int, meta: dict[str, Any]) -> bool:
         registration = meta.get("registration")

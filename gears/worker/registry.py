@@ -22,8 +22,10 @@ from readers.keys import read_keys
 from ..records import GearsScriptError, to_reply
 from ..resp import ErrorValue
 from ..registration import Registration, dump_entry
+from ..workerstats import RegistrationSample
 from ..serverconn import ConnectionPerThread, ServerEndpoint, ServerUnavailable
 from .host import CommandContext, Session, thread_context
+from .failures import FailureLog
 from .streams import StreamConsumer
 from .triggers import Dispatcher, EventReader, NotificationListener, RecordsReader
 
@@ -69,6 +71,7 @@ class Registry:
         #: ``(registration id, stream) -> {entry id: crashes}``: how often the worker died
         #: running a stream entry (kept by the node across worker restarts).
         self.crashes: dict[tuple[str, str], dict[str, int]] = {}
+        self.failure_log = FailureLog()
 
     # -------------------------------------------------------------- sessions
     def apply(self, session: dict[str, Any], replaces: str | None) -> list[dict[str, Any]]:
@@ -168,6 +171,7 @@ class Registry:
         consumer = self.consumers.pop(reg_id, None)
         if consumer is not None:
             consumer.stop()
+        self.failure_log.forget(reg_id)
 
     def unregister(self, reg_id: str, abort_pending: bool) -> dict[str, Any] | None:
         """Remove one registration; returns its session's remaining state (``None`` if unknown)."""
@@ -261,6 +265,7 @@ class Registry:
         mode (``local=True`` keeps it here: command-bound executions)."""
         process = self._process
         reg.stats.triggered += 1
+        reg.stats.triggered_total += 1
         started = time.perf_counter()
         session = self.sessions.get(reg.session_id, {}).get("session")
         if reg.mode == "async" and process.shard_map.cluster_mode and not local:
@@ -278,6 +283,8 @@ class Registry:
         outcome.status, outcome.results, outcome.errors = execution.status, execution.results, execution.errors
         outcome.server_lost = execution.server_lost
         reg.stats.finished(started, execution.errors, execution.server_lost)
+        if execution.errors and not execution.server_lost:
+            self.failure_log.report(reg.id, execution.errors[0])
         if not execution.distributed:  # distributed ones are listed by the node
             self.history[reg.id].append(outcome)
         return outcome
@@ -331,6 +338,15 @@ class Registry:
                 dump_entry(reg, {k: v for k, v in self.sessions[reg.session_id].items() if k != "session"})
                 for reg in self.registrations.values()
             ]
+
+    def samples(self) -> tuple[RegistrationSample, ...]:
+        """The metrics of every registration of this shard."""
+        with self._lock:
+            return tuple(
+                RegistrationSample(reg.id, reg.reader, reg.stats.triggered_total, reg.stats.failures_total,
+                                   reg.stats.last_lag_ms / 1000)
+                for reg in self.registrations.values()
+            )
 
     def executions(self) -> list[list[Any]]:
         """``RG.DUMPEXECUTIONS`` entries of triggered executions kept per registration."""

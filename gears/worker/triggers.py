@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from typing import Any, Callable, Iterator
 
@@ -154,7 +155,7 @@ class Dispatcher:
     def offer(self, event: Any) -> bool:
         """Queue an event; ``False`` (and a dropped count) when the queue is full."""
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait((time.monotonic(), event))
             return True
         except queue.Full:
             self.registration.stats.dropped += 1
@@ -173,9 +174,11 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while True:
-            event = self._queue.get()
-            if event is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            queued, event = item
+            self.registration.stats.last_lag_ms = (time.monotonic() - queued) * 1000
             while True:
                 try:
                     self._run(self.registration, event)
