@@ -599,7 +599,7 @@ def main(args: Any) -> int:
         tls=tls,
         server_socket=getattr(args, "redis_socket", None),
         server_tls=server_tls,
-        metrics=_address(args.metrics) if getattr(args, "metrics", None) else None,
+        metrics=_address(args.metrics, "--metrics") if getattr(args, "metrics", None) else None,
     )
     try:
         import uvloop

@@ -73,7 +73,7 @@ def follow(
         if stage.finished >= new_articles and drained(status, status["articles"]):
             return status
         if deadline is not None and time.monotonic() > deadline:
-            shown = ", ".join(f"{k} {v}" for k, v in status.items())
+            shown = ", ".join(f"{k} {v}" for k, v in status.items() if k != "stages")  # stages: see status
             raise NotDrained(
                 f"the pipeline did not drain within {timeout:g} s: {stage.finished} of {new_articles} articles "
                 f"through the first stage ({stage.failures} failed); {shown} (see `gears pipeline status`)"
