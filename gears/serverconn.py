@@ -111,13 +111,12 @@ class ServerConnection:
         """``decode=True`` makes replies ``str`` (UTF-8, decoded in C; bytes that are not
         UTF-8 become surrogate escapes, which :func:`encode_command` turns back into the
         same bytes). ``tls``: speak TLS with this context (the host name is verified)."""
-        self.address = (host, port)
         #: Where it is connected and how it logged in (:meth:`ServerEndpoint.connect` opens another).
         self.endpoint = ServerEndpoint(host, port, credentials, tls)
         #: Set once an I/O error lost the connection (a :class:`ConnectionPerThread` then reopens it).
         self.broken = False
         try:
-            sock = socket.create_connection(self.address, timeout=timeout)
+            sock = socket.create_connection(self.endpoint.address, timeout=timeout)
         except OSError as exc:
             raise ServerUnavailable(f"server node {host}:{port} unavailable: {exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -146,12 +145,12 @@ class ServerConnection:
                 raise self._lost(exc) from None
             if not data:
                 self.broken = True
-                raise ServerUnavailable(f"server node {self.address[0]}:{self.address[1]} closed the connection")
+                raise ServerUnavailable(f"server node {self.endpoint.host}:{self.endpoint.port} closed the connection")
             reader.feed(data)
 
     def _lost(self, exc: OSError) -> ServerUnavailable:
         self.broken = True
-        return ServerUnavailable(f"server node {self.address[0]}:{self.address[1]} unavailable: {exc}")
+        return ServerUnavailable(f"server node {self.endpoint.host}:{self.endpoint.port} unavailable: {exc}")
 
     def _send(self, payload: bytes) -> None:
         try:

@@ -335,7 +335,9 @@ def test_max_executions_bounds_the_list(cluster1):
         for _ in range(5):
             ids.append(pyexecute(client, "GB('ShardsIDReader').run()", "UNBLOCKING"))
             client.execute_command("RG.GETRESULTSBLOCKING", ids[-1])
-        listed = [e[1] for e in client.execute_command("RG.DUMPEXECUTIONS")]
+        # batch executions only: ones that other tests' registrations triggered on this shared
+        # cluster are kept by the worker and not evicted by MaxExecutions (docs/migration.md)
+        listed = [e[1] for e in client.execute_command("RG.DUMPEXECUTIONS") if not e[5]]
         assert len(listed) <= 3 and ids[-1] in listed and ids[0] not in listed
     finally:
         client.execute_command("RG.CONFIGSET", "MaxExecutions", "1000")

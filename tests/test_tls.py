@@ -206,10 +206,8 @@ def test_a_three_shard_tls_cluster(tls_redis_server: str, certificate: tuple[Pat
         clients = [_server_client(port, certificate) for port in ports]
         for client in clients:
             wait_for(lambda client=client: answers_ping(client), timeout=30, what="TLS server")
-        step = 16384 // 3
-        for i, client in enumerate(clients):
-            last = 16383 if i == 2 else (i + 1) * step - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * step, last)
+        for i, (client, (first, last)) in enumerate(zip(clients, launcher.slot_ranges(3), strict=True)):
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
             if i:
                 client.execute_command("CLUSTER", "MEET", HOST, ports[0])
         wait_for(lambda: all(c.execute_command("CLUSTER", "INFO").startswith("cluster_state:ok") for c in clients)
