@@ -15,5 +15,5 @@ COPY gears ./gears
 COPY readers ./readers
 COPY cluster ./cluster
 COPY pipelines ./pipelines
-RUN pip install --no-cache-dir ".[${EXTRAS}]" && python -m gears.userenv
+RUN pip install --no-cache-dir ".[${EXTRAS}]" && python -m gears.environments.base
 ENTRYPOINT ["gears"]

@@ -27,8 +27,8 @@ from typing import Any, Callable
 
 import redis
 
-from . import launcher
-from .servers import HOST, is_running, wait_for
+from gears_cluster import launcher
+from gears_cluster.servers import HOST, is_running, wait_for
 
 __all__ = [
     "Tally",

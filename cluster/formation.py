@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import redis
 
-from cluster.servers import HOST, LauncherError, probe_client, wait_for
+from gears_cluster.servers import HOST, LauncherError, probe_client, wait_for
 
 __all__ = [
     "BUS_PORT_OFFSET",
@@ -183,16 +183,10 @@ def form_cluster(
 
     everyone = set(ids.values())
 
-    def all_met() -> bool:
-        for node in nodes:
-            known = cluster_nodes(node.port, node.host)
-            if known is None:
-                return False
-            if {n["id"] for n in known if not n["flags"] & {"handshake", "noaddr"}} != everyone:
-                return False
-        return True
+    def all_met(known: list[dict[str, Any]]) -> bool:
+        return {n["id"] for n in known if not n["flags"] & {"handshake", "noaddr"}} == everyone
 
-    wait_for(all_met, timeout=timeout, what="server nodes to meet", check=check)
+    wait_for(lambda: _every_view(nodes, all_met), timeout=timeout, what="server nodes to meet", check=check)
 
     expected: dict[str, str] = {}
     for node in nodes:
@@ -200,18 +194,21 @@ def form_cluster(
             _send(node, "CLUSTER", "REPLICATE", ids[node.master_address])
             expected[ids[node.host, node.port]] = ids[node.master_address]
 
-    def replicas_known() -> bool:
-        for node in nodes:
-            known = cluster_nodes(node.port, node.host)
-            if known is None:
-                return False
-            master_of = {n["id"]: n["master"] for n in known}
-            if any(master_of.get(replica) != master for replica, master in expected.items()):
-                return False
-        return True
+    def replicas_known(known: list[dict[str, Any]]) -> bool:
+        master_of = {n["id"]: n["master"] for n in known}
+        return all(master_of.get(replica) == master for replica, master in expected.items())
 
-    wait_for(replicas_known, timeout=timeout, what="replicas to attach", check=check)
+    wait_for(lambda: _every_view(nodes, replicas_known), timeout=timeout, what="replicas to attach", check=check)
     return ids
+
+
+def _every_view(nodes: Sequence[FormationNode], accept: Callable[[list[dict[str, Any]]], bool]) -> bool:
+    """Every node answers ``CLUSTER NODES`` and ``accept`` takes what it sees."""
+    for node in nodes:
+        known = cluster_nodes(node.port, node.host)
+        if known is None or not accept(known):
+            return False
+    return True
 
 
 def wait_cluster_ok(

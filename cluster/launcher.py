@@ -11,7 +11,7 @@ The gears node serves Prometheus metrics on ``P+5000+i-1``
 
 Everything lives under one folder (default ``.gears/cluster``): ``cluster.json``
 (the state file: topology, binary, config, pids; no secrets), ``peer.secret`` (the
-gears nodes' shared peer secret, :mod:`cluster.peerauth`), ``password`` (with
+gears nodes' shared peer secret, :mod:`gears.wire.peerauth`), ``password`` (with
 ``requirepass``: the servers' password), ``node-<server port>/`` per server node
 (``secrets.conf``, ``nodes.conf``, AOF/RDB, ``server.log``) and
 ``gears-<front door port>.log`` per gears node. Files holding secrets are mode 0600 and
@@ -19,7 +19,7 @@ the folder 0700. Running :func:`up` again on that folder restarts whatever is no
 running, keeping data and topology. A first :func:`up` that fails stops what it started
 and leaves no trace: a folder it made is removed, and so is whatever it added to a folder
 that existed. With ``graph_port`` (``--with-graph``) a FalkorDB
-graph server runs beside the cluster, its files in ``graph/`` (see :mod:`cluster.graph`).
+graph server runs beside the cluster, its files in ``graph/`` (see :mod:`gears_cluster.graph`).
 
 Python API (used by the CLI, the test fixtures and benchmarks)::
 
@@ -46,11 +46,11 @@ from typing import Any
 
 import redis
 
-from cluster.formation import BUS_PORT_OFFSET, cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
-from cluster.graph import graph_status, start_graph, stop_graph
-from cluster.hashtags import SLOTS, hashtag_for_slot
-from cluster.peerauth import PeerSecret, SecretFileError, read_secret_file, write_secret_file
-from cluster.servers import (
+from gears_cluster.formation import BUS_PORT_OFFSET, cluster_info, cluster_shards, cluster_slots_ports, form_cluster, wait_cluster_ok
+from gears_cluster.graph import graph_status, start_graph, stop_graph
+from gears.engine.shards import SLOTS, hashtag_for_slot
+from gears.wire.peerauth import PeerSecret, SecretFileError, read_secret_file, write_secret_file
+from gears_cluster.servers import (
     HOST,
     LauncherError,
     ProcessRef,
@@ -69,7 +69,7 @@ from cluster.servers import (
     stop_processes,
     wait_for,
 )
-from cluster.statefiles import folder_lock, read_state_file, write_state_file
+from gears_cluster.statefiles import folder_lock, read_state_file, write_state_file
 
 __all__ = [
     "LauncherError",
@@ -652,7 +652,7 @@ def up(
     only front doors in ``CLUSTER SLOTS``. ``server_port_offset``/``bus_port_offset``
     (default 10000 each) place the server and bus ports (see the module docstring).
     ``graph_port`` adds a FalkorDB graph server
-    on that port (:mod:`cluster.graph`, data in ``<dir>/graph``), ready once it answers
+    on that port (:mod:`gears_cluster.graph`, data in ``<dir>/graph``), ready once it answers
     ``GRAPH.QUERY``; a cluster that has one gets it restarted when it is not running.
 
     A folder holding a cluster gets whatever is not running restarted (``None``

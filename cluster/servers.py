@@ -3,7 +3,7 @@
 This module knows how to run one Redis/Valkey server node and one gears node as
 detached processes (own session, output to a log file) and how to tell, from a pid
 recorded earlier, whether that process is still the one we started. It knows nothing
-about cluster topology; :mod:`cluster.launcher` builds the cluster from these pieces.
+about cluster topology; :mod:`gears_cluster.launcher` builds the cluster from these pieces.
 
 Every wait here is a poll of real state (a process, a socket, a reply) with an
 explicit timeout; none is a fixed sleep.
@@ -32,8 +32,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cluster.peerauth import write_secret_file
-from gears.credentials import SECRET_VARIABLES
+from gears.wire.peerauth import write_secret_file
+from gears.wire.credentials import SECRET_VARIABLES
 
 __all__ = [
     "LauncherError",

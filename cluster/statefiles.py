@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cluster.servers import LauncherError
+from gears_cluster.servers import LauncherError
 
 __all__ = ["read_state_file", "write_state_file", "folder_lock"]
 

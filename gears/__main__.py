@@ -1,7 +1,7 @@
-"""``python -m gears``: the ``gears`` command (see :mod:`gears.cli`)."""
+"""``python -m gears``: the ``gears`` command (see :mod:`gears.local.cli`)."""
 
 import sys
 
-from gears.cli import main
+from gears.local.cli import main
 
 sys.exit(main())

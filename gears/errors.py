@@ -1,7 +1,7 @@
 """Exception types of Gears Fabric, each mapped once to a RESP error reply.
 
 Command handlers and the engine raise these; the front door turns any of them into
-an error reply with :func:`gears.resp.encode_error`. The message text is what a
+an error reply with :func:`gears.wire.resp.encode_error`. The message text is what a
 RedisGears 1.2 / RedisAI user sees (the spec's exact strings), so keep messages
 free of prefixes unless the original has one.
 """

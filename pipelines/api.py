@@ -5,7 +5,7 @@
   licence: nothing is fetched from a CDN), a link's supporting sentences on click, and a
   question box for ``/qasearch``. ``/static/*`` serves its files.
 * ``GET /health``: readiness of the cluster, the graph and the QA model
-  (:mod:`pipelines.readiness`); 503 when the cluster or the graph is not ready.
+  (:mod:`gears_pipelines.readiness`); 503 when the cluster or the graph is not ready.
 * ``POST /search`` ``{"search": str, "years": [int]?, "limit": int?}``: the concepts found
   in the text and the graph around them: ``{"nodes", "links", "years"}``.
 * ``GET /edge/{source}/{target}``: the sentences that support an edge, best-supported
@@ -14,7 +14,7 @@
   from the sentences that support the graph links of the question's concepts:
   ``{"results": [{"answer", "sentence", "sentencekey", "title", "year", "score", "error"}],
   "links": [...], "model": {...}}``. Each answer is a ``GET bertqa{<tag>}_<sentence>_<question>``
-  answered on the sentence's shard (:mod:`pipelines.qa_pipeline`); they are sent together.
+  answered on the sentence's shard (:mod:`gears_pipelines.qa_pipeline`); they are sent together.
   ``model`` describes the QA model (its ``notice`` says when it is the untrained demo).
 
 The OpenAPI document is at ``/openapi.json`` (``/docs`` renders it). Bad input gets a
@@ -37,8 +37,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from pipelines.readiness import health as check_health
-from pipelines.readiness import model_description
+from gears_pipelines.readiness import health as check_health
+from gears_pipelines.readiness import model_description
 
 __all__ = ["create_app", "MAX_BODY_BYTES", "QA_TIMEOUT_S", "STATIC_DIR"]
 
@@ -174,7 +174,7 @@ class _QaClient:
 
     async def model(self, tag_of: str) -> dict[str, Any] | None:
         """The QA model's description (from the shard holding ``tag_of``), reused briefly."""
-        from pipelines.qa import MODEL_KEY
+        from gears_pipelines.qa import MODEL_KEY
 
         read_at, described = self._model
         if described is not None and time.monotonic() - read_at < MODEL_INFO_TTL_S:
@@ -194,13 +194,71 @@ class _QaClient:
             self._client = None
 
 
-def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
-    """The API over a redis-py ``RedisCluster`` (decoded), a :class:`pipelines.graph.GraphWriter`
-    and a concept dictionary."""
-    from pipelines.graph import GraphUnavailable
-    from pipelines.nlp_pipeline import article_meta_key
-    from pipelines.qa_pipeline import question_key
+async def _limit_body(request: Request, call_next: Any) -> Any:
+    """Refuse a request whose declared body is over :data:`MAX_BODY_BYTES`."""
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+        return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+    return await call_next(request)
 
+
+def _edge_sentence(cluster: Any, key: str, score: float) -> dict[str, Any]:
+    """One sentence supporting an edge, with its article's title and year."""
+    from gears_pipelines.nlp_pipeline import article_meta_key
+
+    hash_key, index, article_id = _sentence_parts(key)
+    text = cluster.hget(hash_key, index)
+    meta = cluster.hgetall(article_meta_key(article_id))
+    return {
+        "sentence": text or "", "sentencekey": key, "article_id": article_id,
+        "title": meta.get("title", ""), "year": _year(meta.get("year")), "score": score,
+    }
+
+
+async def _best_sentences(graph: Any, links: list[dict[str, Any]], limit: int) -> list[tuple[str, float]]:
+    """The ``limit`` best-scored sentences supporting ``links`` (each sentence once, its best score)."""
+    supporting: dict[str, float] = {}
+    for link in links:
+        for key, score in await run_in_threadpool(graph.edge_sentences, link["source"], link["target"], limit):
+            supporting[key] = max(score, supporting.get(key, score))
+    return sorted(supporting.items(), key=lambda item: item[1], reverse=True)[:limit]
+
+
+def _no_model_error(results: list[dict[str, Any]]) -> str | None:
+    """The error to answer with when every answer failed for want of a QA model, else None."""
+    errors = [r["error"] for r in results if r.get("error")]
+    if results and len(errors) == len(results) and all("no QA model" in e for e in errors):
+        return str(errors[0])
+    return None
+
+
+async def _answer(qa: _QaClient, question: str, key: str, score: float) -> dict[str, Any]:
+    """Sentence, article and answer of one sentence key, read together."""
+    from gears_pipelines.nlp_pipeline import article_meta_key
+    from gears_pipelines.qa_pipeline import question_key
+
+    client = await qa.get()
+    hash_key, index, article_id = _sentence_parts(key)
+    text, meta, reply = await asyncio.gather(
+        client.hget(hash_key, index), client.hgetall(article_meta_key(article_id)),
+        client.get(question_key(key, question)), return_exceptions=True,
+    )
+    meta = meta if isinstance(meta, dict) else {}
+    result = {
+        "answer": None, "sentence": text if isinstance(text, str) else "", "sentencekey": key,
+        "title": meta.get("title", ""), "year": _year(meta.get("year")), "score": score,
+    }
+    if isinstance(reply, BaseException):
+        result["error"] = str(reply) or type(reply).__name__
+    else:
+        result["answer"] = reply
+    return result
+
+
+def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
+    """The API over a redis-py ``RedisCluster`` (decoded), a :class:`gears_pipelines.graph.GraphWriter`
+    and a concept dictionary."""
+    from gears_pipelines.graph import GraphUnavailable
     node = cluster.get_default_node()
     qa = _QaClient(node.host, node.port)
 
@@ -211,12 +269,7 @@ def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
 
     app = FastAPI(title="Gears Fabric concept search", version="1.0", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-            return JSONResponse({"detail": f"request body over {MAX_BODY_BYTES} bytes"}, status_code=413)
-        return await call_next(request)
+    app.middleware("http")(_limit_body)
 
     @app.exception_handler(GraphUnavailable)
     async def graph_down(request: Request, exc: GraphUnavailable) -> JSONResponse:
@@ -232,7 +285,7 @@ def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         """Readiness of the cluster, the graph and the QA model (503 when search cannot work)."""
-        from pipelines.qa import MODEL_KEY
+        from gears_pipelines.qa import MODEL_KEY
 
         async def counts() -> dict[str, int]:
             return await run_in_threadpool(graph.counts)
@@ -256,35 +309,8 @@ def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
         supporting = graph.edge_sentences(source, target, limit=limit)
         if not supporting:
             raise HTTPException(404, f"no edge {source} -> {target}")
-        results = []
-        for key, score in supporting:
-            hash_key, index, article_id = _sentence_parts(key)
-            text = cluster.hget(hash_key, index)
-            meta = cluster.hgetall(article_meta_key(article_id))
-            results.append({
-                "sentence": text or "", "sentencekey": key, "article_id": article_id,
-                "title": meta.get("title", ""), "year": _year(meta.get("year")), "score": score,
-            })
+        results = [_edge_sentence(cluster, key, score) for key, score in supporting]
         return {"source": source, "target": target, "results": results}
-
-    async def answer(question: str, key: str, score: float) -> dict[str, Any]:
-        """Sentence, article and answer of one sentence key, read together."""
-        client = await qa.get()
-        hash_key, index, article_id = _sentence_parts(key)
-        text, meta, reply = await asyncio.gather(
-            client.hget(hash_key, index), client.hgetall(article_meta_key(article_id)),
-            client.get(question_key(key, question)), return_exceptions=True,
-        )
-        meta = meta if isinstance(meta, dict) else {}
-        result = {
-            "answer": None, "sentence": text if isinstance(text, str) else "", "sentencekey": key,
-            "title": meta.get("title", ""), "year": _year(meta.get("year")), "score": score,
-        }
-        if isinstance(reply, BaseException):
-            result["error"] = str(reply) or type(reply).__name__
-        else:
-            result["answer"] = reply
-        return result
 
     @app.post("/qasearch", response_model=QaSearchResponse)
     async def qasearch(query: QaSearchRequest) -> Any:
@@ -294,16 +320,12 @@ def create_app(cluster: Any, graph: Any, dictionary: Any) -> FastAPI:
             return {"results": [], "links": [], "model": None}
         around = await run_in_threadpool(graph.neighbourhood, sorted(concepts), limit=max(100, query.links))
         links = _best_links(around["links"], concepts, query.links)
-        supporting: dict[str, float] = {}
-        for link in links:
-            for key, score in await run_in_threadpool(graph.edge_sentences, link["source"], link["target"], query.limit):
-                supporting[key] = max(score, supporting.get(key, score))
-        chosen = sorted(supporting.items(), key=lambda item: item[1], reverse=True)[: query.limit]
-        results = await asyncio.gather(*(answer(query.search, key, score) for key, score in chosen))
+        chosen = await _best_sentences(graph, links, query.limit)
+        results = await asyncio.gather(*(_answer(qa, query.search, key, score) for key, score in chosen))
         model = await qa.model(_tag_of(chosen[0][0])) if chosen else None
-        errors = [r["error"] for r in results if r.get("error")]
-        if results and len(errors) == len(results) and all("no QA model" in e for e in errors):
-            raise HTTPException(503, errors[0])
+        missing = _no_model_error(results)
+        if missing is not None:
+            raise HTTPException(503, missing)
         return {"results": results, "links": links, "model": model}
 
     return app

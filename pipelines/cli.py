@@ -9,7 +9,7 @@
 
 Each names a front door with ``--host``/``--port`` (or ``--cluster HOST:PORT``) and takes
 ``--user``/``--password``/``--password-file`` (or ``$GEARS_USER``/``$GEARS_PASSWORD``):
-see :mod:`gears.cliargs`. Progress goes to stderr; ``--json`` prints one JSON document on
+see :mod:`gears.local.cliargs`. Progress goes to stderr; ``--json`` prints one JSON document on
 stdout instead of the text summary.
 """
 
@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from gears import credentials
-from gears.cliargs import add_connection_arguments, add_json, front_door
-from gears.cliargs import address as _address
+from gears.wire import credentials
+from gears.local.cliargs import add_connection_arguments, add_json, front_door
+from gears.local.cliargs import address as _address
 
 __all__ = ["add_parsers"]
 
@@ -68,8 +70,8 @@ def _cluster(args: argparse.Namespace) -> Any:
 def _ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .ingest import find_articles, ingest
-    from .progress import ARTICLES_REGEX, stage_counts
+    from gears_pipelines.ingest import find_articles, ingest
+    from gears_pipelines.progress import ARTICLES_REGEX, stage_counts
 
     files = find_articles(args.paths)
     cluster = _cluster(args)
@@ -106,7 +108,7 @@ def _follow(cluster: Any, baseline: Any, new: int, args: argparse.Namespace) -> 
     """Show the pipeline's progress over the ``new`` articles until it has drained; its last status."""
     from tqdm import tqdm
 
-    from .progress import NotDrained, follow
+    from gears_pipelines.progress import NotDrained, follow
 
     with tqdm(total=new, unit="article", desc="process", disable=args.json or None) as bar:
 
@@ -126,7 +128,7 @@ def _follow(cluster: Any, baseline: Any, new: int, args: argparse.Namespace) -> 
 def _register(args: argparse.Namespace) -> int:
     import redis
 
-    from .deploy import DeployError, deploy_nlp, deploy_qa
+    from gears_pipelines.deploy import DeployError, deploy_nlp, deploy_qa
 
     host, port = front_door(args)
     client = redis.Redis(host=host, port=port, decode_responses=True, **credentials.from_args(args).redis_kwargs())
@@ -163,11 +165,20 @@ def _status_text(status: dict[str, Any]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
 
-    from .deploy import pipeline_status
+    from gears_pipelines.deploy import pipeline_status
 
-    cluster = _cluster(args)  # an unreachable front door or refused credentials: gears.cli's one line
+    cluster = _cluster(args)  # an unreachable front door or refused credentials: gears.local.cli's one line
+    interrupted = threading.Event()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # A KeyboardInterrupt raised inside a finalizer (a socket's __del__ during a refresh)
+        # is printed and dropped by Python; the flag still ends the loop after that refresh.
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        while True:
+        while not interrupted.is_set():
             status = pipeline_status(cluster, args.graph)
             if args.json:
                 print(json.dumps(status), flush=True)
@@ -178,17 +189,19 @@ def _status(args: argparse.Namespace) -> int:
                 print(_status_text(status), flush=True)
             if not args.watch:
                 return 0
-            time.sleep(args.interval)
+            interrupted.wait(args.interval)
+        return 0
     except KeyboardInterrupt:
         return 0
     finally:
+        signal.signal(signal.SIGINT, previous)
         cluster.close()
 
 
 def _load_qa(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .deploy import DeployError, load_qa_model
+    from gears_pipelines.deploy import DeployError, load_qa_model
 
     if args.model_dir is not None and not Path(args.model_dir).is_dir():
         raise FileNotFoundError(2, "no such model folder", args.model_dir)
@@ -234,11 +247,11 @@ def _load_qa(args: argparse.Namespace) -> int:
 def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pipelines.api import create_app
-    from pipelines.graph import GraphWriter
-    from pipelines.nlp.concepts import load_dictionary
+    from gears_pipelines.api import create_app
+    from gears_pipelines.graph import GraphWriter
+    from gears_pipelines.nlp.concepts import load_dictionary
 
-    from .nlp_pipeline import DEFAULT_DICTIONARY
+    from gears_pipelines.nlp_pipeline import DEFAULT_DICTIONARY
 
     if args.dictionary is not None and not Path(args.dictionary).is_file():
         raise FileNotFoundError(2, "no such dictionary file", args.dictionary)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import redis
 
-from gears.records import error_headline, readable_error
+from gears.engine.records import error_headline, readable_error
 
 __all__ = [
     "DeployError",
@@ -54,15 +54,15 @@ def _register(client: Any, script: str, session: str) -> None:
 
 def deploy_nlp(client: Any, graph: tuple[str, int] = ("127.0.0.1", 9001), dictionary: str | None = None) -> None:
     """Register the NLP pipeline (session ``nlp``) through a front door ``client``."""
-    from .nlp_pipeline import SESSION_ID
+    from gears_pipelines.nlp_pipeline import SESSION_ID
 
-    script = f"from pipelines.nlp_pipeline import register_nlp\nregister_nlp({graph[0]!r}, {graph[1]}, {dictionary!r})\n"
+    script = f"from gears_pipelines.nlp_pipeline import register_nlp\nregister_nlp({graph[0]!r}, {graph[1]}, {dictionary!r})\n"
     _register(client, script, SESSION_ID)
 
 
 def tokenize_existing(client: Any, max_length: int = 512) -> int:
     """Tokenise every sentence hash already in the cluster (a batch run); returns how many hashes."""
-    script = f"from pipelines.qa_pipeline import tokenizer_flow\ntokenizer_flow({max_length}).count().run('sentence:*')\n"
+    script = f"from gears_pipelines.qa_pipeline import tokenizer_flow\ntokenizer_flow({max_length}).count().run('sentence:*')\n"
     results, errors = client.execute_command("RG.PYEXECUTE", script)
     if errors:
         raise DeployError(f"tokenising the existing sentences failed: {errors[0]}")
@@ -72,9 +72,9 @@ def tokenize_existing(client: Any, max_length: int = 512) -> int:
 def deploy_qa(client: Any, max_length: int = 512, cache_ttl: int = 0, backfill: bool = True) -> int:
     """Register the QA tokeniser and read-through (session ``qa``); with ``backfill``, also
     tokenise the sentences that exist already. Returns the number of hashes tokenised."""
-    from .qa_pipeline import SESSION_ID
+    from gears_pipelines.qa_pipeline import SESSION_ID
 
-    script = f"from pipelines.qa_pipeline import register_qa\nregister_qa({max_length}, {cache_ttl})\n"
+    script = f"from gears_pipelines.qa_pipeline import register_qa\nregister_qa({max_length}, {cache_ttl})\n"
     _register(client, script, SESSION_ID)
     return tokenize_existing(client, max_length) if backfill else 0
 
@@ -97,9 +97,9 @@ def load_qa_model(
     demo model (untrained QA head) is built. ``cluster`` is a redis-py ``RedisCluster`` on
     the front doors. ``step(text)`` is told each stage as it starts (load, export, store)
     and ``progress(stored_shards, shards, blob_bytes)`` how far the store is. Returns a
-    :class:`pipelines.qa.QaModelInfo`.
+    :class:`gears_pipelines.qa.QaModelInfo`.
     """
-    from . import qa
+    from gears_pipelines import qa
 
     def tell(text: str) -> None:
         if step is not None:
@@ -149,7 +149,7 @@ _SESSION_NAME = re.compile(r"'sessionName':'([^']*)'")
 
 def registered_graph(cluster: Any) -> tuple[str, int] | None:
     """The graph server the NLP pipeline was registered with (``None``: not registered)."""
-    from .nlp_pipeline import GRAPH_ADDRESS_KEY
+    from gears_pipelines.nlp_pipeline import GRAPH_ADDRESS_KEY
 
     script = f"GB('ShardsIDReader').map(lambda x: execute('GET', {GRAPH_ADDRESS_KEY!r} % hashtag())).filter(lambda a: a).run()"
     results, errors = cluster.get_default_node().redis_connection.execute_command("RG.PYEXECUTE", script)
@@ -194,9 +194,9 @@ def pipeline_status(cluster: Any, graph: tuple[str, int] | None = None) -> dict[
     (``stages``, see :func:`stage_health`). ``cluster`` is a redis-py ``RedisCluster``
     (decoded replies). ``graph`` defaults to the graph the NLP pipeline was registered
     with; when it cannot be read, ``graph_error`` says why (the counts are ``None``)."""
-    from pipelines.graph import GraphError, GraphReader
+    from gears_pipelines.graph import GraphError, GraphReader
 
-    from .nlp_pipeline import PROCESSED_ARTICLES
+    from gears_pipelines.nlp_pipeline import PROCESSED_ARTICLES
 
     status: dict[str, Any] = {"articles": int(cluster.scard(PROCESSED_ARTICLES))}
     client = cluster.get_default_node().redis_connection

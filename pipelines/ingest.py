@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .nlp_pipeline import PROCESSED_ARTICLES, article_meta_key
+from gears_pipelines.nlp_pipeline import PROCESSED_ARTICLES, article_meta_key
 
 __all__ = ["Article", "read_article", "find_articles", "ingest"]
 

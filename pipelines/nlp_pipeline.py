@@ -60,21 +60,21 @@ def article_of(key: str, prefix: str) -> str:
 # --------------------------------------------------------------------- resources
 @functools.lru_cache(maxsize=4)
 def _dictionary(path: str) -> Any:
-    from pipelines.nlp.concepts import load_dictionary
+    from gears_pipelines.nlp.concepts import load_dictionary
 
     return load_dictionary(path)
 
 
 @functools.lru_cache(maxsize=4)
 def _graph(host: str, port: int) -> Any:
-    from pipelines.graph import GraphWriter
+    from gears_pipelines.graph import GraphWriter
 
     return GraphWriter(host, port)
 
 
 def _warm_up(dictionary_path: str) -> None:
     """onRegistered: load the spelling dictionaries and the concept automaton on this shard."""
-    from pipelines.nlp.spelling import warm_up
+    from gears_pipelines.nlp.spelling import warm_up
 
     warm_up()
     _dictionary(dictionary_path)
@@ -82,16 +82,16 @@ def _warm_up(dictionary_path: str) -> None:
 
 # ------------------------------------------------------------------------ stage 1
 def _is_english(record: dict[str, Any]) -> bool:
-    from pipelines.nlp.language import is_english
+    from gears_pipelines.nlp.language import is_english
 
     return isinstance(record.get("value"), str) and is_english(record["value"])
 
 
 def _save_sentences(record: dict[str, Any]) -> None:
     """Split, correct and store the sentences of one article in one HSET."""
-    from gears.api import execute, hashtag
-    from pipelines.nlp.sentences import split_sentences
-    from pipelines.nlp.spelling import correct
+    from gears.engine.api import execute, hashtag
+    from gears_pipelines.nlp.sentences import split_sentences
+    from gears_pipelines.nlp.spelling import correct
 
     article_id = article_of(record["key"], "paragraphs:")
     fields: list[str] = []
@@ -104,8 +104,8 @@ def _save_sentences(record: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------ stage 2
 def _match_sentences(dictionary_path: str, record: dict[str, Any]) -> None:
     """One edge event per concept pair of every not-yet-processed sentence."""
-    from gears.api import execute, execute_deferred, hashtag
-    from pipelines.nlp.concepts import concept_pairs
+    from gears.engine.api import execute, execute_deferred, hashtag
+    from gears_pipelines.nlp.concepts import concept_pairs
 
     sentences = record.get("value")
     if not isinstance(sentences, dict):
@@ -119,7 +119,7 @@ def _match_sentences(dictionary_path: str, record: dict[str, Any]) -> None:
     seen = execute("SMISMEMBER", processed, *keys)
     dictionary = _dictionary(dictionary_path)
     stream = "edges_matched_{%s}" % tag
-    for (index, text), skey, done in zip(sentences.items(), keys, seen):
+    for text, skey, done in zip(sentences.values(), keys, seen):
         if done:
             continue
         for source, destination in concept_pairs(dictionary.find_concepts(text)):
@@ -154,10 +154,10 @@ def _write_graph(host: str, port: int, edges: list[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------- registration
 def register_nlp(graph_host: str = "127.0.0.1", graph_port: int = 9001, dictionary: str | None = None) -> list[str]:
     """Register the three stages (call this inside ``RG.PYEXECUTE``); returns their ids."""
-    from gears.api import execute, hashtag
-    from gears.builder import GB
+    from gears.engine.api import execute, hashtag
+    from gears.engine.builder import GB
 
-    from pipelines.steps import step
+    from gears_pipelines.steps import step
 
     path = dictionary or DEFAULT_DICTIONARY
     execute("SET", GRAPH_ADDRESS_KEY % hashtag(), f"{graph_host}:{graph_port}")

@@ -4,9 +4,9 @@ Writes are not the work: each ``paragraphs:<id>`` write triggers the first stage
 shard, which splits sentences that trigger the next stages. :func:`follow` reports, at
 each poll, how many of the newly written articles the first stage has finished (the
 ``paragraphs:*`` registrations' finished executions since a baseline taken before the
-writes), and the downstream counters of :func:`pipelines.deploy.pipeline_status`; it
+writes), and the downstream counters of :func:`gears_pipelines.deploy.pipeline_status`; it
 returns once the first stage has finished every new article and every stage has drained
-(:func:`pipelines.deploy.drained`), or raises :class:`NotDrained` after ``timeout``.
+(:func:`gears_pipelines.deploy.drained`), or raises :class:`NotDrained` after ``timeout``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .deploy import drained, pipeline_status
+from gears_pipelines.deploy import drained, pipeline_status
 
 __all__ = ["ARTICLES_REGEX", "StageCounts", "NotDrained", "stage_counts", "follow"]
 
-#: The key pattern of the first stage's registration (see :mod:`pipelines.nlp_pipeline`).
+#: The key pattern of the first stage's registration (see :mod:`gears_pipelines.nlp_pipeline`).
 ARTICLES_REGEX = "paragraphs:*"
 #: Seconds between two looks at the counters.
 POLL_S = 0.5
@@ -64,7 +64,7 @@ def follow(
 ) -> dict[str, Any]:
     """Poll until the ``new_articles`` written after ``baseline`` went through every stage;
     ``report(stage_since_baseline, status)`` is called at each poll. Returns the last
-    :func:`pipelines.deploy.pipeline_status`."""
+    :func:`gears_pipelines.deploy.pipeline_status`."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         stage = stage_counts(cluster).since(baseline)

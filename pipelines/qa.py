@@ -75,7 +75,7 @@ def tokenizer(folder: str | None = None) -> Any:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import BertTokenizerFast
 
-    from .bert import minilm_dir
+    from gears_pipelines.bert import minilm_dir
 
     return BertTokenizerFast.from_pretrained(str(folder or minilm_dir()), local_files_only=True)
 
@@ -103,7 +103,7 @@ def demo_model(seed: int = 0) -> Any:
     """``BertForQuestionAnswering``: the packaged MiniLM encoder, a seeded untrained QA head."""
     import torch
 
-    from .bert import minilm_dir
+    from gears_pipelines.bert import minilm_dir
 
     torch.manual_seed(seed)
     return load_checkpoint(minilm_dir())

@@ -1,7 +1,7 @@
 """Extractive QA arithmetic: token ids in, model inputs out; logits in, the answer span out.
 
 Pure functions over token ids and numpy arrays, shared by the keymiss gear
-(:mod:`pipelines.qa_pipeline`), the benchmark's in-process baseline and the tests.
+(:mod:`gears_pipelines.qa_pipeline`), the benchmark's in-process baseline and the tests.
 
 Layout of one request (BERT's pair encoding)::
 

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gears.records import FlatError
+from gears.engine.records import FlatError
 
 __all__ = [
     "register_qa",
@@ -104,7 +104,7 @@ def token_key(sentence_hash_key: str, index: str | int) -> str:
 
 # --------------------------------------------------------------------- resources
 def _tokenizer() -> Any:
-    from pipelines.qa import tokenizer
+    from gears_pipelines.qa import tokenizer
 
     return tokenizer()
 
@@ -120,7 +120,7 @@ def _tokenize_sentences(max_length: int, record: dict[str, Any]) -> None:
     import numpy as np
     import redisAI
 
-    from gears.api import execute, hashtag
+    from gears.engine.api import execute, hashtag
 
     sentences = record.get("value")
     if not isinstance(sentences, dict):
@@ -143,8 +143,8 @@ def _tokenize_sentences(max_length: int, record: dict[str, Any]) -> None:
 def tokenizer_flow(max_length: int = 512) -> Any:
     """The tokeniser flow (a ``KeysReader`` builder over sentence hashes), for
     ``register('sentence:*')`` or a batch ``run('sentence:*')``."""
-    from gears.builder import GB
-    from pipelines.steps import step
+    from gears.engine.builder import GB
+    from gears_pipelines.steps import step
 
     return GB("KeysReader", desc="qa: sentences -> context token tensors").foreach(
         step(_tokenize_sentences, max_length)
@@ -155,7 +155,7 @@ def tokenizer_flow(max_length: int = 512) -> Any:
 @dataclass
 class _Request:
     key: str
-    inputs: Any  # pipelines.qa_inputs.QaInputs
+    inputs: Any  # gears_pipelines.qa_inputs.QaInputs
     runner: Any
     logits: Any = None
 
@@ -173,10 +173,10 @@ def _prepare(max_length: int, record: dict[str, Any]) -> _Request:
     import numpy as np
     import redisAI
 
-    from gears.api import execute, hashtag
-    from gears.records import GearsScriptError
-    from pipelines.qa import MODEL_KEY
-    from pipelines.qa_inputs import question_inputs
+    from gears.engine.api import execute, hashtag
+    from gears.engine.records import GearsScriptError
+    from gears_pipelines.qa import MODEL_KEY
+    from gears_pipelines.qa_inputs import question_inputs
 
     parsed = parse_question_key(record["key"])
     try:
@@ -215,8 +215,8 @@ def _answer(cache_ttl: int, request: _Request) -> str:
     import numpy as np
     import redisAI
 
-    from gears.api import execute, override_reply
-    from pipelines.qa_inputs import decode_answer
+    from gears.engine.api import execute, override_reply
+    from gears_pipelines.qa_inputs import decode_answer
 
     start, end = (np.frombuffer(redisAI.tensorGetDataAsBlob(t), dtype=np.float32) for t in request.logits[:2])
     answer = decode_answer(_tokenizer(), request.inputs, start, end)
@@ -236,8 +236,8 @@ def register_qa(max_length: int = 512, cache_ttl: int = 0) -> list[str]:
         raise ValueError(f"max_length must be at least 4, got {max_length}")
     if cache_ttl < 0:
         raise ValueError(f"cache_ttl must be 0 (off) or a number of seconds, got {cache_ttl}")
-    from gears.builder import GB
-    from pipelines.steps import step
+    from gears.engine.builder import GB
+    from gears_pipelines.steps import step
 
     warm = step(_warm_up)
     return [

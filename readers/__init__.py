@@ -1,5 +1,2 @@
-"""Readers: where records come from (keys, streams, Python generators, shard ids)."""
-
-from .base import BATCH_READERS, Reader, ReaderContext, make_reader
-
-__all__ = ["BATCH_READERS", "Reader", "ReaderContext", "make_reader"]
+"""Readers: where records come from (keys, streams, Python generators, shard ids);
+:mod:`gears_readers.catalog` builds one by name."""

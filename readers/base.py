@@ -7,11 +7,11 @@ there yields the shard's *local* records through :meth:`Reader.records`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Iterator, Protocol
 
-from gears.records import GearsScriptError
+from gears.engine.records import GearsScriptError
 
-__all__ = ["ReaderContext", "Reader", "BATCH_READERS", "make_reader", "check_bool"]
+__all__ = ["ReaderContext", "Reader", "check_bool"]
 
 
 class ReaderContext(Protocol):
@@ -19,7 +19,7 @@ class ReaderContext(Protocol):
 
     @property
     def conn(self) -> Any:
-        """A :class:`gears.serverconn.ServerConnection` to the local server node."""
+        """A :class:`gears.wire.serverconn.ServerConnection` to the local server node."""
 
     @property
     def shard_id(self) -> str:
@@ -30,7 +30,7 @@ class ReaderContext(Protocol):
 
     def open_connection(self, decode: bool = False) -> Any:
         """A new connection to the local server node (the caller closes it); ``decode``:
-        replies as ``str`` (see :class:`gears.serverconn.ServerConnection`)."""
+        replies as ``str`` (see :class:`gears.wire.serverconn.ServerConnection`)."""
 
 
 class Reader(Protocol):
@@ -38,20 +38,6 @@ class Reader(Protocol):
 
     def records(self, ctx: ReaderContext) -> Iterator[Any]:
         """Yield this shard's records."""
-
-
-#: reader name → factory ``(arg, options) -> Reader``; filled by the reader modules.
-BATCH_READERS: dict[str, Callable[[Any, dict[str, Any]], Reader]] = {}
-
-
-def make_reader(name: str, arg: Any, options: dict[str, Any]) -> Reader:
-    """Validate the ``run()`` arguments of reader ``name`` and build it."""
-    from . import keys, keys_only, python, streams  # noqa: F401 - fill the registry
-
-    factory = BATCH_READERS.get(name)
-    if factory is None:
-        raise GearsScriptError("Given reader do not support run or not exists")
-    return factory(arg, options)
 
 
 def check_bool(options: dict[str, Any], name: str, default: bool, message: str) -> bool:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from gears.records import GearsScriptError
-from gears.resp import encode_per_key
-from gears.serverconn import ServerError
+from gears.engine.records import GearsScriptError
+from gears.wire.resp import encode_per_key
+from gears.wire.serverconn import ServerError
 
-from .base import BATCH_READERS, ReaderContext, check_bool
+from gears_readers.base import ReaderContext, check_bool
 
 __all__ = ["KeysReader", "read_keys", "key_record", "INTERNAL_PREFIX"]
 
@@ -142,6 +142,3 @@ class KeysReader:
                 yield from ready
         if previous is not None:
             yield from _records(conn, *previous, None)
-
-
-BATCH_READERS["KeysReader"] = KeysReader

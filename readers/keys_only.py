@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from gears.records import GearsScriptError
+from gears.engine.records import GearsScriptError
 
-from .base import BATCH_READERS, ReaderContext
-from .keys import INTERNAL_PREFIX
+from gears_readers.base import ReaderContext
+from gears_readers.keys import INTERNAL_PREFIX
 
 __all__ = ["KeysOnlyReader"]
 
@@ -49,6 +49,3 @@ class KeysOnlyReader:
                 name = key.decode("utf-8", "surrogateescape")
                 if not name.startswith(INTERNAL_PREFIX):
                     yield name
-
-
-BATCH_READERS["KeysOnlyReader"] = KeysOnlyReader

@@ -9,9 +9,9 @@ from __future__ import annotations
 import types
 from typing import Any, Iterator
 
-from gears.records import GearsScriptError
+from gears.engine.records import GearsScriptError
 
-from .base import BATCH_READERS, ReaderContext
+from gears_readers.base import ReaderContext
 
 __all__ = ["PythonReader", "ShardsIDReader"]
 
@@ -36,7 +36,3 @@ class ShardsIDReader:
 
     def records(self, ctx: ReaderContext) -> Iterator[Any]:
         yield ctx.shard_id
-
-
-BATCH_READERS["PythonReader"] = PythonReader
-BATCH_READERS["ShardsIDReader"] = ShardsIDReader

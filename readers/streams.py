@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from gears.records import GearsScriptError
+from gears.engine.records import GearsScriptError
 
-from .base import BATCH_READERS, ReaderContext
+from gears_readers.base import ReaderContext
 
 __all__ = ["StreamReader", "stream_record"]
 
@@ -54,6 +54,3 @@ class StreamReader:
                 last = entries[-1][0]
         finally:
             conn.close()
-
-
-BATCH_READERS["StreamReader"] = StreamReader

@@ -9,7 +9,7 @@ Ids are made up, of the form ``C9`` + 6 digits (the shape of a UMLS CUI, outside
 range), and written in the table so that they stay stable when concepts are added:
 give a new concept the next free id, never reuse or renumber one.
 
-Terms are matched case-insensitively on whole words (``pipelines.nlp.concepts``), and
+Terms are matched case-insensitively on whole words (``gears_pipelines.nlp.concepts``), and
 in the pipeline they are matched on spell-corrected sentences: symspellpy turns
 ``coronavirus`` into ``corona virus`` and ``cytokine`` into ``cytokines``, hence the
 variants. Terms shorter than 4 characters (``RNA``, ``DNA``, ``PCR``) are skipped by
@@ -221,7 +221,7 @@ CONCEPTS: list[tuple[str, str, list[str]]] = [
 
 def validate(concepts: list[tuple[str, str, list[str]]]) -> None:
     """Ids well-formed and unique, every term long enough and used once."""
-    from pipelines.nlp.concepts import MIN_TERM_LENGTH, normalize_term
+    from gears_pipelines.nlp.concepts import MIN_TERM_LENGTH, normalize_term
 
     ids: set[str] = set()
     owner: dict[str, str] = {}
@@ -263,7 +263,7 @@ def write(path: Path, concepts: list[tuple[str, str, list[str]]]) -> tuple[int, 
 
 def run_check(texts: dict[str, str], dictionary_path: Path) -> dict[str, float]:
     """Split, correct and match ``texts``; return counts and rates."""
-    from pipelines.nlp import concepts, sentences, spelling
+    from gears_pipelines.nlp import concepts, sentences, spelling
 
     dictionary = concepts.load_dictionary(dictionary_path)
     spelling.warm_up()
@@ -300,12 +300,12 @@ def main(argv: list[str] | None = None) -> int:
 
     validate(CONCEPTS)
     terms, count = write(args.output, CONCEPTS)
-    from pipelines.nlp.concepts import load_dictionary
+    from gears_pipelines.nlp.concepts import load_dictionary
 
     loaded = load_dictionary(args.output)  # the written file must load
     print(f"{args.output}: {terms} terms, {count} concepts ({len(loaded)} loaded)")
     if args.check:
-        from pipelines.corpus import generate_articles
+        from gears_pipelines.corpus import generate_articles
 
         generated = {a["paper_id"]: " ".join(p["text"] for p in a["body_text"])
                      for a in generate_articles(args.articles)}

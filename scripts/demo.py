@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster import launcher  # noqa: E402
-from pipelines.deploy import deploy_nlp, deploy_qa, drained, load_qa_model, pipeline_status  # noqa: E402
-from pipelines.corpus import write_corpus  # noqa: E402
-from pipelines.ingest import ingest  # noqa: E402
+from gears_cluster import launcher  # noqa: E402
+from gears_pipelines.deploy import deploy_nlp, deploy_qa, drained, load_qa_model, pipeline_status  # noqa: E402
+from gears_pipelines.corpus import write_corpus  # noqa: E402
+from gears_pipelines.ingest import ingest  # noqa: E402
 
 QUERY = "How does the spike protein relate to inflammation in the airway?"
 
@@ -36,9 +36,9 @@ def _ask(cluster, graph, requests: list[tuple[str, dict]]) -> list[dict]:
     import httpx
     import uvicorn
 
-    from pipelines.api import create_app
-    from pipelines.graph import GraphWriter
-    from pipelines.nlp.concepts import default_dictionary
+    from gears_pipelines.api import create_app
+    from gears_pipelines.graph import GraphWriter
+    from gears_pipelines.nlp.concepts import default_dictionary
 
     app = create_app(cluster, GraphWriter(*graph), default_dictionary())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))

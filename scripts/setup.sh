@@ -14,5 +14,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${extras}]"
-# The base user environment (pip, setuptools with pkg_resources, wheel for user code; see gears/userenv.py)
-.venv/bin/python -m gears.userenv
+# The base user environment (pip, setuptools with pkg_resources, wheel for user code; see gears/environments/base.py)
+.venv/bin/python -m gears.environments.base

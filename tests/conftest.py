@@ -5,12 +5,15 @@
 * ``gc``: ``cluster1`` and ``cluster3`` in turn (a test using it runs on both).
 * ``server_cluster3``: 3 bare masters (no gears nodes) on 21021-21023; its ``.ports``
   (11021-11023) are free for a front door a test runs itself.
+* ``engine``: one ``RG.PYEXECUTE`` engine in turn: ``gears.engine.testing``'s in-process host,
+  then ``cluster1``, then ``cluster3`` (see :class:`InProcessEngine`, :class:`ClusterEngine`),
+  for tests of the engine's semantics that must hold wherever a script runs.
 
 Every test port (front door, server, bus = server + 10000) stays below 32768, out of
 Linux's ephemeral port range: a client connection's ephemeral port (open or in
 TIME_WAIT) blocks a server from binding it.
 
-Each yields a :class:`cluster.launcher.ClusterState`: ``.ports`` (front doors),
+Each yields a :class:`gears_cluster.launcher.ClusterState`: ``.ports`` (front doors),
 ``.server_ports``, ``.dir``, ``.client()`` (``redis.Redis`` on the first front door,
 decoding), ``.cluster_client()`` (``redis.RedisCluster`` from the first front door),
 ``.server_client(i)`` (``redis.Redis`` on server node ``i``, 0-based).
@@ -40,14 +43,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Requirement sets are visible to every script on a host (as in RedisGears), so the tests
-# install theirs into a folder of their own instead of the user's ~/.cache one; the gears
-# nodes the fixtures start inherit this environment.
+# The tests install requirement sets into a folder of their own instead of the user's
+# ~/.cache one; the gears nodes the fixtures start inherit this environment.
 REQUIREMENTS_DIR_VARIABLE = "GEARS_REQUIREMENTS_DIR"
 os.environ.setdefault(REQUIREMENTS_DIR_VARIABLE, tempfile.mkdtemp(prefix="gears-test-requirements-"))
 
-from cluster import launcher  # noqa: E402
-from cluster.servers import port_in_use, port_listening  # noqa: E402
+from gears_cluster import launcher  # noqa: E402
+from gears_cluster.servers import port_in_use, port_listening  # noqa: E402
 
 #: Added to every base port the tests use (see the module docstring).
 PORT_SHIFT = int(os.environ.get("GEARS_TEST_PORT_SHIFT", "0"))
@@ -92,14 +94,23 @@ def free_base_port(preferred: int, masters: int, replicas: int = 0, gears: bool 
     pytest.fail(f"no free ports for a test cluster near {base}", pytrace=False)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.01, what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout`` s."""
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str = "condition",
+    describe: Callable[[], object] | None = None,
+) -> object:
+    """Poll ``predicate`` until it returns something true (returned); fail after ``timeout`` s,
+    saying what ``describe()`` gives then (the state the condition was waiting on)."""
     deadline = time.time() + timeout
     while True:
         value = predicate()
         if value:
             return value
-        assert time.time() < deadline, f"{what} not met within {timeout} s"
+        if time.time() >= deadline:
+            seen = f"; last seen: {describe()!r}" if describe is not None else ""
+            raise AssertionError(f"{what} not met within {timeout} s{seen}")
         time.sleep(interval)
 
 
@@ -132,7 +143,7 @@ def gears_nodes(
     """``gears node`` processes (one per server port, front door on the matching port in
     ``doors``, all with ``args`` and one fresh peer secret), stopped afterwards; ready once
     ``client(door).ping()`` answers on every front door."""
-    from cluster.peerauth import PeerSecret, write_secret_file
+    from gears.wire.peerauth import PeerSecret, write_secret_file
 
     secret = folder / "peer.secret"
     write_secret_file(secret, PeerSecret.generate())
@@ -161,9 +172,8 @@ def gears_nodes(
 
 @contextlib.contextmanager
 def cluster_with_own_requirements(folder: Path, *args: Any, **kwargs: Any) -> Iterator[launcher.ClusterState]:
-    """:func:`launched_cluster` whose gears nodes get ``folder`` as their requirement folder:
-    what their sessions install is seen by no other cluster of the test run (requirement
-    sets are host-wide, see docs/migration.md)."""
+    """:func:`launched_cluster` whose gears nodes get ``folder`` as their requirement folder
+    (it starts empty: nothing installed, no wheels kept)."""
     saved = os.environ[REQUIREMENTS_DIR_VARIABLE]
     os.environ[REQUIREMENTS_DIR_VARIABLE] = str(folder)
     try:
@@ -280,6 +290,67 @@ def cluster3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launcher.Clus
 def gc(request: pytest.FixtureRequest) -> launcher.ClusterState:
     """The 1-shard and the 3-shard cluster in turn."""
     return request.getfixturevalue(request.param)
+
+
+class ClusterEngine:
+    """``RG.PYEXECUTE`` on a live cluster's first front door."""
+
+    def __init__(self, state: launcher.ClusterState) -> None:
+        self._state = state
+        #: How many shards a run spreads over.
+        self.shards = len(state.ports)
+
+    def load(self, values: dict[str, str]) -> None:
+        """Write string keys (each on its own shard's server)."""
+        cluster = self._state.cluster_client()
+        try:
+            pipe = cluster.pipeline(transaction=False)
+            for key, value in values.items():
+                pipe.set(key, value)
+            pipe.execute()
+        finally:
+            cluster.close()
+
+    def run(self, script: str) -> Any:
+        """The ``RG.PYEXECUTE`` reply (``[[results], [errors]]`` for a blocking run)."""
+        client = self._state.client()
+        try:
+            return client.execute_command("RG.PYEXECUTE", script)
+        finally:
+            client.close()
+
+
+class InProcessEngine:
+    """``gears.engine.testing``'s in-process host (one shard, no server) with the interface of
+    :class:`ClusterEngine`. A ``KeysReader`` run reads the keys :meth:`load` gave it,
+    whatever its key pattern (each test loads keys of its own prefix only); the other
+    readers read as they do on a node."""
+
+    shards = 1
+
+    def __init__(self) -> None:
+        self._records: list[dict[str, Any]] | None = None
+
+    def load(self, values: dict[str, str]) -> None:
+        """Keep string keys as the records a ``KeysReader`` yields."""
+        self._records = (self._records or []) + [
+            {"key": key, "value": value, "type": "string", "event": None} for key, value in values.items()
+        ]
+
+    def run(self, script: str) -> Any:
+        """The reply ``RG.PYEXECUTE`` would give (``OK`` for a script without a run)."""
+        from gears.engine.testing import run_script
+
+        result = run_script(script, records=self._records)
+        return "OK" if result is None else result.reply
+
+
+@pytest.fixture(params=["inprocess", "cluster1", "cluster3"])
+def engine(request: pytest.FixtureRequest) -> ClusterEngine | InProcessEngine:
+    """gears.engine.testing's in-process host, the 1-shard and the 3-shard cluster in turn."""
+    if request.param == "inprocess":
+        return InProcessEngine()
+    return ClusterEngine(request.getfixturevalue(request.param))
 
 
 @pytest.fixture(scope="session")

@@ -259,6 +259,60 @@ def test_tensor_commands_queue_in_a_transaction(gc):
         pipe.execute()
     assert client.exists(f"k2{{{t}}}") == 0  # nothing of the failed transaction ran
 
+def _commands_on_my_connection(client: redis.Redis) -> int:
+    """How many commands the server node ran on this client's upstream connection
+    (``tot-cmds`` of ``CLIENT INFO``, which the front door forwards on it)."""
+    info = client.execute_command("CLIENT", "INFO").decode()
+    return int(next(field for field in info.split() if field.startswith("tot-cmds=")).split("=")[1])
+
+
+def test_tensorsets_of_a_trusted_client_go_to_the_server_in_one_piece(gc):
+    """Once a client is known to have authenticated as the node's own user, the front
+    door forwards its AI.TENSORSETs as the server script that does them, on its own
+    connection and without waiting for earlier replies; errors are still each in its
+    place (the handler answers a request the script form refuses), a MULTI whose reply
+    is not in yet queues them, and a malformed one still fails the EXEC."""
+    t = tag()
+    x, y, text = f"x{{{t}}}", f"y{{{t}}}", f"s{{{t}}}"
+    client = owner(gc, x)
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, "VALUES", 0)  # a handler: proves the authentication
+    client.set(text, "not a tensor")
+    before = _commands_on_my_connection(client)
+    pipe = client.pipeline(transaction=False)
+    for n in range(3):
+        pipe.execute_command("AI.TENSORSET", f"{x}{n}", "FLOAT", 1, "VALUES", n)
+    assert pipe.execute() == [b"OK"] * 3
+    # the three scripts ran on it (their own calls count too), then CLIENT INFO; through
+    # the handler they run on the node's connection and only CLIENT INFO counts here
+    assert _commands_on_my_connection(client) >= before + 3 + 1
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command("AI.TENSORSET", x, "FLOAT", 2, "VALUES", 1, 2)
+    pipe.execute_command("AI.TENSORSET", y, "FLOAT32", 1, "VALUES", 1)
+    pipe.execute_command("AI.TENSORSET", text, "FLOAT", 1, "VALUES", 1)
+    pipe.execute_command("AI.TENSORSET", y, "FLOAT", 2, "VALUES", 1)
+    pipe.execute_command("AI.TENSORGET", x, "VALUES")
+    pipe.get(text)
+    replies = pipe.execute(raise_on_error=False)
+    assert replies[0] == b"OK" and replies[4:] == [[b"1", b"2"], b"not a tensor"], replies
+    assert "invalid data type" in str(replies[1])
+    assert str(replies[2]).startswith("WRONGTYPE")
+    assert "wrong number of values" in str(replies[3]), replies[3]
+    assert client.exists(y) == 0
+    pipe = client.pipeline(transaction=True)  # MULTI, the commands and EXEC in one write
+    pipe.execute_command("AI.TENSORSET", y, "FLOAT", 1, "VALUES", 7)
+    pipe.execute_command("AI.TENSORSET", text, "FLOAT", 1, "VALUES", 1)
+    replies = pipe.execute(raise_on_error=False)
+    assert replies[0] == b"OK" and str(replies[1]).startswith("WRONGTYPE"), replies
+    assert client.execute_command("AI.TENSORGET", y, "VALUES") == [b"7"]
+    pipe = client.pipeline(transaction=True)
+    pipe.set(f"k{{{t}}}", "v")
+    pipe.execute_command("AI.TENSORSET", y, "FLOAT32", 1, "VALUES", 1)
+    with pytest.raises(redis.ResponseError, match="invalid data type"):
+        pipe.execute()
+    assert client.exists(f"k{{{t}}}") == 0
+    assert client.execute_command("AI.TENSORGET", y, "VALUES") == [b"7"]
+
+
 def test_keys_in_another_slot_or_shard(cluster3):
     """CROSSSLOT when a command's keys hash to different slots; MOVED (to the owner's
     front door) when they belong to another shard."""

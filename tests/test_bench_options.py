@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import io
 import subprocess
 import sys
@@ -13,15 +13,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+BENCH = SCRIPTS / "bench.py"
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("gears_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (its dataclasses look their module up)
-    spec.loader.exec_module(module)
-    return module
+def load_ai_suite(monkeypatch):
+    """``scripts/benchmarks/ai.py`` imported the way ``python scripts/bench.py`` imports it
+    (with ``scripts/`` on ``sys.path``)."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    return importlib.import_module("benchmarks.ai")
 
 
 def test_help_names_the_model_and_device_options():
@@ -37,10 +37,10 @@ def test_gpu_without_cuda_is_a_one_line_error():
     assert done.stderr.strip() == "bench ai --device GPU: this machine has no CUDA device"
 
 
-def test_bert_base_is_built_from_a_config_and_exported_for_any_device():
-    from pipelines.qa import pinned_devices
+def test_bert_base_is_built_from_a_config_and_exported_for_any_device(monkeypatch):
+    from gears_pipelines.qa import pinned_devices
 
-    model = load_bench()._bench_model("bert-base")
+    model = load_ai_suite(monkeypatch).bench_model("bert-base")
     assert list(model.inputs) == ["ids", "mask", "types"] and model.outputs == 2
     assert all(tuple(t.shape) == (1, 128) and t.dtype == torch.int64 for t in model.inputs.values())
     module = torch.jit.load(io.BytesIO(model.blob))

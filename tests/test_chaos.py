@@ -2,7 +2,7 @@
 
 Each test injects one fault (``kill -9`` of a server node, of a gears node, of a worker,
 a poison entry, code that ignores an abort, a master failover) while
-:class:`cluster.chaos.Writer` writes, then asserts: every written stream entry processed
+:class:`gears_cluster.chaos.Writer` writes, then asserts: every written stream entry processed
 (``lost == 0``), duplicates bounded by what was in flight, no entry left pending, the
 stream trimmed, the registrations running again. Registrations must resume within
 ``RESUME_BOUND`` seconds: that is the timeout of each wait for processing, not a timing
@@ -17,8 +17,11 @@ import uuid
 import pytest
 import redis
 
-from cluster import chaos, launcher
+from gears_cluster import chaos, launcher
 from conftest import free_base_port, launched_cluster, shifted_port, wait_for
+
+#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out).
+pytestmark = pytest.mark.slow
 
 #: A registration must be running again within this many seconds of a fault.
 RESUME_BOUND = chaos.SETTLE_TIMEOUT
@@ -90,7 +93,7 @@ def test_a_killed_worker_or_gears_node_loses_no_stream_entry(chaos1, victim):
 
 
 def test_a_poison_entry_is_isolated_and_the_other_registrations_keep_running(chaos1):
-    from gears.worker.streams import MAX_WORKER_CRASHES
+    from gears.worker.registrations.stream_consumers import MAX_WORKER_CRASHES
 
     tag, other = unique(), unique()
     entry_n = 50
@@ -113,7 +116,7 @@ def test_a_poison_entry_is_isolated_and_the_other_registrations_keep_running(cha
 def test_a_poison_entry_under_abort_or_retry_policy(chaos1, policy, status):
     """``abort`` stops the registration at the poison entry (it stays pending); ``retry``
     keeps it and tries again after a growing back-off."""
-    from gears.worker.streams import MAX_WORKER_CRASHES
+    from gears.worker.registrations.stream_consumers import MAX_WORKER_CRASHES
 
     tag = unique()
     script = chaos.POISON_SCRIPT % {"tag": tag, "batch": 1, "poison": 3}
@@ -146,7 +149,7 @@ def test_abort_replaces_a_worker_held_by_c_code_and_the_node_stays_responsive(ch
 
 
 def test_memory_limit_is_on_by_default_and_stops_a_bomb_near_it(chaos1):
-    from gears.config import default_worker_memory_mb
+    from gears.node.config import default_worker_memory_mb
 
     client = chaos1.client()
     assert client.execute_command("RG.CONFIGGET", "WorkerMaxMemoryMB") == [default_worker_memory_mb()]

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster.servers import port_in_use
+from gears_cluster.servers import port_in_use
 from conftest import shifted_port
-from pipelines.corpus import write_corpus
+from gears_pipelines.corpus import write_corpus
 
-#: The console script pip made for ``gears = gears.cli:main``.
+#: The console script pip made for ``gears = gears.local.cli:main``.
 GEARS = Path(sys.executable).with_name("gears")
 SERVER_OFFSET = 50
 BUS_OFFSET = 60
@@ -164,7 +164,7 @@ def test_a_folder_without_a_cluster_is_an_error(tmp_path: Path) -> None:
 ])
 def test_a_missing_optional_extra_names_it(command: list[str], module: str, extra: str) -> None:
     # The entry point's function, in a Python where importing ``module`` fails as when it is not installed.
-    code = f"import sys; sys.modules[{module!r}] = None; from gears.cli import main; sys.exit(main({command!r}))"
+    code = f"import sys; sys.modules[{module!r}] = None; from gears.local.cli import main; sys.exit(main({command!r}))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     line = one_line_error(done)
     assert line == (
@@ -329,7 +329,7 @@ def test_load_qa_tells_its_stages(started) -> None:
 
 def test_ingest_gives_up_after_its_timeout_saying_where_the_pipeline_stands(started, tmp_path: Path) -> None:
     pytest.importorskip("symspellpy")
-    from cluster.graph import stop_graph
+    from gears_cluster.graph import stop_graph
 
     base, folder = started["base"], started["folder"]
     assert stop_graph(folder / "graph") == 1  # stage 3 retries its batches until the graph is back

@@ -1,4 +1,4 @@
-"""``gears run`` (the gears-cli-like command), ``gears.client`` and the real gears-cli.
+"""``gears run`` (the gears-cli-like command), ``gears.local.client`` and the real gears-cli.
 
 Everything runs against one 3-shard cluster started for this module (base port 11501).
 The real ``gears-cli`` 1.2.0 (which needs ``redis<5``) gets its own venv, created once
@@ -22,8 +22,8 @@ import pytest
 import redis
 
 from conftest import ROOT, launched_cluster, shifted_port
-from gears.client import GearsClient, GearsRemoteBuilder, dumps_by_value
-from gears.runscript import format_reply, read_requirements
+from gears.local.client import GearsClient, GearsRemoteBuilder, dumps_by_value
+from gears.local.runscript import format_reply, read_requirements
 
 BASE_PORT = 11501
 KEYS = {f"cl:{i}": str(i) for i in range(20)}

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster import launcher
+from gears_cluster import launcher
 from conftest import cluster_with_own_requirements, free_base_port, launched_cluster, wait_for
-from gears.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
+from gears.node.slowlog import NODE_ID_BASE, SlowEntry, merge_entries, trim_arguments
 from test_client import gears_cli, pip_can_download  # noqa: F401 - gears_cli: the real gears-cli's venv (a fixture)
 
 
@@ -221,7 +221,7 @@ def shard_values(client: redis.Redis, module: str, *options: str) -> list[str]:
     return results
 
 
-def test_gears_cli_exports_a_requirement_and_imports_it_where_there_is_no_index(gc, offline_cluster, gears_cli, tmp_path):
+def test_gears_cli_exports_a_requirement_and_imports_it_where_there_is_no_index(gc, offline_cluster, gears_cli, tmp_path):  # noqa: F811 - gears_cli: the imported fixture
     """gears-cli export-requirements saves an installed requirement (RG.PYEXPORTREQ), and
     import-requirements (RG.PYIMPORTREQ) makes it installable on another cluster, on
     every shard, from what was imported alone."""
@@ -341,8 +341,7 @@ def sync_cluster(request, sync_target, tmp_path_factory) -> Iterator[launcher.Cl
     saved = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:
-        with cluster_with_own_requirements(  # its redis<6 must not reach the other clusters of the run
-            tmp_path_factory.mktemp(f"sync{request.param}-requirements"),
+        with launched_cluster(  # a cluster of its own: its gears nodes read the variables at start
             tmp_path_factory.mktemp(f"sync{request.param}"), masters=request.param,
             base_port=free_base_port(13501 + 100 * request.param, request.param), what="sync_cluster",
         ) as state:
@@ -494,6 +493,42 @@ def test_max_executions_evicts_first_in_first_out_and_a_running_victim_stays_rea
                     c.execute_command("RG.DROPEXECUTION", exec_id)
             c.close()
         cluster.close()
+
+
+def test_max_executions_counts_the_executions_registrations_triggered(gc):
+    """RedisGears' testMaxExecutions: executions a registration triggered are in the same
+    first-in-first-out list as batch runs; with MaxExecutions 3 the newest three stay."""
+    tag = unique()
+    client = gc.client()
+    key = local_key(client, f"mx{tag}")
+    session = f"mx{tag}"
+    script = f"GB().map(lambda r: r['value']).register('{key}*', mode='sync')"
+    assert client.execute_command("RG.PYEXECUTE", script, "ID", session) == "OK"
+    clients = [redis.Redis(port=port, decode_responses=True) for port in gc.ports]
+    for c in clients:
+        c.execute_command("RG.CONFIGSET", "MaxExecutions", "3")
+    try:
+        triggered = []
+        for i in range(4):
+            before = set(listed(gc.ports[0]))
+            client.set(f"{key}:{i}", i)
+            (exec_id,) = wait_for(lambda before=before: set(listed(gc.ports[0])) - before, what="the triggered execution listed")
+            triggered.append(exec_id)
+        batch = client.execute_command("RG.PYEXECUTE", "GB('ShardsIDReader').map(lambda x: 1).run()", "UNBLOCKING")
+        client.execute_command("RG.GETRESULTSBLOCKING", batch)
+        assert listed(gc.ports[0]) == [*triggered[2:], batch]
+        assert client.execute_command("RG.GETRESULTS", triggered[3]) == [["3"], []]
+        for evicted in triggered[:2]:
+            with pytest.raises(redis.ResponseError, match="execution plan does not exist"):
+                client.execute_command("RG.GETRESULTS", evicted)
+    finally:
+        for c in clients:
+            c.execute_command("RG.CONFIGSET", "MaxExecutions", "1000")
+            c.close()
+        for entry in client.execute_command("RG.DUMPREGISTRATIONS"):
+            if session in entry[9]:
+                client.execute_command("RG.UNREGISTER", entry[1])
+        client.close()
 
 
 def _forgotten(client: redis.Redis, exec_id: str) -> bool:

@@ -36,11 +36,14 @@ import pytest
 import redis
 import yaml
 
-from cluster import launcher
-from cluster.formation import plan_cluster
-from cluster.servers import port_in_use, resolve_server_binary
+from gears_cluster import launcher
+from gears_cluster.formation import plan_cluster
+from gears_cluster.servers import port_in_use, resolve_server_binary
 from conftest import ROOT, answers_ping, free_base_port, wait_for
-from gears.cli import build_parser
+from gears.local.cli import build_parser
+
+#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out).
+pytestmark = pytest.mark.slow
 
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.host.yml"]
 PROMETHEUS = {"docker-compose.yml": "deploy/prometheus/prometheus.yml", "docker-compose.host.yml": "deploy/prometheus/prometheus-host.yml"}

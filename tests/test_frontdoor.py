@@ -1,4 +1,4 @@
-"""The front door (gears/frontdoor.py) and its RESP scanners (gears/respparse.py).
+"""The front door (gears/node/frontdoor.py) with real servers behind it (its RESP scanners: tests/unit/test_respparse.py).
 
 Three real front doors run in-process (on a uvloop loop in a background thread) in
 front of the ``server_cluster3`` servers; clients (raw sockets, redis-py)
@@ -21,18 +21,11 @@ import hiredis
 import pytest
 import redis
 
-from cluster.hashtags import key_slot
+from gears.engine.shards import key_slot
 from gears.errors import CommandError
-from gears.frontdoor import ClientContext, FrontDoor
-from gears.resp import Status
-from gears.respparse import (
-    RespProtocolError,
-    dump_tree,
-    parse_tree,
-    scan_command,
-    scan_reply,
-    split_inline,
-)
+from gears.node.frontdoor import ClientContext, FrontDoor
+from gears.wire.resp import Status
+from gears.wire.respparse import scan_reply
 
 try:
     import uvloop
@@ -257,63 +250,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------- scanners
-
-
-@pytest.mark.parametrize(
-    "reply",
-    [
-        b"+OK\r\n",
-        b"-ERR x\r\n",
-        b":12\r\n",
-        b"$-1\r\n",
-        b"$0\r\n\r\n",
-        b"$6\r\na\r\nb\r\n\r\n",
-        b"*-1\r\n",
-        b"*0\r\n",
-        b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n",
-        b"_\r\n",
-        b",1.5\r\n",
-        b"#t\r\n",
-        b"(123\r\n",
-        b"!3\r\nerr\r\n",
-        b"=7\r\ntxt:abc\r\n",
-        b"%1\r\n+k\r\n*2\r\n:1\r\n:2\r\n",
-        b"~2\r\n+a\r\n+b\r\n",
-        b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n_\r\n",
-        b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n",
-    ],
-)
-def test_scan_reply_frames_every_type(reply: bytes) -> None:
-    assert scan_reply(reply + b"+NEXT\r\n", 0) == len(reply)
-    for cut in range(1, len(reply)):
-        need = scan_reply(reply[:cut], 0)
-        assert need < 0 and -need > cut, (reply, cut)
-    assert dump_tree(parse_tree(reply)) == reply
-
-
-def test_scan_command_framing_and_limits() -> None:
-    data = cmd("SET", "key", "value") + b"*1\r\n$4\r\nPING\r\n"
-    end, ns, ne = scan_command(data, 0, len(data))
-    assert data[ns:ne] == b"SET" and data[end:].startswith(b"*1\r\n")
-    assert scan_command(data[:10], 0, 10)[0] < 0
-    header = b"*2\r\n$3\r\nSET\r\n$100\r\n"
-    assert scan_command(header, 0, len(header))[0] == -(len(header) + 102)
-    with pytest.raises(RespProtocolError, match="invalid bulk length"):
-        scan_command(b"*1\r\n$999999999999\r\n", 0, 19)
-    with pytest.raises(RespProtocolError, match="invalid multibulk length"):
-        scan_command(b"*x\r\n", 0, 4)
-    with pytest.raises(RespProtocolError, match="expected '\\$', got ':'"):
-        scan_command(b"*1\r\n:1\r\n", 0, 8)
-
-
-def test_split_inline_quotes() -> None:
-    assert split_inline(b'SET  a "x y\\n\\x41" \'it\\\'s\'') == [b"SET", b"a", b"x y\nA", b"it's"]
-    assert split_inline(b"   ") == []
-    with pytest.raises(RespProtocolError, match="unbalanced quotes"):
-        split_inline(b'SET a "x')
 
 
 # --------------------------------------------------------------------------- forwarding

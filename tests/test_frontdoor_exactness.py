@@ -10,8 +10,8 @@ Two kinds of checks:
   writes, and sends it once to the server node and once to its front door, with the
   same keys reset before each. The bytes that come back must be equal (the ``HELLO``
   reply aside: it names the connection's id).
-* **The scanners against hiredis** (no server): :func:`gears.respparse.scan_command`
-  and :func:`gears.respparse.scan_reply` find the same message boundaries as hiredis's
+* **The scanners against hiredis** (no server): :func:`gears.wire.respparse.scan_command`
+  and :func:`gears.wire.respparse.scan_reply` find the same message boundaries as hiredis's
   reader on generated streams, incomplete prefixes are never taken for whole
   messages, and the fast path's boundary probe is right at every cut.
 
@@ -30,10 +30,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster import launcher
+from gears_cluster import launcher
 from conftest import free_base_port, launched_cluster
-from gears.frontdoor import _INCOMPLETE, _ends_on_boundary, _reader
-from gears.respparse import Node, dump_tree, scan_command, scan_reply
+from gears.node.frontdoor import _INCOMPLETE, _ends_on_boundary, _reader
+from gears.wire.respparse import Node, dump_tree, scan_command, scan_reply
 
 HOST = "127.0.0.1"
 EXAMPLES = int(os.environ.get("GEARS_FUZZ_EXAMPLES", "0"))

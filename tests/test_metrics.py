@@ -14,12 +14,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster import launcher
+from gears_cluster import launcher
 from conftest import wait_for
-from gears.frontdoor import PASSTHROUGH_SAMPLE_EVERY, _info_with
-from gears.metrics import FAMILIES, PASSTHROUGH
-from gears.records import error_headline, format_error, readable_error
-from gears.worker.failures import LINES_PER_WINDOW, WINDOW_SECONDS, FailureLog
+from gears.node.frontdoor import PASSTHROUGH_SAMPLE_EVERY, _info_with
+from gears.node.metrics import FAMILIES, PASSTHROUGH
+from gears.engine.records import error_headline, format_error, readable_error
+from gears.worker.registrations.failure_log import LINES_PER_WINDOW, WINDOW_SECONDS, FailureLog
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -238,7 +238,7 @@ def test_info_has_a_gears_section(gc):
         everything = client.info()
         assert everything["gears_node"] == node.gears_address
         assert "redis_version" in everything or "valkey_version" in everything
-        only = wait_for(lambda: (info := client.info("gears"))["worker_status"] == "up" and info, timeout=30,
+        only = wait_for(lambda client=client: (info := client.info("gears"))["worker_status"] == "up" and info, timeout=30,
                         what="the worker answering")
         assert only["gears_node"] == node.gears_address
         assert only["gears_shard_count"] == len(gc.nodes)

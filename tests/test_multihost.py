@@ -28,15 +28,16 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from cluster.hashtags import hashtag_for_slot, key_slot
-from cluster.launcher import slot_ranges
-from cluster.peerauth import PeerSecret, write_secret_file
-from cluster.servers import resolve_server_binary
+from gears.engine.shards import hashtag_for_slot, key_slot
+from gears_cluster.launcher import slot_ranges
+from gears.wire.peerauth import PeerSecret, write_secret_file
+from gears_cluster.servers import resolve_server_binary
 from conftest import ROOT, answers_ping, wait_for
 from netns import VirtualNetwork, netns_problem
 
 _PROBLEM = netns_problem() if sys.platform == "linux" else "network namespaces are Linux only"
-pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=f"multi-host test skipped: {_PROBLEM}")
+#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out).
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_PROBLEM is not None, reason=f"multi-host test skipped: {_PROBLEM}")]
 
 SUBNET = "10.77.0"
 HOSTS = ["h1", "h2", "h3"]

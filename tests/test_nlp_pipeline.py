@@ -11,16 +11,19 @@ import redis
 pytest.importorskip("falkordb")
 pytest.importorskip("symspellpy")
 
-from cluster import launcher  # noqa: E402
+from gears_cluster import launcher  # noqa: E402
 from conftest import serving, shifted_port, wait_for  # noqa: E402
-from pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
-from pipelines.corpus import write_corpus  # noqa: E402
-from pipelines.ingest import find_articles, ingest, read_article  # noqa: E402
-from pipelines.nlp.concepts import concept_pairs, default_dictionary  # noqa: E402
-from pipelines.nlp.language import is_english  # noqa: E402
-from pipelines.nlp.sentences import split_sentences  # noqa: E402
-from pipelines.nlp.spelling import correct  # noqa: E402
-from pipelines.nlp_pipeline import article_meta_key  # noqa: E402
+from gears_pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
+from gears_pipelines.corpus import write_corpus  # noqa: E402
+from gears_pipelines.ingest import find_articles, ingest, read_article  # noqa: E402
+from gears_pipelines.nlp.concepts import concept_pairs, default_dictionary  # noqa: E402
+from gears_pipelines.nlp.language import is_english  # noqa: E402
+from gears_pipelines.nlp.sentences import split_sentences  # noqa: E402
+from gears_pipelines.nlp.spelling import correct  # noqa: E402
+from gears_pipelines.nlp_pipeline import article_meta_key  # noqa: E402
+
+#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out).
+pytestmark = pytest.mark.slow
 
 BASE_PORT = shifted_port(11601)
 GRAPH_PORT = shifted_port(11699)
@@ -73,8 +76,11 @@ def ingested(nlp_cluster, corpus, expected):
     counts = ingest(cluster, find_articles([corpus[0].parent]))
     assert counts == {"new": ARTICLES, "skipped": 0}
 
+    seen: dict[str, object] = {}
+
     def drained():
         status = pipeline_status(cluster, ("127.0.0.1", GRAPH_PORT))
+        seen.update(status, polled_at=time.strftime("%H:%M:%S"))
         done = (
             status["sentences"] == expected["sentences"]
             and status["matched_sentences"] == expected["sentences"]
@@ -83,7 +89,8 @@ def ingested(nlp_cluster, corpus, expected):
         )
         return status if done else None
 
-    status = wait_for(drained, timeout=120, interval=0.2, what="the pipeline drained")
+    # 10 s here; the generous limit only bounds a stall, whose last status the failure shows
+    status = wait_for(drained, timeout=300, interval=0.2, what="the pipeline drained", describe=lambda: seen)
     yield state, cluster, status
     cluster.close()
 
@@ -121,8 +128,8 @@ def test_reingesting_creates_nothing_new(ingested, corpus, expected):
 def test_search_and_edge_api(ingested, expected):
     import httpx
 
-    from pipelines.api import create_app
-    from pipelines.graph import GraphWriter
+    from gears_pipelines.api import create_app
+    from gears_pipelines.graph import GraphWriter
 
     state, cluster, _ = ingested
     app = create_app(cluster, GraphWriter("127.0.0.1", GRAPH_PORT), default_dictionary())
@@ -135,7 +142,7 @@ def test_search_and_edge_api(ingested, expected):
         body = reply.json()
         assert set(body) == {"nodes", "links", "years"}
         assert {source, target} <= {n["id"] for n in body["nodes"]}
-        assert any({l["source"], l["target"]} == {source, target} for l in body["links"])
+        assert any({link["source"], link["target"]} == {source, target} for link in body["links"])
         edge = httpx.get(f"{base}/edge/{source}/{target}").json()
         assert edge["results"] and all(r["sentence"] and r["title"] and r["article_id"] for r in edge["results"])
         scores = [r["score"] for r in edge["results"]]

@@ -15,9 +15,9 @@ import redis
 pytest.importorskip("falkordb")
 pytest.importorskip("symspellpy")
 
-from cluster import launcher  # noqa: E402
+from gears_cluster import launcher  # noqa: E402
 from conftest import require_free_ports, shifted_port, wait_for  # noqa: E402
-from pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
+from gears_pipelines.deploy import deploy_nlp, pipeline_status  # noqa: E402
 
 BASE_PORT = shifted_port(11801)
 GRAPH_PORT = shifted_port(11899)
@@ -67,7 +67,7 @@ def test_a_failing_stage_shows_its_failures_and_last_error(state):
     stage3 = _stage(status, "nlp stage 3")
     assert stage3["session"] == "nlp" and stage3["reader"] == "StreamReader"
     assert stage3["triggered"] >= stage3["failures"] >= 1
-    assert stage3["last_error"].startswith(f"pipelines.graph.GraphUnavailable: graph server 127.0.0.1:{DEAD_GRAPH_PORT}")
+    assert stage3["last_error"].startswith(f"gears_pipelines.graph.GraphUnavailable: graph server 127.0.0.1:{DEAD_GRAPH_PORT}")
     assert stage3["last_traceback"].startswith("Traceback (most recent call last):")
     assert {s["stage"] for s in status["stages"]} == {
         "nlp stage 1: paragraphs -> sentences", "nlp stage 2: sentences -> concept pairs", "nlp stage 3: concept pairs -> graph"}
@@ -90,7 +90,8 @@ def test_a_failing_stage_shows_its_failures_and_last_error(state):
 
 def test_watch_refreshes_until_interrupted(state):
     process = subprocess.Popen(
-        [sys.executable, "-m", "gears", "pipeline", "status", "--port", str(state.ports[0]), "--watch", "--interval", "0.2"],
+        [sys.executable, "-X", "faulthandler", "-m", "gears", "pipeline", "status", "--port", str(state.ports[0]),
+         "--watch", "--interval", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -100,7 +101,13 @@ def test_watch_refreshes_until_interrupted(state):
             assert line, process.stderr.read()
             headers += line.startswith("Every 0.2s: gears pipeline status")
         process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to stderr
+            process.wait(10)
+            pytest.fail(f"--watch still running 30 s after SIGINT; its stacks:\n{process.stderr.read()}")
+        assert process.returncode == 0
         assert "Traceback" not in process.stderr.read()
     finally:
         process.kill()

@@ -24,13 +24,16 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from conftest import cluster_with_graph, get_following_moved, serving, wait_for  # noqa: E402
-from pipelines import qa  # noqa: E402
-from pipelines.corpus import write_corpus  # noqa: E402
-from pipelines.deploy import deploy_nlp, deploy_qa, drained, load_qa_model, pipeline_status  # noqa: E402
-from pipelines.ingest import ingest  # noqa: E402
-from pipelines.nlp.concepts import default_dictionary  # noqa: E402
-from pipelines.qa_inputs import decode_answer, question_inputs  # noqa: E402
-from pipelines.qa_pipeline import question_key  # noqa: E402
+from gears_pipelines import qa  # noqa: E402
+from gears_pipelines.corpus import write_corpus  # noqa: E402
+from gears_pipelines.deploy import deploy_nlp, deploy_qa, drained, load_qa_model, pipeline_status  # noqa: E402
+from gears_pipelines.ingest import ingest  # noqa: E402
+from gears_pipelines.nlp.concepts import default_dictionary  # noqa: E402
+from gears_pipelines.qa_inputs import decode_answer, question_inputs  # noqa: E402
+from gears_pipelines.qa_pipeline import question_key  # noqa: E402
+
+#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out).
+pytestmark = pytest.mark.slow
 
 ARTICLES = 6
 
@@ -282,8 +285,8 @@ def test_answers_are_cached_when_asked(qa_cluster):
 def test_qasearch_answers_from_the_sentences_behind_the_links(qa_cluster):
     import httpx
 
-    from pipelines.api import create_app
-    from pipelines.graph import GraphWriter
+    from gears_pipelines.api import create_app
+    from gears_pipelines.graph import GraphWriter
 
     cluster, graph = qa_cluster["cluster"], qa_cluster["graph"]
     texts = sentences(cluster)

@@ -226,12 +226,12 @@ def test_registrations_survive_a_gears_node_kill(cluster3, session):
     import os
     import signal
 
-    from cluster import launcher
+    from gears_cluster import launcher
 
     client = cluster3.client()
     tag = unique()
     pyexecute(client, f"GB().foreach(lambda r: execute('SET', 'copy{{%s}}' % r['key'], r['value'])).register('rs{tag}:*', mode='async_local')", "ID", session)
-    from cluster.servers import is_running
+    from gears_cluster.servers import is_running
 
     victim = cluster3.nodes[2]
     os.kill(victim.gears_pid, signal.SIGKILL)
@@ -358,8 +358,8 @@ def test_stream_entries_survive_a_gears_node_kill_mid_batch(cluster1, session):
     import os
     import signal
 
-    from cluster import launcher
-    from cluster.servers import is_running
+    from gears_cluster import launcher
+    from gears_cluster.servers import is_running
 
     client = cluster1.client()
     tag = unique()

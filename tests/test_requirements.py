@@ -1,4 +1,4 @@
-"""Tests of gears.requirements: requirement sets installed host-wide with pip.
+"""Tests of gears.environments.requirements: requirement sets installed host-wide with pip.
 
 Tests that need pip to reach the package index use the ``pip_index`` fixture, which
 probes the index once per session and skips them (with pip's answer as the reason)
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 import gears
-from gears import requirements as R
+from gears.environments import requirements as R
 from gears.errors import RequirementsError
 
 PROJECT_ROOT = str(Path(gears.__file__).resolve().parents[1])
@@ -89,7 +89,7 @@ def leftovers(root: Path) -> list[str]:
 
 
 class PipRuns(logging.Handler):
-    """Counts the "running pip" log records of gears.requirements (any thread)."""
+    """Counts the "running pip" log records of gears.environments.requirements (any thread)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -102,7 +102,7 @@ class PipRuns(logging.Handler):
 
 @pytest.fixture
 def pip_runs():
-    log = logging.getLogger("gears.requirements")
+    log = logging.getLogger("gears.environments.requirements")
     handler = PipRuns()
     old_level = log.level
     log.setLevel(logging.INFO)
@@ -171,20 +171,9 @@ def test_installed_sets_newest_first_and_skips_foreign_or_broken(tmp_path, caplo
     (broken / "meta.json").write_text("{not json")
     (tmp_path / R.set_key(["f==1"])).mkdir()  # no meta: not installed
     assert [s.key for s in R.installed_sets(tmp_path)] == [new.key, mid.key, old.key]
-    assert R.search_paths(tmp_path) == [str(new.site), str(mid.site), str(old.site)]
     assert R.load_set(["d==1"], root=tmp_path) is None
     assert R.load_set(["c==1"], root=tmp_path).installed_at == 1500.0
     assert R.installed_sets(tmp_path / "missing") == []
-
-
-def test_prepend_search_paths_is_idempotent(tmp_path):
-    first = fake_set(tmp_path, ["a==1"], installed_at=1000.0)
-    path = ["", "/engine/site-packages"]
-    assert R.prepend_search_paths(tmp_path, path) == [str(first.site)]
-    assert path == [str(first.site), "", "/engine/site-packages"]
-    second = fake_set(tmp_path, ["b==1"], installed_at=2000.0)
-    R.prepend_search_paths(tmp_path, path)
-    assert path == [str(second.site), str(first.site), "", "/engine/site-packages"]
 
 
 def test_wheel_name_from_dist_info(tmp_path):
@@ -304,9 +293,7 @@ def redis_set(pip_index, tmp_path_factory) -> R.RequirementSet:
 def test_pinned_old_redis_wins_over_the_engine_redis(redis_set):
     engine_redis = metadata.version("redis")
     assert int(engine_redis.split(".")[0]) >= 5, "engine venv must have a modern redis"
-    paths = R.search_paths(redis_set.root)
-    assert paths == [str(redis_set.site)]
-    got = run_worker(paths, """
+    got = run_worker([str(redis_set.site)], """
         import redis
         print(json.dumps({"version": redis.__version__, "file": redis.__file__}))
     """)
@@ -339,7 +326,7 @@ def test_installed_set_layout_and_metadata(redis_set):
 @needs_index
 def test_pkg_resources_from_a_set(tmp_path):
     rset = R.ensure_installed_sync(["setuptools<81", "six==1.16.0"], root=tmp_path, timeout=240)
-    got = run_worker(R.search_paths(tmp_path), """
+    got = run_worker([str(rset.site)], """
         import warnings
         warnings.simplefilter("ignore")  # setuptools 80.x warns that pkg_resources is deprecated
         import pkg_resources
@@ -404,7 +391,7 @@ def test_two_processes_install_once(tmp_path):
     code = textwrap.dedent("""
         import json, logging, sys
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-        from gears import requirements as R
+        from gears.environments import requirements as R
         s = R.ensure_installed_sync(["six==1.16.0"], root=sys.argv[1], timeout=240)
         print(json.dumps({"version": s.version, "installed_at": s.installed_at}))
     """)
@@ -436,7 +423,7 @@ def test_force_reinstall_makes_a_new_version(tmp_path, pip_runs):
     assert second.version == 2 and second.installed_at > first.installed_at
     assert second.site != first.site and second.site.name == "site"
     assert first.site.is_dir()  # the previous version stays for workers still using it
-    assert R.search_paths(tmp_path) == [str(second.site)]
+    assert R.load_set(["six==1.16.0"], root=tmp_path).site == second.site
     assert R.dump_entries(second)[0][13] != R.dump_entries(first)[0][13]
     assert pip_runs.count == 2
 
@@ -454,11 +441,3 @@ def test_failed_force_reinstall_keeps_the_current_version(tmp_path):
     assert sorted(p.name for p in first.path.iterdir()) == ["meta.json", "v1"]
 
 
-@needs_index
-def test_newest_set_wins_a_version_conflict(tmp_path):
-    R.ensure_installed_sync(["six==1.16.0"], root=tmp_path, timeout=240)
-    newer = R.ensure_installed_sync(["six==1.15.0"], root=tmp_path, timeout=240)
-    paths = R.search_paths(tmp_path)
-    assert len(paths) == 2 and paths[0] == str(newer.site)
-    got = run_worker(paths, 'import six; print(json.dumps({"v": six.__version__}))')
-    assert got["v"] == "1.15.0"

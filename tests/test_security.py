@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from cluster import launcher
-from cluster.hashtags import hashtag_for_slot
-from cluster.servers import HOST
+from gears_cluster import launcher
+from gears.engine.shards import hashtag_for_slot
+from gears_cluster.servers import HOST
 from conftest import launched_cluster, shifted_port, wait_for
 
 PASSWORD = "pw-" + secrets.token_hex(8)
@@ -248,6 +248,28 @@ def test_ai_commands_follow_key_rights(where: str, request: pytest.FixtureReques
 
 
 @pytest.mark.parametrize("where", ALL)
+def test_tensorset_rights_are_the_commands_not_its_scripts(where: str, request: pytest.FixtureRequest) -> None:
+    """The front door forwards the node's own user's AI.TENSORSET as a server script;
+    any other user's is checked as AI.TENSORSET (key rights), so a user without EVAL
+    may still store tensors, in a pipeline too, and one without the key may not."""
+    state = request.getfixturevalue(where)
+    _set_user(state, "noeval", "on", ">npw", "~t:*", "+@all", "-eval", "-evalsha")
+    cluster = state.cluster_client(username="noeval", password="npw")
+    try:
+        node = cluster.get_node_from_key("t:{b}")
+        assert cluster.execute_command("AI.TENSORSET", "t:{b}", "FLOAT", 1, "VALUES", 1, target_nodes=node) == "OK"
+        client = node.redis_connection
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("AI.TENSORSET", "t:{b}", "FLOAT", 1, "VALUES", 2)
+        pipe.execute_command("AI.TENSORSET", "u:{b}", "FLOAT", 1, "VALUES", 2)
+        replies = pipe.execute(raise_on_error=False)
+        assert replies[0] in ("OK", b"OK") and "no permissions to access" in str(replies[1]), replies
+        assert [float(v) for v in cluster.execute_command("AI.TENSORGET", "t:{b}", "VALUES", target_nodes=node)] == [2.0]
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("where", ALL)
 def test_user_code_runs_with_the_callers_rights(where: str, request: pytest.FixtureRequest) -> None:
     state = request.getfixturevalue(where)
     _set_user(state, "coder", "on", ">cpw", "~foo:*", "+@all", "-flushall")
@@ -356,7 +378,7 @@ def test_everything_listens_on_loopback_only(cluster3: launcher.ClusterState) ->
 def test_cli_takes_credentials_from_the_environment(
     secure1: launcher.ClusterState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from gears.cli import main
+    from gears.local.cli import main
 
     script = tmp_path / "ids.py"
     script.write_text("GB('ShardsIDReader').run()\n")
@@ -382,7 +404,7 @@ def test_cli_takes_credentials_from_the_environment(
 
 def test_cluster_up_requirepass_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from conftest import free_base_port
-    from gears.cli import main
+    from gears.local.cli import main
 
     base = free_base_port(11421, 1)
     folder = tmp_path / "c"
@@ -407,7 +429,7 @@ def test_cluster_up_requirepass_from_the_command_line(tmp_path: Path, capsys: py
 
 
 def test_nodes_log_in_as_a_dedicated_acl_user(server_cluster3: launcher.ClusterState, tmp_path: Path) -> None:
-    from cluster.peerauth import write_secret_file
+    from gears.wire.peerauth import write_secret_file
     from conftest import gears_nodes
 
     servers = range(len(server_cluster3.server_ports))

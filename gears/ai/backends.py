@@ -15,9 +15,9 @@ import io
 import logging
 import re
 import threading
-from typing import Any
+from typing import Any, Callable
 
-from ..errors import CommandError
+from gears.errors import CommandError
 
 __all__ = ["LoadedModel", "LoadedScript", "load_model", "load_script", "check_device", "set_parallelism", "BACKENDS"]
 
@@ -78,7 +78,8 @@ def _torch_device(device: str) -> Any:
 class LoadedModel:
     """A model ready to run: ``run(arrays) -> arrays`` (numpy in, numpy out)."""
 
-    def __init__(self, backend: str, device: str, runner: Any, inputs: list[str], outputs: list[str]) -> None:
+    def __init__(self, backend: str, device: str, runner: Callable[[list[Any]], list[Any]], inputs: list[str],
+                 outputs: list[str]) -> None:
         self.backend = backend
         self.device = device
         self._runner = runner

@@ -20,14 +20,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ArityError, CommandError, GearsError
-from ..resp import ErrorValue, Status
-from .runner import TIMEDOUT, RunRequest
-from .storage import ModelMeta, ScriptMeta
-from .tensors import Tensor, parse_tensorget, parse_tensorset, tensorget_reply
+from gears.errors import ArityError, CommandError, GearsError
+from gears.wire.resp import ErrorValue, Status
+from gears.ai.runner import TIMEDOUT, RunRequest
+from gears.ai.storage import ModelMeta, ScriptMeta
+from gears.ai.syntax import arg_text, parse_modelexecute, parse_modelrun, parse_scriptexecute, parse_scriptrun
+from gears.ai.tensor_syntax import parse_tensorget, parse_tensorset, tensorget_reply
+from gears.ai.tensors import Tensor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .service import AIService
+    from gears.ai.service import AIService
 
 __all__ = ["DagOp", "DagPlan", "parse_dag", "run_dag"]
 
@@ -69,10 +71,6 @@ class DagPlan:
         return [n.encode("utf-8", "surrogateescape") for n in names]
 
 
-def _text(arg: bytes) -> str:
-    return arg.decode("utf-8", "surrogateescape")
-
-
 def _split(args: list[bytes]) -> tuple[list[bytes], list[list[bytes]]]:
     header: list[bytes] = []
     ops: list[list[bytes]] = []
@@ -97,12 +95,12 @@ def _count_list(header: list[bytes], i: int, what: str) -> tuple[list[str], int]
     if len(names) != count:
         raise CommandError(f"ERR number of keys to {what} into DAG does not match the number of given arguments"
                            if what == "LOAD" else f"ERR number of keys to {what} does not match the number of given arguments")
-    return [_text(n) for n in names], i + 2 + count
+    return [arg_text(n) for n in names], i + 2 + count
 
 
 def parse_dag(args: list[bytes]) -> DagPlan:
     """Parse ``AI.DAGEXECUTE[_RO]`` / ``AI.DAGRUN[_RO]`` completely (no I/O)."""
-    command = _text(args[0]).upper()
+    command = arg_text(args[0]).upper()
     deprecated = command.startswith("AI.DAGRUN")
     readonly = command.endswith("_RO")
     if len(args) < (4 if deprecated else 6):
@@ -117,9 +115,9 @@ def parse_dag(args: list[bytes]) -> DagPlan:
     seen: set[str] = set()
     i = 0
     while i < len(header):
-        word = _text(header[i]).upper()
+        word = arg_text(header[i]).upper()
         if word in seen or word not in ("LOAD", "PERSIST", "ROUTING", "TIMEOUT"):
-            raise CommandError(f"ERR Invalid DAG command. Unexpected argument:  {_text(header[i])}")
+            raise CommandError(f"ERR Invalid DAG command. Unexpected argument:  {arg_text(header[i])}")
         seen.add(word)
         if word == "LOAD":
             loads, i = _count_list(header, i, "LOAD")
@@ -132,15 +130,9 @@ def parse_dag(args: list[bytes]) -> DagPlan:
         elif word == "ROUTING":
             if i + 1 >= len(header):
                 raise CommandError("ERR missing routing tag")
-            routing, i = _text(header[i + 1]), i + 2
+            routing, i = arg_text(header[i + 1]), i + 2
         else:
-            try:
-                timeout = int(header[i + 1])
-            except (IndexError, ValueError):
-                timeout = 0
-            if timeout <= 0:
-                raise CommandError("ERR Invalid value for TIMEOUT")
-            i += 2
+            timeout, i = _positive_timeout(header, i), i + 2
     if not deprecated and not (loads or persists or routing):
         raise CommandError(
             "ERR AI.DAGEXECUTE and AI.DAGEXECUTE_RO commands must contain at least one out of ROUTING, LOAD, PERSIST keywords"
@@ -152,42 +144,51 @@ def parse_dag(args: list[bytes]) -> DagPlan:
     return DagPlan(loads, persists, routing, timeout, ops)
 
 
+def _positive_timeout(header: list[bytes], i: int) -> int:
+    """The value after ``TIMEOUT`` at ``header[i]``: a positive integer."""
+    try:
+        timeout = int(header[i + 1])
+    except (IndexError, ValueError):
+        timeout = 0
+    if timeout <= 0:
+        raise CommandError("ERR Invalid value for TIMEOUT")
+    return timeout
+
+
 def parse_ops(raw_ops: list[list[bytes]], *, deprecated: bool = False, readonly: bool = False) -> list[DagOp]:
     """The ops of a DAG, each given as its own argument list."""
-    from .commands import parse_modelexecute, parse_modelrun, parse_scriptexecute, parse_scriptrun
-
     ops: list[DagOp] = []
     for op_args in raw_ops:
-        name = _text(op_args[0]).upper() if op_args else ""
+        name = arg_text(op_args[0]).upper() if op_args else ""
         if name == "AI.TENSORSET":
             key, tensor = parse_tensorset(op_args)
-            ops.append(DagOp("tensorset", name=_text(key), tensor=tensor))
+            ops.append(DagOp("tensorset", name=arg_text(key), tensor=tensor))
         elif name == "AI.TENSORGET":
             key, fmt = parse_tensorget(op_args)
-            ops.append(DagOp("tensorget", name=_text(key), fmt=fmt))
+            ops.append(DagOp("tensorget", name=arg_text(key), fmt=fmt))
         elif name == "AI.MODELEXECUTE":
             if deprecated:
                 raise CommandError("AI.MODELEXECUTE cannot be used in a deprecated AI.DAGRUN command")
             key, inputs, outputs, _ = parse_modelexecute(op_args, in_dag=True)
-            ops.append(DagOp("model", key=_text(key), inputs=inputs, outputs=outputs))
+            ops.append(DagOp("model", key=arg_text(key), inputs=inputs, outputs=outputs))
         elif name == "AI.MODELRUN":
             if not deprecated:
                 raise CommandError("Deprecated AI.MODELRUN cannot be used in AI.DAGEXECUTE command")
             key, inputs, outputs, _ = parse_modelrun(op_args, in_dag=True)
-            ops.append(DagOp("model", key=_text(key), inputs=inputs, outputs=outputs))
+            ops.append(DagOp("model", key=arg_text(key), inputs=inputs, outputs=outputs))
         elif name == "AI.SCRIPTEXECUTE":
             if readonly:
                 raise CommandError("ERR AI.SCRIPTEXECUTE command cannot be specified in a read-only DAG")
             key, function, scopes, _ = parse_scriptexecute(op_args, in_dag=True)
             ops.append(DagOp(
-                "script", key=_text(key), function=function, inputs=scopes.get("INPUTS", []),
+                "script", key=arg_text(key), function=function, inputs=scopes.get("INPUTS", []),
                 outputs=scopes.get("OUTPUTS", []), keys=scopes.get("KEYS", []), args=scopes.get("ARGS", []),
             ))
         elif name == "AI.SCRIPTRUN":
             if not deprecated:
                 raise CommandError("Unsupported command within DAG")
             key, function, inputs, variadic, outputs, _ = parse_scriptrun(op_args, in_dag=True)
-            ops.append(DagOp("script", key=_text(key), function=function, inputs=inputs, outputs=outputs, variadic=variadic))
+            ops.append(DagOp("script", key=arg_text(key), function=function, inputs=inputs, outputs=outputs, variadic=variadic))
         else:
             raise CommandError("Unsupported command within DAG")
     return ops

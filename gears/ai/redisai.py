@@ -12,25 +12,37 @@ Errors are raised as ``gears.error`` with RedisAI's text.
 from __future__ import annotations
 
 import asyncio
+import math
+import operator
 import sys
 import threading
 import types
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-from ..errors import GearsError
-from ..futures import gears_loop, loop_future
-from ..records import GearsScriptError
-from .runner import RunRequest
-from .storage import ModelMeta, ScriptMeta
-from .tensors import Tensor, create_from_blob, create_from_values, data_as_blob, decode_key_value, encode_key_value, to_flat_list
+import numpy as np
+
+from gears.errors import GearsError
+from gears.engine.futures import gears_loop, loop_future
+from gears.engine.records import GearsScriptError
+from gears.ai.runner import RunRequest
+from gears.ai.storage import ModelMeta, ScriptMeta
+from gears.ai.tensor_keys import decode_key_value, encode_key_value
+from gears.ai.tensors import (
+    E_BOOL, E_VALUE, FLOAT_DTYPES, INT_RANGES, NUMPY_DTYPES, Tensor, TensorError, check_shape, element_count, from_blob,
+    parse_dtype, to_bytes,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gears.ai.service import AIService
 
 __all__ = ["install", "PyGraphRunner", "PyTorchScriptRunner", "PyDAGRunner"]
 
 
-def _service() -> Any:
-    from ..host import current_host
+def _service() -> AIService:
+    from gears.engine.host_protocol import current_host
 
-    return current_host().ai_service()
+    service: AIService = current_host().ai_service()  # (the worker's host serves one)
+    return service
 
 
 def _conn() -> Any:
@@ -44,7 +56,7 @@ def _raise(exc: Exception) -> None:
 def _check(commands: list[tuple[Any, ...]]) -> None:
     """Raise the server's error unless the running code's ACL user may run ``commands``
     (reads of tensors like ``GET``, writes like ``SET``, runs like ``EVAL`` over the model key)."""
-    from ..host import current_host
+    from gears.engine.host_protocol import current_host
 
     current_host().check_access(commands)
 
@@ -82,7 +94,7 @@ def msetTensorsInKeyspace(tensors: dict[str, Tensor]) -> None:
     keys = list(tensors)
     _check([("SET", k, "x") for k in keys])
     current = conn.pipeline([("GET", k) for k in keys]) if keys else []
-    for key, value in zip(keys, current):
+    for value in current:
         if isinstance(value, Exception):
             raise GearsScriptError("ERR Key is already set with non tensor values.")
         if value is not None:
@@ -134,7 +146,7 @@ def tensorGetDataAsBlob(tensor: Tensor) -> bytearray:
 
 def tensorGetDims(tensor: Tensor) -> tuple[int, ...]:
     """The shape."""
-    return tuple(tensor.shape)
+    return tuple(_check_tensor(tensor).shape)
 
 
 class PyGraphRunner:
@@ -297,21 +309,21 @@ class PyDAGRunner:
 
     def TensorSet(self, name: str, tensor: Tensor) -> "PyDAGRunner":
         """An ``AI.TENSORSET`` op."""
-        from .dag import DagOp
+        from gears.ai.dag import DagOp
 
         self._ops.append(DagOp("tensorset", name=name, tensor=tensor))
         return self
 
     def TensorGet(self, name: str) -> "PyDAGRunner":
         """An ``AI.TENSORGET`` op; each adds one tensor to ``Run()``'s result."""
-        from .dag import DagOp
+        from gears.ai.dag import DagOp
 
         self._ops.append(DagOp("tensorget", name=name))
         return self
 
     def ModelRun(self, name: str | None = None, inputs: list[str] | None = None, outputs: list[str] | None = None) -> "PyDAGRunner":
         """A model op (keyword arguments only, as in RedisGears)."""
-        from .dag import DagOp
+        from gears.ai.dag import DagOp
 
         if name is None:
             raise GearsScriptError("Model key name was not given")
@@ -334,7 +346,7 @@ class PyDAGRunner:
         self, name: str | None = None, func: str | None = None, inputs: list[str] | None = None, outputs: list[str] | None = None
     ) -> "PyDAGRunner":
         """A script op (keyword arguments only)."""
-        from .dag import DagOp
+        from gears.ai.dag import DagOp
 
         if name is None or func is None:
             raise GearsScriptError("Script key name and function must be given")
@@ -343,7 +355,7 @@ class PyDAGRunner:
 
     def OpsFromString(self, text: str) -> "PyDAGRunner":
         """Ops in ``AI.DAGEXECUTE`` syntax: ``"|> AI.MODELEXECUTE m{1} INPUTS 1 a OUTPUTS 1 b |> AI.TENSORGET b"``."""
-        from .dag import parse_ops
+        from gears.ai.dag import parse_ops
 
         tokens = text.split()
         if not tokens or tokens[0] != "|>":
@@ -362,7 +374,7 @@ class PyDAGRunner:
 
     def Run(self) -> "asyncio.Future[list[Tensor]]":
         """Run the DAG; ``await`` it for the TensorGet tensors (or the first op's error)."""
-        from .dag import DagPlan, check_names, run_dag
+        from gears.ai.dag import DagPlan, check_names, run_dag
 
         if self._used:
             raise GearsScriptError("PyDAGRunner is invalid")
@@ -419,3 +431,109 @@ def install() -> types.ModuleType:
     module.PyDAGRunner = PyDAGRunner  # type: ignore[attr-defined]
     sys.modules["redisAI"] = module
     return module
+
+
+# ------------------------------------------------------------ tensor functions (spec §4)
+_E_FLAT_LIST = "Failed converting tensor to flat list"
+_E_API_DTYPE = "Failed creating tensor, make sure you put the right data type."
+
+
+def _api_type(type_: Any) -> str | bytes:
+    if not isinstance(type_, (str, bytes)):
+        raise TensorError("type argument must be a string")
+    return type_
+
+
+def _api_dtype(type_: str | bytes) -> str:
+    try:
+        return parse_dtype(type_)
+    except TensorError:
+        raise TensorError(_E_API_DTYPE) from None
+
+
+def _api_dims(shape: Any) -> tuple[int, ...]:
+    try:
+        items = list(iter(shape))
+    except TypeError:
+        raise TensorError("dims argument must be iterable") from None
+    out = []
+    for d in items:
+        if isinstance(d, float):
+            raise TensorError("dims arguments must be long")
+        try:
+            out.append(operator.index(d))
+        except TypeError:
+            raise TensorError("dims arguments must be long") from None
+    return check_shape(out)
+
+
+def _check_tensor(t: Any) -> Tensor:
+    if not isinstance(t, Tensor):
+        raise TensorError("Given argument is not of type PyTensor")
+    return t
+
+
+def create_from_values(type_: str, shape: Iterable[int], values: Iterable[float]) -> Tensor:
+    """``redisAI.createTensorFromValues(type, shape, values)``: values must be Python floats.
+    Integer dtypes convert them (truncated toward zero, range-checked → ``ERR invalid value``);
+    BOOL takes 0.0/1.0; the count must match the shape."""
+    _api_type(type_)
+    dims_ = _api_dims(shape)  # dims are checked before the dtype, as in the original
+    name = _api_dtype(type_)
+    try:
+        items = list(iter(values))
+    except TypeError:
+        raise TensorError("values argument must be iterable") from None
+    for v in items:
+        if not isinstance(v, float):
+            raise TensorError("values arguments must be double")
+    if name == "STRING":
+        raise TensorError(_E_API_DTYPE)
+    if len(items) != element_count(dims_):
+        raise TensorError("ERR wrong number of values for the tensor shape")
+    if name in FLOAT_DTYPES:
+        with np.errstate(over="ignore"):
+            arr = np.array(items, dtype=NUMPY_DTYPES[name])
+    else:
+        low, high = INT_RANGES[name]
+        ints: list[int] = []
+        for v in items:
+            if not math.isfinite(v):
+                raise TensorError(E_VALUE)
+            i = int(v)
+            if name == "BOOL" and v not in (0.0, 1.0):
+                raise TensorError(E_BOOL)
+            if i < low or i > high:
+                raise TensorError(E_VALUE)
+            ints.append(i)
+        arr = np.array(ints, dtype=NUMPY_DTYPES[name])
+    return Tensor._wrap(name, arr.reshape(dims_))
+
+
+def create_from_blob(type_: str, shape: Iterable[int], blob: Any) -> Tensor:
+    """``redisAI.createTensorFromBlob(type, shape, blob)``: bytes, bytearray or any buffer
+    (a numpy array: its elements in row-major order, whatever its memory layout); the data
+    is copied. Dims may be any integers (``int`` or numpy integers)."""
+    _api_type(type_)
+    if not isinstance(blob, (bytes, bytearray)):
+        try:
+            memoryview(blob)
+        except TypeError:
+            raise TensorError("blob argument must be bytes, byte array or a buffer") from None
+    dims_ = _api_dims(shape)
+    name = _api_dtype(type_)
+    data = blob if type(blob) is bytes else to_bytes(blob)
+    return from_blob(name, dims_, data)
+
+
+def to_flat_list(t: Tensor) -> list[Any]:
+    """``redisAI.tensorToFlatList(t)``: floats or ints, row-major; STRING is unsupported."""
+    t = _check_tensor(t)
+    if t.dtype == "STRING":
+        raise TensorError(_E_FLAT_LIST)
+    return t.values()
+
+
+def data_as_blob(t: Tensor) -> bytearray:
+    """``redisAI.tensorGetDataAsBlob(t)``: the raw data as a new bytearray."""
+    return bytearray(_check_tensor(t).blob())

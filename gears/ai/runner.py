@@ -21,16 +21,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
-from ..errors import GearsError
-from ..workerstats import AI_BATCH_BUCKETS, DURATION_BUCKETS, Histogram, HistogramSnapshot
+from gears.errors import GearsError
+from gears.wire.workerstats import AI_BATCH_BUCKETS, DURATION_BUCKETS, Histogram, HistogramSnapshot
 
 __all__ = ["RunRequest", "RunStats", "RunMetrics", "DeviceQueue", "Runner", "TIMEDOUT"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 TIMEDOUT = "TIMEDOUT"
 _POLL = 0.001
@@ -285,13 +286,13 @@ class Runner:
         request.done.wait()
         return request
 
-    def call(self, device: str, fn: Callable[[], Any]) -> Any:
+    def call(self, device: str, fn: Callable[[], _T]) -> _T:
         """Run ``fn()`` on the device queue's thread and return its result (errors re-raised).
 
         Loading models there too keeps all of a device's torch work on one thread, which
         runs noticeably faster than loading on one thread and running on another.
         """
-        box: list[Any] = []
+        box: list[tuple[bool, Any]] = []
 
         def work(_inputs: list[Any]) -> list[Any]:
             try:
@@ -304,4 +305,5 @@ class Runner:
         ok, value = box[0]
         if not ok:
             raise value
-        return value
+        result: _T = value  # (what fn() returned)
+        return result

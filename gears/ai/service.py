@@ -20,12 +20,13 @@ from typing import Any, Callable
 
 import hiredis
 
-from ..errors import CommandError, GearsError
-from ..serverconn import ConnectionPerThread, ServerConnection
-from .backends import LoadedModel, LoadedScript, load_model, load_script
-from .runner import TIMEDOUT, Runner, RunRequest, RunStats
-from .storage import MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields
-from .tensors import Tensor, decode_key_value, encode_key_value
+from gears.errors import CommandError, GearsError
+from gears.wire.serverconn import ConnectionPerThread, ServerConnection
+from gears.ai.backends import LoadedModel, LoadedScript, load_model, load_script
+from gears.ai.runner import TIMEDOUT, Runner, RunRequest, RunStats
+from gears.ai.storage import MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields
+from gears.ai.tensor_keys import decode_key_value, encode_key_value
+from gears.ai.tensors import Tensor
 
 __all__ = ["AIService", "MISSING_TENSOR"]
 

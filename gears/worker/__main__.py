@@ -1,14 +1,17 @@
 """``python -m gears.worker --fd N --server HOST:PORT --frontdoor HOST:PORT``.
 
 Started by a gears node (never by hand). The node's first message on the socket
-carries the server credentials and how to reach the front door and the server (``("secrets",
-{"user", "password", "node_user", "frontdoor_ca", "server_tls"})``; ``frontdoor_ca`` is
+carries the server credentials, how to reach the front door and the server, and the worker's
+user environment (``("secrets", {"user", "password", "node_user", "frontdoor_ca", "server_tls",
+"requirements"})``; ``frontdoor_ca`` is
 ``None`` for a plain front door, else the CA file that verifies its TLS certificate, ``""``
 for the system's; ``server_tls`` is ``None`` for a plain server node, else the node's
-:class:`gears.tls.ServerTLSOptions`).
-Requirement environments listed in
-``GEARS_REQUIREMENT_PATHS`` (``os.pathsep``-separated) are put in front of
-``sys.path`` before any user code runs.
+:class:`gears.wire.tls.ServerTLSOptions`; ``requirements`` the requirement set this worker serves,
+empty for the base environment).
+The directories of that user environment, listed in ``GEARS_REQUIREMENT_PATHS``
+(``os.pathsep``-separated: the set's installed copy, then the base user environment), are put
+in front of ``sys.path`` once the worker's own code is imported and before any user code
+runs (:func:`gears.environments.base.enter`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import argparse
 import logging
 import os
 import socket
-import sys
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -35,12 +37,14 @@ def main() -> None:
         level=os.environ.get("GEARS_LOG_LEVEL", "INFO"),
         format="%(asctime)s worker[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
-    paths = [p for p in os.environ.get("GEARS_REQUIREMENT_PATHS", "").split(os.pathsep) if p]
-    sys.path[:0] = paths
-    from gears.credentials import Credentials
-    from gears.ipc import ChannelClosed, ThreadChannel, read_message
-    from gears.serverconn import ServerEndpoint
+    from gears.wire.credentials import Credentials
+    from gears.wire.ipc import ChannelClosed, ThreadChannel, read_message
+    from gears.wire.serverconn import ServerEndpoint
+    from gears.environments.base import enter
     from gears.worker.process import WorkerProcess
+
+    # the worker's own code is imported: from here on user code imports its environment first
+    enter([p for p in os.environ.get("GEARS_REQUIREMENT_PATHS", "").split(os.pathsep) if p])
 
     sock = socket.socket(fileno=args.fd)
     kind, secrets = read_message(sock)
@@ -59,6 +63,7 @@ def main() -> None:
         ServerEndpoint(*args.server, login, server_tls),
         ServerEndpoint(*args.frontdoor, login, frontdoor_tls),
         secrets["node_user"],
+        tuple(secrets["requirements"]),
     )
     try:
         channel.serve(worker.handle_message, worker.handle_call, worker.start_call)

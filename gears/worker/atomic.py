@@ -7,7 +7,7 @@ uses Redis' optimistic transactions (see docs/atomic.md):
 * a write command is queued (its reply is ``'QUEUED'``) and its keys are watched too;
 * at the end of the block the queued writes run in one ``MULTI``/``EXEC``. If any watched
   key changed meanwhile (another execution, or any outside client), ``EXEC`` does nothing
-  and :class:`~gears.records.AtomicConflict` is raised; the step that ran the block
+  and :class:`~gears.engine.records.AtomicConflict` is raised; the step that ran the block
   catches it and calls the user callback again (up to ``MAX_ATTEMPTS`` times).
 
 So no update is lost, the writes of a block are all-or-nothing, and reads inside a block
@@ -16,13 +16,13 @@ see values that were still current when the writes were applied.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import hiredis
 
-from ..records import AtomicConflict, GearsScriptError
-from ..serverconn import ServerConnection, map_reply
-from .host import thread_context
+from gears.engine.records import AtomicConflict, GearsScriptError
+from gears.wire.serverconn import ServerConnection, map_reply
+from gears.worker.context import thread_context
 
 __all__ = ["AtomicBlock", "CommandTable"]
 
@@ -81,7 +81,7 @@ class AtomicBlock:
             raise GearsScriptError(str(reply))
         return map_reply(reply)
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         thread_context.atomic = None
         conn = self._conn
         if exc_type is not None or not self._writes:

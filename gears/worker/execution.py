@@ -1,7 +1,7 @@
 """One execution's part on this shard, run in its own thread inside the worker.
 
-The reader yields the shard's local records, :func:`gears.operations.run_steps` chains
-the steps, and this class is the :class:`~gears.operations.StepRunner`: it moves records
+The reader yields the shard's local records, :func:`gears.engine.operations.run_steps` chains
+the steps, and this class is the :class:`~gears.engine.operations.StepRunner`: it moves records
 between shards at ``collect`` and ``repartition`` through its :class:`Exchange`
 (the worker's link to the gears node).
 
@@ -23,17 +23,18 @@ from typing import Any, Callable, Iterator, Protocol
 
 import cloudpickle
 
-from cluster.hashtags import key_slot
-from cluster.topology import ShardMap
-from readers.base import Reader
+from gears.engine.shards import key_slot
+from gears.engine.shards import ShardMap
+from gears_readers.base import Reader
 
-from ..builder import Plan
-from ..futures import set_async_allowed, set_execution_slot
-from ..operations import error_text, run_steps
-from ..records import ErrorRecord, ForceStopped, to_reply
-from ..serverconn import ServerError, ServerUnavailable
-from ..host import current_host
-from .host import thread_context
+from gears.engine.plan import Plan
+from gears.engine.futures import set_async_allowed, set_execution_slot
+from gears.engine.operations import error_text, run_steps
+from gears.engine.records import ErrorRecord, ForceStopped, to_reply
+from gears.wire.serverconn import ServerError, ServerUnavailable
+from gears.engine.host_protocol import current_host
+from gears.worker.context import thread_context
+from gears.worker.worker_host import WorkerHost
 
 __all__ = ["Exchange", "LocalExecution", "dump_records", "load_records"]
 
@@ -64,7 +65,8 @@ def dump_records(records: list[Any]) -> bytes:
     except Exception:  # noqa: BLE001 - retried with cloudpickle, then one by one
         pass
     try:
-        return cloudpickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        blob: bytes = cloudpickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+        return blob
     except Exception:  # noqa: BLE001
         safe = []
         for record in records:
@@ -73,12 +75,22 @@ def dump_records(records: list[Any]) -> bytes:
                 safe.append(record)
             except Exception:  # noqa: BLE001
                 safe.append(ErrorRecord("Failed serializing record"))
-        return cloudpickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = cloudpickle.dumps(safe, protocol=pickle.HIGHEST_PROTOCOL)
+        return blob
 
 
 def load_records(blob: bytes) -> list[Any]:
     """Unpickle a batch made by :func:`dump_records`."""
-    return pickle.loads(blob)
+    records: list[Any] = pickle.loads(blob)
+    return records
+
+
+def _worker_host() -> WorkerHost:
+    """This process's host: executions run only in a gears worker."""
+    host = current_host()
+    if not isinstance(host, WorkerHost):
+        raise RuntimeError(f"an execution runs in a gears worker, not under {type(host).__name__}")
+    return host
 
 
 class _ReaderContext:
@@ -199,7 +211,7 @@ class LocalExecution:
                         self.errors.append(record.message)
                     else:
                         self.results.append(record)
-                self.errors.extend(current_host().flush_deferred())
+                self.errors.extend(_worker_host().flush_deferred())
             except ForceStopped:
                 self.errors.append(ABORTED_ERROR)
             except ServerUnavailable as exc:
@@ -248,7 +260,7 @@ class LocalExecution:
         """``records``, then the errors of the commands the steps deferred (sent now), so
         that they travel with the records to the next shard."""
         yield from records
-        for message in current_host().flush_deferred():
+        for message in _worker_host().flush_deferred():
             yield ErrorRecord(message)
 
     def collect(self, index: int, records: Iterator[Any]) -> Iterator[Any]:

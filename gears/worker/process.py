@@ -1,6 +1,6 @@
 """The worker process: runs every session's Python code for one gears node.
 
-It receives requests from its node over a :class:`~gears.ipc.ThreadChannel`:
+It receives requests from its node over a :class:`~gears.wire.ipc.ThreadChannel`:
 
 =====================  =======================================================
 ``pyexecute`` (call)   run a script in a new session; start its ``run()``
@@ -10,46 +10,55 @@ It receives requests from its node over a :class:`~gears.ipc.ThreadChannel`:
 ``abort``              abort an execution
 ``config``             new configuration values
 ``crashes``            stream entries that crashed earlier workers (poison isolation)
-``topology``           a new :class:`~cluster.topology.ShardMap`
-``metrics`` (call)     what this worker counted (:class:`~gears.workerstats.WorkerStats`)
+``topology``           a new :class:`~gears.engine.shards.ShardMap`
+``metrics`` (call)     what this worker counted (:class:`~gears.wire.workerstats.WorkerStats`)
+``in_use`` (call)      whether it still has registrations, executions or time events
 =====================  =======================================================
 
-and sends ``send``/``send_done`` (records for other shards), ``finished`` and
-``in_flight`` (the stream entries a batch is running).
+and sends ``send``/``send_done`` (records for other shards), ``finished``,
+``in_flight`` (the stream entries a batch is running) and ``timer_environments`` (the
+other user environments' stored time events). It asks the node for ``execution_ids``
+(a block of execution sequence numbers: a node runs one worker per user environment,
+see :mod:`gears.node.worker_pool`, and their ids must not collide).
+
+A worker serves one user environment: the requirement set it was started for
+(``requirements``; empty for the base environment) is on its ``sys.path`` from the start,
+and nothing else installed on the host is.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import logging
 import os
 import sys
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import cloudpickle
 import hiredis
 
-from cluster.topology import ShardMap
-from readers.base import Reader
+from gears.engine.shards import ShardMap
+from gears_readers.base import Reader
 
-from ..api import redisgears_module, script_globals
-from ..builder import Plan
-from ..errors import GearsError, ScriptError
-from ..host import install_host
-from ..ipc import ThreadChannel
-from ..operations import error_text
-from ..serverconn import ConnectionPerThread, ServerEndpoint
-from ..workerstats import WorkerStats
-from ..records import GearsScriptError, to_reply
-from .execution import LocalExecution
-from .host import ScriptState, Session, WorkerHost, carry_user_into_threads, thread_context
-from .registry import Registry
-from .timers import TimeEvents
-from .triggers import EventReader
+from gears.engine.api import redisgears_module, script_globals
+from gears.engine.plan import Plan
+from gears.errors import GearsError, ScriptError
+from gears.engine.host_protocol import install_host
+from gears.wire.ipc import ThreadChannel
+from gears.wire.protocol import Handlers, NodeCall, ToNode, ToWorker, UnknownMessage, WorkerCall
+from gears.engine.operations import error_text
+from gears.wire.serverconn import ConnectionPerThread, ServerEndpoint
+from gears.wire.workerstats import WorkerStats
+from gears.engine.records import GearsScriptError, to_reply
+from gears.worker.execution import LocalExecution
+from gears.worker.context import ScriptState, Session, thread_context
+from gears.worker.worker_host import WorkerHost, carry_user_into_threads
+from gears.worker.registrations.registry import Registry
+from gears.worker.registrations.time_events import TimeEvents
+from gears.worker.registrations.key_events import EventReader
 
 __all__ = ["WorkerProcess"]
 
@@ -67,10 +76,13 @@ class WorkerProcess:
         server: ServerEndpoint,
         frontdoor: ServerEndpoint,
         node_user: str,
+        requirements: tuple[str, ...] = (),
     ) -> None:
         """``server``: the local server node; ``frontdoor``: this node's front door (the
-        worker's ``execute()`` of ``RG.*``/``AI.*`` goes there); both with the worker's login."""
+        worker's ``execute()`` of ``RG.*``/``AI.*`` goes there); both with the worker's login.
+        ``requirements``: the requirement set of this worker's user environment."""
         self.channel = channel
+        self.requirements = requirements
         #: The ACL user of the gears node: code started by it needs no per-command check.
         self.node_user = node_user
         self.server = ConnectionPerThread(server)
@@ -82,9 +94,14 @@ class WorkerProcess:
         self._finished: collections.deque[str] = collections.deque(maxlen=_FINISHED_MEMORY)
         self._lock = threading.Lock()
         self.slots = threading.Semaphore(int(os.environ.get("GEARS_EXECUTION_THREADS", "3")))
-        self._exec_seq = itertools.count(1)
+        #: The rest of the block of execution sequence numbers the node gave this worker.
+        self._exec_seqs: Iterator[int] = iter(())
+        self._ids_lock = threading.Lock()
         self.registry = Registry(self, server)
-        self.timers = TimeEvents(self.server, lambda: self.shard_map.hashtag, self._call_in_session)
+        self.timers = TimeEvents(
+            self.server, lambda: self.shard_map.hashtag, self._call_in_session, requirements,
+            lambda others: self.channel.send(ToNode.TIMER_ENVIRONMENTS, others),
+        )
         self._timers_loaded = False
         self._ai: Any = None
         #: Outcomes of the executions that ran only here (``local_execution``).
@@ -96,89 +113,39 @@ class WorkerProcess:
 
     # --------------------------------------------------------------- messages
     def handle_message(self, kind: str, *args: Any) -> None:
-        """One-way messages from the node (never blocks)."""
-        if kind in ("records", "done"):
-            exec_id, step, from_index, *rest = args
-            blob = rest[0] if rest else None
-            with self._lock:
-                execution = self.executions.get(exec_id)
-                if execution is None:
-                    if exec_id not in self._finished:
-                        self._early[exec_id].append((kind, step, from_index, blob))
-                    return
-            execution.deliver(kind, step, from_index, blob)
-        elif kind == "run":
-            execution = self.executions.get(args[0])
-            if execution is not None:
-                execution.start()
-        elif kind == "abort":
-            execution = self.executions.get(args[0])
-            if execution is not None:
-                execution.abort()
-        elif kind == "config":
-            if "exec_seq" in args[0]:
-                self._exec_seq = itertools.count(int(args[0]["exec_seq"]))
-            self.config.update(args[0])
-        elif kind == "topology":
-            was_master = self.shard_map.my_role == "master"
-            self.shard_map = args[0]
-            if self.shard_map.my_role == "master" and not was_master:
-                self.registry.promoted()
-            if self.shard_map.my_role == "master" and not self._timers_loaded:
-                self._timers_loaded = True
-                threading.Thread(target=self.timers.load, name="load-timers", daemon=True).start()
-        elif kind == "crashes":
-            self.registry.crashes = args[0]
-        elif kind == "ai_forget":
-            if self._ai is not None:
-                self._ai.forget(args[0])
-        elif kind == "paths":
-            sys.path[:0] = [path for path in args[0] if path not in sys.path]
-        else:
-            log.warning("unknown message from the node: %s", kind)
+        """One-way messages from the node (never blocks; :class:`~gears.wire.protocol.ToWorker`)."""
+        try:
+            _MESSAGES.dispatch(self, kind, args)
+        except UnknownMessage as exc:
+            log.warning("%s", exc)
 
     def handle_call(self, kind: str, *args: Any) -> Any:
-        """Requests from the node (each on its own thread)."""
-        if kind == "pyexecute":
-            return self._pyexecute(*args)
-        if kind == "prepare":
-            return self._prepare(*args)
-        registry = self.registry
-        if kind == "apply_session":
-            return registry.apply(*args)
-        if kind == "unregister":
-            return registry.unregister(*args)
-        if kind == "dump_registrations":
-            return registry.dump()
-        if kind == "registered_executions":
-            return registry.executions()
-        if kind == "registered_execution":
-            return registry.execution(*args)
-        if kind == "drop_registered_execution":
-            return registry.drop_execution(*args)
-        if kind == "clear_stats":
-            return registry.clear_stats()
-        if kind == "barrier":
-            return registry.barrier()
-        if kind == "pause":
-            return registry.pause(*args)
-        if kind.startswith("ai_"):
-            return self._ai_call(kind, args)
-        if kind == "command_event":
-            return registry.command_event(*args)
-        if kind == "hook":
-            return registry.hook(*args)
-        if kind == "trigger":
-            outcome = registry.trigger(*args)
-            return [to_reply(r) for r in outcome.results], outcome.errors
-        if kind == "ping":
-            return "pong"
-        if kind == "metrics":
-            return self.metrics()
-        raise ValueError(f"unknown request {kind!r}")
+        """Requests from the node, each on its own thread (:class:`~gears.wire.protocol.WorkerCall`)."""
+        return _CALLS.dispatch(self, kind, args)
+
+    def deliver(self, kind: str, exec_id: str, step: int, from_index: int, blob: bytes | None = None) -> None:
+        """Records (or a step's end marker) from another shard for an execution here; kept
+        until the execution is prepared when they come first."""
+        with self._lock:
+            execution = self.executions.get(exec_id)
+            if execution is None:
+                if exec_id not in self._finished:
+                    self._early[exec_id].append((kind, step, from_index, blob))
+                return
+        execution.deliver(kind, step, from_index, blob)
+
+    def set_topology(self, shard_map: ShardMap) -> None:
+        """A new topology: a promotion takes over the stream registrations and time events."""
+        was_master = self.shard_map.my_role == "master"
+        self.shard_map = shard_map
+        if shard_map.my_role == "master" and not was_master:
+            self.registry.promoted()
+        if shard_map.my_role == "master" and not self._timers_loaded:
+            self._timers_loaded = True
+            threading.Thread(target=self.timers.load, name="load-timers", daemon=True).start()
 
     # ---------------------------------------------------------------- scripts
-    def _pyexecute(self, script: str, session_id: str | None, description: str | None, user: str) -> dict[str, Any]:
+    def pyexecute(self, script: str, session_id: str | None, description: str | None, user: str) -> dict[str, Any]:
         session = Session(session_id or uuid.uuid4().hex + uuid.uuid4().hex[:8], description, script_globals(), user=user)
         state = ScriptState()
         thread_context.session, thread_context.script = session, state
@@ -209,11 +176,16 @@ class WorkerProcess:
         return outcome
 
     @property
+    def ai_started(self) -> bool:
+        """Whether the model-serving service exists in this worker yet."""
+        return self._ai is not None
+
+    @property
     def ai(self) -> Any:
         """The shard's model-serving service (created on first use: it imports numpy and the backends)."""
         if self._ai is None:
-            from ..ai.backends import set_parallelism
-            from ..ai.service import AIService
+            from gears.ai.backends import set_parallelism
+            from gears.ai.service import AIService
 
             set_parallelism(self._ai_setting("INTRA_OP_PARALLELISM", 0), self._ai_setting("INTER_OP_PARALLELISM", 0))
             self._ai = AIService(self.server, max(1, self._ai_setting("THREADS_PER_QUEUE", 1)))
@@ -229,30 +201,12 @@ class WorkerProcess:
             return default
         return int(text)
 
-    def _ai_call(self, kind: str, args: tuple[Any, ...]) -> Any:
-        service = self.ai
-        if kind == "ai_check_model":
-            return service.check_model(*args)
-        if kind == "ai_check_script":
-            return service.check_script(*args)
-        if kind == "ai_model_execute":
-            return service.model_execute(*args)
-        if kind == "ai_script_execute":
-            return service.script_execute(*args)
-        if kind == "ai_info":
-            return service.info(*args)
-        if kind == "ai_dag":
-            from ..ai.dag import run_dag
-
-            return run_dag(service, *args)
-        raise ValueError(f"unknown request {kind!r}")
-
     def start_call(self, kind: str, args: tuple[Any, ...], answer: Callable[[bool, Any], None]) -> bool:
         """Requests started on the channel's reading thread (True when taken; see
         :meth:`ThreadChannel.serve`): ``AI.MODELEXECUTE`` of a loaded model reads its
         inputs there and queues the run, so no pool thread sits between the node and
         the run queue."""
-        if kind == "ai_model_execute" and self._ai is not None:
+        if kind == WorkerCall.AI_MODEL_EXECUTE and self._ai is not None:
             return self._ai.start_model_execute(*args, answer, may_load=False)
         return False
 
@@ -267,11 +221,24 @@ class WorkerProcess:
 
     def new_registration_id(self) -> str:
         """A registration id from the node (unique in the cluster, stable across restarts)."""
-        return self.channel.call("registration_id")
+        return self.channel.call(NodeCall.REGISTRATION_ID)
 
     def new_execution_id(self) -> str:
-        """The next execution id of this shard."""
-        return f"{self.shard_map.my_id}-{next(self._exec_seq)}"
+        """The next execution id of this shard (from the node's blocks of sequence numbers)."""
+        with self._ids_lock:  # not self._lock: the channel's reading thread takes that one
+            seq = next(self._exec_seqs, None)
+            if seq is None:
+                start, count = self.channel.call(NodeCall.EXECUTION_IDS)
+                self._exec_seqs = iter(range(start, start + count))
+                seq = next(self._exec_seqs)
+        return f"{self.shard_map.my_id}-{seq}"
+
+    def in_use(self) -> bool:
+        """Whether this worker has registrations, executions or time events (a set's
+        worker that has none may be stopped)."""
+        with self._lock:
+            running = bool(self.executions)
+        return running or bool(self.registry.registrations) or self.timers.active
 
     # ------------------------------------------------------------- executions
     def start_execution(
@@ -302,7 +269,7 @@ class WorkerProcess:
             "user": session.user if session else None,
         }
         execution = self._new_execution(exec_id, plan, reader, self.shard_map.my_index, distributed, session)
-        self.channel.call("start_execution", blob, meta)
+        self.channel.call(NodeCall.START_EXECUTION, blob, meta)
         execution.start()
         return execution
 
@@ -318,7 +285,7 @@ class WorkerProcess:
         return execution
 
     def metrics(self) -> WorkerStats:
-        """What this worker counted, for the node's metrics (see :mod:`gears.workerstats`)."""
+        """What this worker counted, for the node's metrics (see :mod:`gears.wire.workerstats`)."""
         with self._lock:
             executions = dict(self._local_outcomes)
         stats = WorkerStats(executions=executions, registrations=self.registry.samples())
@@ -330,7 +297,7 @@ class WorkerProcess:
             ai_queue_depth=runner.queue_depths(), ai_batch_sizes=runner.metrics.batch_sizes.snapshot(),
         )
 
-    def _prepare(self, exec_id: str, blob: bytes | None, initiator_index: int, meta: dict[str, Any]) -> bool:
+    def prepare(self, exec_id: str, blob: bytes | None, initiator_index: int, meta: dict[str, Any]) -> bool:
         registration = meta.get("registration")
         if registration is not None:
             reg = self.registry.registrations.get(registration["id"])
@@ -381,14 +348,14 @@ class WorkerProcess:
     # ---------------------------------------------------------------- access
     def check_access(self, user: str | None, args: tuple[Any, ...]) -> None:
         """Raise the server's ``NOPERM`` error unless ``user`` may run ``args`` (see
-        :mod:`gears.access`): ``ACL DRYRUN`` on the worker's own connection, or, for
+        :mod:`gears.node.access`): ``ACL DRYRUN`` on the worker's own connection, or, for
         ``RG.*``/``AI.*``, the node's check. Code of the node's own user is not checked."""
         if user is None or user == self.node_user or not args:
             return
         if str(args[0]).upper().startswith(("RG.", "AI.")):
             words = [a if isinstance(a, bytes) else str(a).encode("utf-8", "surrogateescape") for a in args]
             try:
-                self.channel.call("authorize", user, words)
+                self.channel.call(NodeCall.AUTHORIZE, user, words)
             except GearsError as exc:
                 raise GearsScriptError(exc.reply_text()) from None
             return
@@ -413,10 +380,10 @@ class WorkerProcess:
 
     # --------------------------------------------------------------- Exchange
     def send_records(self, exec_id: str, step: int, target: int, blob: bytes) -> None:
-        self.channel.send("send", exec_id, step, target, blob)
+        self.channel.send(ToNode.RECORDS, exec_id, step, target, blob)
 
     def send_done(self, exec_id: str, step: int, targets: list[int]) -> None:
-        self.channel.send("send_done", exec_id, step, targets)
+        self.channel.send(ToNode.DONE, exec_id, step, targets)
 
     def finished(self, execution: LocalExecution) -> None:
         with self._lock:
@@ -424,7 +391,93 @@ class WorkerProcess:
             self._finished.append(execution.id)
         results = execution.reply_results() if execution.is_initiator else []
         stats = {"total_ms": execution.total_ms, "read_ms": execution.read_ms, "results": len(execution.results)}
-        self.channel.send("finished", execution.id, execution.status, results, execution.errors, stats)
+        self.channel.send(ToNode.FINISHED, execution.id, execution.status, results, execution.errors, stats)
+
+
+# ------------------------------------------------------------------ the node's messages
+_MESSAGES: Handlers[ToWorker] = Handlers(ToWorker)
+_CALLS: Handlers[WorkerCall] = Handlers(WorkerCall)
+
+
+@_MESSAGES.on(ToWorker.RECORDS)
+def _records(worker: WorkerProcess, exec_id: str, step: int, from_index: int, blob: bytes) -> None:
+    worker.deliver("records", exec_id, step, from_index, blob)
+
+
+@_MESSAGES.on(ToWorker.DONE)
+def _done(worker: WorkerProcess, exec_id: str, step: int, from_index: int) -> None:
+    worker.deliver("done", exec_id, step, from_index)
+
+
+@_MESSAGES.on(ToWorker.RUN)
+def _run(worker: WorkerProcess, exec_id: str) -> None:
+    execution = worker.executions.get(exec_id)
+    if execution is not None:
+        execution.start()
+
+
+@_MESSAGES.on(ToWorker.ABORT)
+def _abort(worker: WorkerProcess, exec_id: str) -> None:
+    execution = worker.executions.get(exec_id)
+    if execution is not None:
+        execution.abort()
+
+
+@_MESSAGES.on(ToWorker.CONFIG)
+def _config(worker: WorkerProcess, values: dict[str, Any]) -> None:
+    worker.config.update(values)
+
+
+@_MESSAGES.on(ToWorker.TOPOLOGY)
+def _topology(worker: WorkerProcess, shard_map: ShardMap) -> None:
+    worker.set_topology(shard_map)
+
+
+@_MESSAGES.on(ToWorker.CRASHES)
+def _crashes(worker: WorkerProcess, counts: dict[tuple[str, str], dict[str, int]]) -> None:
+    worker.registry.crashes = counts
+
+
+@_MESSAGES.on(ToWorker.AI_FORGET)
+def _ai_forget(worker: WorkerProcess, key: str) -> None:
+    if worker.ai_started:
+        worker.ai.forget(key)
+
+
+_CALLS.on(WorkerCall.PYEXECUTE)(lambda worker, *args: worker.pyexecute(*args))
+_CALLS.on(WorkerCall.PREPARE)(lambda worker, *args: worker.prepare(*args))
+_CALLS.on(WorkerCall.APPLY_SESSION)(lambda worker, *args: worker.registry.apply(*args))
+_CALLS.on(WorkerCall.UNREGISTER)(lambda worker, *args: worker.registry.unregister(*args))
+_CALLS.on(WorkerCall.DUMP_REGISTRATIONS)(lambda worker: worker.registry.dump())
+_CALLS.on(WorkerCall.REGISTERED_EXECUTIONS)(lambda worker: worker.registry.executions())
+_CALLS.on(WorkerCall.REGISTERED_EXECUTION)(lambda worker, exec_id: worker.registry.execution(exec_id))
+_CALLS.on(WorkerCall.DROP_REGISTERED_EXECUTION)(lambda worker, exec_id: worker.registry.drop_execution(exec_id))
+_CALLS.on(WorkerCall.CLEAR_STATS)(lambda worker: worker.registry.clear_stats())
+_CALLS.on(WorkerCall.BARRIER)(lambda worker: worker.registry.barrier())
+_CALLS.on(WorkerCall.PAUSE)(lambda worker, *args: worker.registry.pause(*args))
+_CALLS.on(WorkerCall.COMMAND_EVENT)(lambda worker, *args: worker.registry.command_event(*args))
+_CALLS.on(WorkerCall.HOOK)(lambda worker, *args: worker.registry.hook(*args))
+_CALLS.on(WorkerCall.PING)(lambda worker: "pong")
+_CALLS.on(WorkerCall.METRICS)(lambda worker: worker.metrics())
+_CALLS.on(WorkerCall.IN_USE)(lambda worker: worker.in_use())
+_CALLS.on(WorkerCall.AI_CHECK_MODEL)(lambda worker, *args: worker.ai.check_model(*args))
+_CALLS.on(WorkerCall.AI_CHECK_SCRIPT)(lambda worker, *args: worker.ai.check_script(*args))
+_CALLS.on(WorkerCall.AI_MODEL_EXECUTE)(lambda worker, *args: worker.ai.model_execute(*args))
+_CALLS.on(WorkerCall.AI_SCRIPT_EXECUTE)(lambda worker, *args: worker.ai.script_execute(*args))
+_CALLS.on(WorkerCall.AI_INFO)(lambda worker, *args: worker.ai.info(*args))
+
+
+@_CALLS.on(WorkerCall.TRIGGER)
+def _trigger(worker: WorkerProcess, name: str, args: list[str]) -> tuple[list[Any], list[str]]:
+    outcome = worker.registry.trigger(name, args)
+    return [to_reply(r) for r in outcome.results], outcome.errors
+
+
+@_CALLS.on(WorkerCall.AI_DAG)
+def _ai_dag(worker: WorkerProcess, plan: Any) -> Any:
+    from gears.ai.dag import run_dag
+
+    return run_dag(worker.ai, plan)
 
 
 def _lazy_redisai() -> Any:
@@ -434,7 +487,7 @@ def _lazy_redisai() -> Any:
     module = types.ModuleType("redisAI")
 
     def load(name: str) -> Any:
-        from ..ai.redisai import install
+        from gears.ai.redisai import install
 
         return getattr(install(), name)
 
@@ -460,7 +513,7 @@ _QUIET = _QuietExchange()
 
 def _serialize_registrations(registrations: list[Any]) -> bytes:
     """One pickle for a session's registrations, so their functions share one globals dict."""
-    from ..records import GearsScriptError
+    from gears.engine.records import GearsScriptError
 
     try:
         return cloudpickle.dumps(registrations)
@@ -469,7 +522,7 @@ def _serialize_registrations(registrations: list[Any]) -> bytes:
 
 
 def _serialize_plan(plan: Plan, reader: Reader) -> bytes:
-    from ..records import GearsScriptError
+    from gears.engine.records import GearsScriptError
 
     try:
         return cloudpickle.dumps((plan, reader))

@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 
 import ahocorasick
 
-from .once import loaded_once
+from gears_pipelines.nlp.once import loaded_once
 
 __all__ = [
     "DEFAULT_DICTIONARY_PATH",

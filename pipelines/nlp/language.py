@@ -17,7 +17,7 @@ import logging
 from langdetect.detector_factory import PROFILES_DIRECTORY, DetectorFactory
 from langdetect.lang_detect_exception import LangDetectException
 
-from .once import loaded_once
+from gears_pipelines.nlp.once import loaded_once
 
 __all__ = ["PREFIX_CHARS", "SEED", "detect_language", "is_english", "warm_up"]
 

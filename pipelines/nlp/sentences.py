@@ -12,7 +12,7 @@ import logging
 
 from sentence_splitter import SentenceSplitter
 
-from .once import loaded_once
+from gears_pipelines.nlp.once import loaded_once
 
 __all__ = ["LANGUAGE", "split_sentences", "warm_up"]
 

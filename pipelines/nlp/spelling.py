@@ -23,7 +23,7 @@ import time
 
 from symspellpy import SymSpell
 
-from .once import loaded_once
+from gears_pipelines.nlp.once import loaded_once
 
 __all__ = [
     "BIGRAM_DICTIONARY",

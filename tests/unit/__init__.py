@@ -1,0 +1,1 @@
+"""The unit lane: no servers (see tests/unit/conftest.py)."""
