@@ -22,8 +22,10 @@ from gears_pipelines.nlp.sentences import split_sentences  # noqa: E402
 from gears_pipelines.nlp.spelling import correct  # noqa: E402
 from gears_pipelines.nlp_pipeline import article_meta_key  # noqa: E402
 
-#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out).
-pytestmark = pytest.mark.slow
+#: One of the cluster lane's longest files (``-m 'not slow'`` leaves it out). Its time limit
+#: leaves the drain wait below (240 s) room to fail with its own message, which shows the
+#: last status, instead of being cut short by pytest-timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 BASE_PORT = shifted_port(11601)
 GRAPH_PORT = shifted_port(11699)
@@ -90,7 +92,7 @@ def ingested(nlp_cluster, corpus, expected):
         return status if done else None
 
     # 10 s here; the generous limit only bounds a stall, whose last status the failure shows
-    status = wait_for(drained, timeout=300, interval=0.2, what="the pipeline drained", describe=lambda: seen)
+    status = wait_for(drained, timeout=240, interval=0.2, what="the pipeline drained", describe=lambda: seen)
     yield state, cluster, status
     cluster.close()
 
