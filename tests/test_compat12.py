@@ -476,9 +476,17 @@ def test_max_executions_evicts_first_in_first_out_and_a_running_victim_stays_rea
         assert client.execute_command("RG.GETEXECUTION", running, "SHARD")[0][3][1] == "running"
         with pytest.raises(redis.ResponseError, match="can not drop a not yet finished execution, abort it first."):
             client.execute_command("RG.DROPEXECUTION", running)
-        for gate in gates:
-            cluster.set(gate, 1)
-        assert client.execute_command("RG.GETRESULTSBLOCKING", running) == [["opened"] * len(gc.ports), []]
+        # The wait for the results is on the wire before the gates open: the evicted
+        # execution is forgotten as soon as it is done, so a request sent after it ended
+        # would rightly find nothing (as in RedisGears).
+        waiter = client.connection_pool.get_connection()
+        try:
+            waiter.send_command("RG.GETRESULTSBLOCKING", running)
+            for gate in gates:
+                cluster.set(gate, 1)
+            assert waiter.read_response() == [["opened"] * len(gc.ports), []]
+        finally:
+            client.connection_pool.release(waiter)
         wait_for(lambda: _forgotten(client, running), what="the evicted execution forgotten once done")
         newer = client.execute_command("RG.PYEXECUTE", quick, "UNBLOCKING")
         client.execute_command("RG.GETRESULTSBLOCKING", newer)
