@@ -71,7 +71,7 @@ def expected(corpus):
 
 @pytest.fixture(scope="module")
 def ingested(nlp_cluster, corpus, expected):
-    state, _ = nlp_cluster
+    state, folder = nlp_cluster
     client = redis.Redis(port=state.ports[0], decode_responses=True)
     deploy_nlp(client, ("127.0.0.1", GRAPH_PORT))
     cluster = state.cluster_client()
@@ -91,8 +91,16 @@ def ingested(nlp_cluster, corpus, expected):
         )
         return status if done else None
 
+    def stall_report() -> dict[str, object]:
+        """The last status and the warnings and errors the gears nodes logged."""
+        logs = {
+            path.name: [line for line in path.read_text(errors="replace").splitlines() if " WARNING " in line or " ERROR " in line][-15:]
+            for path in sorted(folder.glob("gears-*.log"))
+        }
+        return {"status": seen, "node_logs": logs}
+
     # 10 s here; the generous limit only bounds a stall, whose last status the failure shows
-    status = wait_for(drained, timeout=240, interval=0.2, what="the pipeline drained", describe=lambda: seen)
+    status = wait_for(drained, timeout=240, interval=0.2, what="the pipeline drained", describe=stall_report)
     yield state, cluster, status
     cluster.close()
 
