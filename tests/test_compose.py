@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.resources
-import io
 import json
 import os
 import re
@@ -113,23 +112,6 @@ def server_address(doc: dict[str, Any], service: str) -> str:
     return f"{host}:{option(args, '--port')}"
 
 
-def metrics_supported() -> bool:
-    """Whether ``gears node`` takes ``--metrics`` (argparse exits on an unknown flag)."""
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(["node", "--redis", "h:1", "--listen", "h:2", "--metrics", "h:3"])
-    except SystemExit:
-        return False
-    return True
-
-
-def without_metrics(args: list[str]) -> list[str]:
-    if "--metrics" not in args:
-        return args
-    i = args.index("--metrics")
-    return args[:i] + args[i + 2:]
-
-
 # --------------------------------------------------------------------------- static checks
 
 
@@ -152,12 +134,10 @@ def test_every_gears_command_parses_with_the_real_cli(name):
                 for args in [[str(a) for a in svc["command"]]]]
     assert {args[0] for args in commands} == {"cluster", "node", "api"}
     for args in commands:
-        parser.parse_args(without_metrics(args))  # argparse exits (SystemExit) on an unknown flag
+        parser.parse_args(args)  # argparse exits (SystemExit) on an unknown flag
 
 
 def test_gears_node_metrics_flag_is_known_to_the_cli():
-    if not metrics_supported():
-        pytest.skip("`gears node --metrics` is not in this branch yet (another change adds it); compose uses it")
     parser = build_parser()
     for name in COMPOSE_FILES:
         for args in fabric_services(render(name), "node").values():
@@ -337,7 +317,7 @@ def test_the_compose_processes_form_a_working_cluster(tmp_path):
         for service, args in fabric_services(doc, "node").items():
             local = {9121: tr.free_port()}
             metrics[service] = local[9121]
-            spawn(service, [*gears, *tr.args(service, args if metrics_supported() else without_metrics(args), local)])
+            spawn(service, [*gears, *tr.args(service, args, local)])
         doors = sorted(p for p in tr.ports.values() if p < base + launcher.SERVER_PORT_OFFSET)
         for door in doors:
             wait_for(lambda door=door: _answers(door, password), timeout=120, what=f"gears node {door}")
@@ -370,9 +350,8 @@ def test_the_compose_processes_form_a_working_cluster(tmp_path):
         assert option(api_args, "--cluster") == f"127.0.0.1:{doors[0]}"
         spawn("api", [*gears, *api_args])
         wait_for(lambda: _http_ok(httpx, f"http://127.0.0.1:{api_port}/openapi.json"), timeout=120, what="the API")
-        if metrics_supported():
-            for service, port in metrics.items():
-                assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200, service
+        for service, port in metrics.items():
+            assert httpx.get(f"http://127.0.0.1:{port}/metrics").status_code == 200, service
 
 
 def _http_ok(httpx: Any, url: str) -> bool:
