@@ -14,6 +14,7 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -298,8 +299,6 @@ def test_concurrent_writers_never_duplicate_an_edge(server: GraphServer) -> None
     """Writers on several shards MERGE the same new pairs at the same moment. Without the
     write lock, FalkorDB 4.16 created 8 to 18 extra edges for these 66 pairs in 7 of 8
     runs (the CI failure of the NLP pipeline test); three rounds here."""
-    import threading
-
     for round_ in range(3):
         graph = f"race{round_}"
         writers = [GraphWriter("127.0.0.1", GRAPH_PORT, graph) for _ in range(RACE_WRITERS)]
