@@ -20,6 +20,7 @@ __all__ = [
     "WorkerBusy",
     "MovedError",
     "PermissionDenied",
+    "ServerRefusal",
 ]
 
 
@@ -86,3 +87,12 @@ class PermissionDenied(GearsError):
     """The client's ACL user may not run this: ``NOPERM <why>``, as the server words it."""
 
     code = "NOPERM"
+
+
+class ServerRefusal(GearsError):
+    """The server node refused a command a handler sent it: the client gets the server's
+    own error line (``WRONGTYPE ...``, ``OOM ...``)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

@@ -313,6 +313,48 @@ def test_tensorsets_of_a_trusted_client_go_to_the_server_in_one_piece(gc):
     assert client.execute_command("AI.TENSORGET", y, "VALUES") == [b"7"]
 
 
+def test_tensorgets_of_a_trusted_client_go_to_the_server_in_one_piece(gc):
+    """A trusted client's AI.TENSORGETs are forwarded as the server script that reads
+    the key, on its own connection with no barrier; the front door turns each marked
+    reply into the tensor reply as it passes. Every format, every error in its place,
+    and a MULTI whose reply is not in yet queues them: the EXEC result is turned too."""
+    t = tag()
+    x, text, wrong, none = f"x{{{t}}}", f"s{{{t}}}", f"h{{{t}}}", f"none{{{t}}}"
+    client = owner(gc, x)
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 2, "VALUES", 1, 2)
+    client.set(text, "not a tensor")
+    client.hset(wrong, "f", "v")
+    blob = np.array([1, 2], "<f4").tobytes()
+    before = _commands_on_my_connection(client)
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command("AI.TENSORGET", x, "VALUES")
+    pipe.execute_command("AI.TENSORGET", x, "BLOB")
+    pipe.execute_command("AI.TENSORGET", x, "META")
+    pipe.execute_command("AI.TENSORGET", x)
+    pipe.execute_command("AI.TENSORGET", none)
+    pipe.execute_command("AI.TENSORGET", text)
+    pipe.execute_command("AI.TENSORGET", wrong, "BLOB")
+    pipe.execute_command("AI.TENSORGET", x, "NOSUCHFORMAT")
+    pipe.set(text, "still forwarded")
+    replies = pipe.execute(raise_on_error=False)
+    meta = [b"dtype", b"FLOAT", b"shape", [2]]
+    assert replies[:4] == [[b"1", b"2"], blob, meta, [*meta, b"blob", blob]], replies
+    assert "tensor key is empty or in a different shard" in str(replies[4])
+    assert str(replies[5]).startswith("WRONGTYPE") and str(replies[6]).startswith("WRONGTYPE"), replies[5:7]
+    assert isinstance(replies[7], redis.ResponseError) and replies[8] is True, replies[7:]
+    # seven scripts ran on its connection (the malformed one took the handler's path),
+    # then the SET and CLIENT INFO
+    assert _commands_on_my_connection(client) >= before + 7 + 2
+    pipe = client.pipeline(transaction=True)  # MULTI, the commands and EXEC in one write
+    pipe.execute_command("AI.TENSORSET", x, "FLOAT", 1, "VALUES", 7)
+    pipe.execute_command("AI.TENSORGET", x, "VALUES")
+    pipe.execute_command("AI.TENSORGET", none)
+    replies = pipe.execute(raise_on_error=False)
+    assert replies[:2] == [b"OK", [b"7"]], replies
+    assert "tensor key is empty or in a different shard" in str(replies[2])
+    assert client.execute_command("AI.TENSORGET", x, "META") == [b"dtype", b"FLOAT", b"shape", [1]]
+
+
 def test_keys_in_another_slot_or_shard(cluster3):
     """CROSSSLOT when a command's keys hash to different slots; MOVED (to the owner's
     front door) when they belong to another shard."""

@@ -251,7 +251,8 @@ def test_ai_commands_follow_key_rights(where: str, request: pytest.FixtureReques
 def test_tensorset_rights_are_the_commands_not_its_scripts(where: str, request: pytest.FixtureRequest) -> None:
     """The front door forwards the node's own user's AI.TENSORSET as a server script;
     any other user's is checked as AI.TENSORSET (key rights), so a user without EVAL
-    may still store tensors, in a pipeline too, and one without the key may not."""
+    may still store tensors, in a pipeline too, and one without the key may not. The
+    server's refusals reach that user as the server words them."""
     state = request.getfixturevalue(where)
     _set_user(state, "noeval", "on", ">npw", "~t:*", "+@all", "-eval", "-evalsha")
     cluster = state.cluster_client(username="noeval", password="npw")
@@ -265,6 +266,13 @@ def test_tensorset_rights_are_the_commands_not_its_scripts(where: str, request: 
         replies = pipe.execute(raise_on_error=False)
         assert replies[0] in ("OK", b"OK") and "no permissions to access" in str(replies[1]), replies
         assert [float(v) for v in cluster.execute_command("AI.TENSORGET", "t:{b}", "VALUES", target_nodes=node)] == [2.0]
+        # the handler's path answers the server's own refusal, as the script form would
+        client.hset("t:h{b}", "f", "v")
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command("AI.TENSORGET", "t:h{b}", "VALUES")
+        pipe.execute_command("AI.TENSORSET", "t:h{b}", "FLOAT", 1, "VALUES", 2)
+        replies = pipe.execute(raise_on_error=False)
+        assert [str(r) for r in replies] == ["WRONGTYPE Operation against a key holding the wrong kind of value"] * 2
     finally:
         cluster.close()
 

@@ -129,7 +129,7 @@ def _marked_tensorget(payload: list[Any]) -> bytes:
 MARKED_REPLIES[b"AI.TENSORGET"] = _marked_tensorget
 
 
-@command("AI.TENSORGET", queued=_queued_tensorget)
+@command("AI.TENSORGET", queued=_queued_tensorget, forwarded=True)
 async def tensorget(node: "NodeServices", ctx: Any, args: list[bytes]) -> Any:
     """``AI.TENSORGET key [META] [BLOB | VALUES]``."""
     key, fmt = parse_tensorget(args)

@@ -15,14 +15,19 @@ import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import hiredis
-from redis.exceptions import RedisError
+from redis.exceptions import (
+    BusyLoadingError, ExecAbortError, NoPermissionError, NoScriptError, OutOfMemoryError, ReadOnlyError, RedisError,
+    ResponseError,
+)
 
 from gears.wire.protocol import PeerMessage, WorkerCall
 from gears.node.peers import AUTH_COMMAND, HELLO_COMMAND, INNER_COMMAND
 from gears.wire.peerauth import PeerAuthError, PeerSecret
 
 from gears.environments import packages as reqpackages
-from gears.errors import ArityError, CommandError, ExecutionError, GearsError, PermissionDenied, WorkerBusy
+from gears.errors import (
+    ArityError, CommandError, ExecutionError, GearsError, PermissionDenied, ServerRefusal, WorkerBusy,
+)
 from gears.wire.ipc import ChannelClosed
 from gears.engine.records import GearsScriptError
 from gears.environments.requirements import normalize_requirements
@@ -57,7 +62,10 @@ def handlers_for(node: "NodeServices") -> dict[str, Callable[[Any, list[bytes]],
         if name in BEFORE_AUTH or name in UNLOGGED:
 
             async def bound(ctx: Any, args: list[bytes]) -> Any:
-                return await handler(node, ctx, args)
+                try:
+                    return await handler(node, ctx, args)
+                except ResponseError as exc:
+                    raise server_refusal(exc) from None
 
         else:
 
@@ -65,6 +73,8 @@ def handlers_for(node: "NodeServices") -> dict[str, Callable[[Any, list[bytes]],
                 started = time.perf_counter()
                 try:
                     return await handler(node, ctx, args)
+                except ResponseError as exc:
+                    raise server_refusal(exc) from None
                 finally:
                     task = asyncio.current_task()
                     if task is None or not task.cancelling():
@@ -86,6 +96,35 @@ def handlers_for(node: "NodeServices") -> dict[str, Callable[[Any, list[bytes]],
         return bound
 
     return {name: bind(name, handler) for name, handler in COMMANDS.items()}
+
+
+#: The error codes redis-py takes off the error lines it turns into these exception types.
+_STRIPPED_CODES: tuple[tuple[type[ResponseError], str], ...] = (
+    (OutOfMemoryError, "OOM"), (ReadOnlyError, "READONLY"), (NoPermissionError, "NOPERM"),
+    (BusyLoadingError, "LOADING"), (NoScriptError, "NOSCRIPT"), (ExecAbortError, "EXECABORT"),
+)
+
+
+def server_refusal(exc: ResponseError) -> GearsError:
+    """The error a handler answers when the server node refused what it asked: the
+    server's own line, its code put back where redis-py took it off (a plain
+    ``ResponseError`` keeps a code of its own, such as ``WRONGTYPE``; else ``ERR``).
+
+    >>> server_refusal(ResponseError("WRONGTYPE Operation against a key")).reply_text()
+    'WRONGTYPE Operation against a key'
+    >>> server_refusal(OutOfMemoryError("command not allowed")).reply_text()
+    'OOM command not allowed'
+    >>> server_refusal(ResponseError("unknown command")).reply_text()
+    'ERR unknown command'
+    """
+    text = str(exc)
+    for kind, code in _STRIPPED_CODES:
+        if isinstance(exc, kind):
+            return ServerRefusal(code, text)
+    first, _, rest = text.partition(" ")
+    if type(exc) is ResponseError and rest and first.isupper() and first.isalpha():
+        return ServerRefusal(first, rest)
+    return ServerRefusal("ERR", text)
 
 
 async def _log_if_slow(node: "NodeServices", ctx: Any, args: list[bytes], started: float) -> None:

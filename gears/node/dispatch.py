@@ -31,8 +31,8 @@ TRANSACTION_FORMS: dict[str, TransactionForm] = {}
 MARKED_REPLY = b"__gears_marked_reply__"
 MARKED_REPLIES: dict[bytes, Callable[[list[Any]], bytes]] = {}
 #: Commands whose queued form is their whole effect outside a transaction too, with the
-#: same reply: the front door may forward that form as a plain request, with no barrier,
-#: for a client whose rights need no check (see :mod:`gears.node.frontdoor`).
+#: same reply or a marked one: the front door may forward that form as a plain request,
+#: with no barrier, for a client whose rights need no check (see :mod:`gears.node.frontdoor`).
 FORWARDED: set[str] = set()
 
 

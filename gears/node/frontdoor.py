@@ -36,8 +36,9 @@ Per client connection
   (so it sees their effects), and the connection's later requests wait, unread,
   until it has answered (like a blocked client on the server). Other connections
   never wait for it. The exception: a trusted client's command that has a server form
-  with the same effect and reply (``AI.TENSORSET``) is forwarded in that form, as a
-  plain request (``trusts`` in :class:`FrontDoor`).
+  with the same effect and reply (``AI.TENSORSET``), or whose reply the front door
+  makes from the form's marked reply (``AI.TENSORGET``), is forwarded in that form, as
+  a plain request (``trusts`` in :class:`FrontDoor`).
 * **Pub/sub and MONITOR.** After ``SUBSCRIBE``, ``PSUBSCRIBE``, ``SSUBSCRIBE`` or
   ``MONITOR`` the connection becomes a transparent pipe in both directions for the
   rest of its life (also after ``UNSUBSCRIBE``); only ``MOVED``/``ASK`` errors are
@@ -260,6 +261,7 @@ _S_ENDTX = 7
 _S_RESET = 8
 _S_AUTH = 9
 _S_CONFIG_SET = 10
+_S_MARKED = 11
 
 _CLUSTER_SLOTS_KINDS = {
     b"SLOTS": _S_SLOTS,
@@ -419,20 +421,25 @@ def _exec_elements(raw: bytes) -> list[bytes] | None:
     return parts
 
 
+def _unmark_reply(raw: bytes) -> bytes:
+    """The client's reply that a marked reply (see :data:`gears.node.dispatch.MARKED_REPLY`)
+    stands for; any other reply (an error, ``+QUEUED``) as it is."""
+    header = raw.find(b"\r\n") + 2
+    if not (raw.startswith(b"*") and raw.startswith(_MARK, header)):
+        return raw
+    reader = hiredis.Reader()
+    reader.feed(raw)
+    value = reader.gets()
+    return MARKED_REPLIES[value[1]](value[2:])
+
+
 def _unmark_replies(raw: bytes) -> bytes:
-    """An ``EXEC`` reply with every marked element (see :data:`gears.node.commands.MARKED_REPLY`)
-    replaced by the client's reply it stands for; other elements are kept byte for byte."""
+    """An ``EXEC`` reply with every marked element replaced by the client's reply it
+    stands for; other elements are kept byte for byte."""
     parts = _exec_elements(raw)
     if parts is None:
         return raw
-    for i, element in enumerate(parts[1:], 1):
-        header = element.find(b"\r\n") + 2
-        if element.startswith(b"*") and element.startswith(_MARK, header):
-            reader = hiredis.Reader()
-            reader.feed(element)
-            value = reader.gets()
-            parts[i] = MARKED_REPLIES[value[1]](value[2:])
-    return b"".join(parts)
+    return b"".join([parts[0], *map(_unmark_reply, parts[1:])])
 
 
 class FrontDoor:
@@ -459,7 +466,8 @@ class FrontDoor:
     * ``trusts``: optional :data:`Trust`. For a client it trusts, known to have
       authenticated, with no ``AUTH``/``HELLO`` in flight, a handler carrying a
       ``forwarded_form`` (``AI.TENSORSET``: one server script with the same effect and
-      reply) is forwarded in that form as a plain request: no barrier, so a pipeline
+      reply; ``AI.TENSORGET``: one whose marked reply becomes the tensor reply as it
+      passes) is forwarded in that form as a plain request: no barrier, so a pipeline
       of them costs one round trip to the server node. A request the form refuses
       (a syntax error, another shard's key) takes the handler's path, which answers it.
     * ``interceptor``: optional :class:`Interceptor`.
@@ -1032,7 +1040,12 @@ class _Connection(asyncio.Protocol):
             return False  # the handler answers the error, in a transaction too
         if command is None:
             return False
-        self._forward(encode_command(command), None)
+        if MARKED_REPLY in command:
+            # (A MULTI whose reply is not in yet queues it: the EXEC result is unmarked too.)
+            self._tx_marked = True
+            self._forward(encode_command(command), _S_MARKED)
+        else:
+            self._forward(encode_command(command), None)
         observer = self.door.observer
         if observer is not None:
             observer.handled(args[0].upper().decode("utf-8", "replace"), perf_counter() - started)
@@ -1268,6 +1281,8 @@ class _Connection(asyncio.Protocol):
         elif slot == _S_CONFIG_SET:
             if ok and self.door.on_config_set is not None:
                 self.door.on_config_set()
+        elif slot == _S_MARKED:
+            return _unmark_reply(raw)
         elif slot == _S_AUTH:
             user = self._auth_users.popleft() if self._auth_users else None
             # +OK (AUTH) or the HELLO map: authenticated (a +QUEUED inside MULTI is not)

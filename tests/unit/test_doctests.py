@@ -8,7 +8,10 @@ import importlib
 import pytest
 
 #: Modules whose docstrings hold ``>>>`` examples.
-MODULES_WITH_EXAMPLES = ["gears.engine.records", "gears.wire.respparse", "gears.node.slowlog", "gears.environments.base", "gears.node.worker_pool", "gears.wire.workerstats", "gears.wire.protocol"]
+MODULES_WITH_EXAMPLES = [
+    "gears.engine.records", "gears.wire.respparse", "gears.node.slowlog", "gears.environments.base", "gears.node.worker_pool",
+    "gears.wire.workerstats", "gears.wire.protocol", "gears.node.commands",
+]
 
 
 @pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)
