@@ -62,6 +62,49 @@ def test_deprecated_modelset_and_modelrun(gc):
     assert client.execute_command("AI.INFO", model)[15] == 2
 
 
+def test_a_model_store_sent_again_or_beside_another_goes_through(gc):
+    """A store sent again while the first still runs (a client whose socket timeout ran out
+    first: redis-py 8 waits 5 s, then retries), or one cut short, leaves the key a hash of
+    chunks with no meta yet: a new store of the key goes through, where before it was
+    WRONGTYPE. Stores of one key at the same time each succeed, and the key keeps only
+    the chunks of the version that is current. A user's own hash is still WRONGTYPE."""
+    import threading
+
+    t = tag()
+    model, x, y, theirs = f"m{{{t}}}", f"x{{{t}}}", f"y{{{t}}}", f"h{{{t}}}"
+    client = owner(gc, model)
+    blob = torchscript(Affine())
+    client.hset(model, "blob:0123456789abcdef:0", b"the start of a store that never finished")
+    assert client.execute_command("AI.MODELSTORE", model, "TORCH", "CPU", "BLOB", blob) == b"OK"
+    client.execute_command("AI.TENSORSET", x, "FLOAT", 1, 4, "VALUES", 1, 2, 3, 4)
+    assert client.execute_command("AI.MODELEXECUTE", model, "INPUTS", 1, x, "OUTPUTS", 1, y) == b"OK"
+    assert client.execute_command("AI.TENSORGET", y, "VALUES") == affine([1, 2, 3, 4])
+
+    fresh = f"n{{{t}}}"
+    replies: list[object] = []
+
+    def store() -> None:
+        with owner(gc, fresh) as own:
+            try:
+                replies.append(own.execute_command("AI.MODELSTORE", fresh, "TORCH", "CPU", "BLOB", blob))
+            except redis.RedisError as exc:
+                replies.append(exc)
+
+    threads = [threading.Thread(target=store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert replies == [b"OK"] * 4
+    fields = client.hkeys(fresh)
+    chunks = [f for f in fields if f.startswith(b"blob:")]
+    assert sorted(set(fields) - set(chunks)) == [b"__gears_ai__", b"meta"] and len(chunks) == 1, fields
+    assert client.execute_command("AI.MODELEXECUTE", fresh, "INPUTS", 1, x, "OUTPUTS", 1, y) == b"OK"
+
+    client.hset(theirs, mapping={"blob:not-ours": "x", "name": "a user's hash"})
+    fails(client, "WRONGTYPE", "AI.MODELSTORE", theirs, "TORCH", "CPU", "BLOB", blob)
+
+
 def test_modelget_reply_shapes_and_errors(gc):
     t = tag()
     model = f"m{{{t}}}"

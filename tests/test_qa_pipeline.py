@@ -340,62 +340,6 @@ def test_a_saved_checkpoint_loads_through_the_cli_as_onnx(qa_cluster, tmp_path):
         assert cluster.get(question_key(skey, question)) == served.answer(question, context_ids(texts[skey]))
 
 
-# ------------------------------------------------- device portability of the export
-# (after the checkpoint test, which is the last to use the stored models: a failed GPU
-# store below may leave a shard without them)
-def test_the_torchscript_export_pins_no_device_and_matches_the_model():
-    """Tracing records the example's device in constants (transformers' masking code);
-    the export replaces them, so one export runs on the CPU and on a GPU."""
-    import io
-
-    model = qa.demo_model()
-    traced = torch.jit.load(io.BytesIO(qa.export_model(model, "TORCH")))
-    assert qa.pinned_devices(traced) == []
-    ids = torch.full((2, 24), 1012, dtype=torch.int64)
-    mask = torch.ones((2, 24), dtype=torch.int64)
-    mask[1, 15:] = 0
-    types = torch.zeros((2, 24), dtype=torch.int64)
-    with torch.inference_mode():
-        start, end = traced(ids, mask, types)
-        reference = model(input_ids=ids, attention_mask=mask, token_type_ids=types)
-    assert torch.allclose(start, reference.start_logits, atol=1e-5)
-    assert torch.allclose(end, reference.end_logits, atol=1e-5)
-
-
-def test_a_plain_trace_does_pin_the_device():
-    """What the test above guards against: without unpinning, a device constant is left."""
-    import io
-
-    from transformers import BertConfig, BertForQuestionAnswering
-
-    torch.manual_seed(0)
-    model = BertForQuestionAnswering(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
-                                                num_attention_heads=2, intermediate_size=32)).eval()
-    example = (torch.ones((2, 8), dtype=torch.int64), torch.ones((2, 8), dtype=torch.int64), torch.zeros((2, 8), dtype=torch.int64))
-    with torch.inference_mode():
-        traced = torch.jit.trace(model, example, check_trace=False, strict=False)
-    buffer = io.BytesIO()
-    torch.jit.save(traced, buffer)
-    assert qa.pinned_devices(torch.jit.load(io.BytesIO(buffer.getvalue())))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_the_export_runs_on_a_gpu_like_on_the_cpu():
-    import io
-
-    model = qa.demo_model()
-    blob = qa.export_model(model, "TORCH")
-    cpu = torch.jit.load(io.BytesIO(blob))
-    gpu = torch.jit.load(io.BytesIO(blob), map_location="cuda")
-    ids = torch.full((1, 32), 1012, dtype=torch.int64)
-    mask = torch.ones((1, 32), dtype=torch.int64)
-    types = torch.zeros((1, 32), dtype=torch.int64)
-    with torch.inference_mode():
-        on_cpu = cpu(ids, mask, types)
-        on_gpu = gpu(ids.cuda(), mask.cuda(), types.cuda())
-    assert all(torch.allclose(a, b.cpu(), atol=1e-3) for a, b in zip(on_cpu, on_gpu))
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a node without CUDA")
 def test_load_qa_for_a_gpu_without_cuda_is_a_one_line_error(qa_cluster):
     state = qa_cluster["state"]

@@ -28,6 +28,7 @@ from typing import Any
 __all__ = [
     "MARKER_FIELD",
     "CHUNK_SIZE",
+    "CHUNK_FIELD_PREFIX",
     "ModelMeta",
     "ScriptMeta",
     "chunk_fields",
@@ -38,6 +39,8 @@ __all__ = [
 MARKER_FIELD = "__gears_ai__"
 #: Largest chunk written in one command (well under the default 512 MB bulk limit).
 CHUNK_SIZE = 64 * 1024 * 1024
+#: What every chunk field's name starts with.
+CHUNK_FIELD_PREFIX = "blob:"
 
 
 def new_version() -> str:
@@ -88,7 +91,7 @@ class ScriptMeta:
 
 def chunk_fields(version: str, count: int) -> list[str]:
     """The hash fields holding a model version's chunks, in order."""
-    return [f"blob:{version}:{i}" for i in range(count)]
+    return [f"{CHUNK_FIELD_PREFIX}{version}:{i}" for i in range(count)]
 
 
 def split_chunks(parts: list[bytes], size: int = CHUNK_SIZE) -> list[bytes]:

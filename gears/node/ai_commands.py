@@ -19,7 +19,7 @@ from gears.errors import ArityError, CommandError, GearsError
 from gears.wire.resp import OK, Status, encode, encode_error
 from gears.ai.backends import BACKENDS
 from gears.ai.dag import parse_dag
-from gears.ai.storage import CHUNK_SIZE, MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields, new_version, split_chunks
+from gears.ai.storage import CHUNK_FIELD_PREFIX, CHUNK_SIZE, MARKER_FIELD, ModelMeta, ScriptMeta, chunk_fields, new_version, split_chunks
 from gears.ai.syntax import arg_text, int_arg, parse_modelexecute, parse_modelrun, parse_modelstore, parse_scriptexecute, parse_scriptrun
 from gears.ai.tensor_keys import MAGIC, decode_key_value, encode_key_value
 from gears.ai.tensor_syntax import parse_tensorget, parse_tensorset, tensorget_reply
@@ -75,16 +75,45 @@ async def _ai_fields(node: "NodeServices", key: bytes, kind: str, missing: str) 
 
 
 async def _check_writable(node: "NodeServices", key: bytes, kind: str) -> str | None:
-    """``None`` if the key is free, the old meta if it holds the same kind; else WRONGTYPE."""
-    key_type = (await node.server.type(key)).decode()
-    if key_type == "none":
-        return None
-    if key_type != "hash":
+    """``None`` if the key is free, the old meta if it holds the same kind; else WRONGTYPE.
+
+    A model key that is a hash of chunks with no marker is free too: a store of the key
+    that has not switched its ``meta`` in yet, still running (a client that gave up
+    waiting and sent it again) or cut short. A new store may go ahead beside it. The
+    check is one script, so a store switching in meanwhile cannot split it."""
+    verdict = await node.server.eval(_WRITABLE, 1, key, MARKER_FIELD, kind, CHUNK_FIELD_PREFIX,
+                                     _UNFINISHED_STORE_MAX_FIELDS)
+    if verdict == _WRONG_KIND:
         raise CommandError(WRONGTYPE)
-    marker, meta = await node.server.hmget(key, MARKER_FIELD, "meta")
-    if marker is None or marker.decode() != kind:
-        raise CommandError(WRONGTYPE)
-    return meta.decode() if meta is not None else None
+    return verdict.decode() if isinstance(verdict, bytes) and verdict else None
+
+
+#: ``false`` (free), the meta of the same kind (``""`` without one), or ``wrong-kind``.
+_WRITABLE = """
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return false end
+if t ~= 'hash' then return 'wrong-kind' end
+local marker = redis.call('HGET', KEYS[1], ARGV[1])
+if marker then
+  if marker ~= ARGV[2] then return 'wrong-kind' end
+  return redis.call('HGET', KEYS[1], 'meta') or ''
+end
+if ARGV[2] ~= 'model' or redis.call('HLEN', KEYS[1]) > tonumber(ARGV[4]) then return 'wrong-kind' end
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(name, 1, string.len(ARGV[3])) ~= ARGV[3] then return 'wrong-kind' end
+end
+return false
+"""
+_WRONG_KIND = b"wrong-kind"
+#: Make a stored model version current: its meta in (with the marker); the meta it replaced.
+_SWITCH_MODEL_VERSION = """
+local replaced = redis.call('HGET', KEYS[1], 'meta')
+redis.call('HSET', KEYS[1], ARGV[1], 'model', 'meta', ARGV[2])
+return replaced
+"""
+#: A hash with more fields than this is not taken for an unfinished model store (a model
+#: of this many 64 MB chunks would be 64 GB).
+_UNFINISHED_STORE_MAX_FIELDS = 1024
 
 
 # ----------------------------------------------------------------------- tensors
@@ -141,7 +170,7 @@ async def tensorget(node: "NodeServices", ctx: Any, args: list[bytes]) -> Any:
 async def _store_model(node: "NodeServices", args: list[bytes], deprecated: bool) -> Any:
     key, meta, parts = parse_modelstore(args, deprecated)
     _local(node, [key])
-    old = await _check_writable(node, key, "model")
+    await _check_writable(node, key, "model")
     chunks = split_chunks(parts, CHUNK_SIZE)
     meta.version, meta.chunks, meta.size = new_version(), len(chunks), sum(len(c) for c in chunks)
     fields = chunk_fields(meta.version, meta.chunks)
@@ -154,11 +183,13 @@ async def _store_model(node: "NodeServices", args: list[bytes], deprecated: bool
         raise
     if meta.backend != "TF":
         meta.inputs, meta.outputs = inputs, outputs
-    await node.server.hset(key, mapping={MARKER_FIELD: "model", "meta": meta.to_json()})
-    if old is not None:
-        previous = ModelMeta.from_json(old)
+    # The version this one replaces is the one current at the switch (another store of the
+    # key may have switched in since the check above), so each switch drops its predecessor.
+    replaced = await node.server.eval(_SWITCH_MODEL_VERSION, 1, key, MARKER_FIELD, meta.to_json())
+    if replaced is not None:
+        previous = ModelMeta.from_json(replaced)
         stale = chunk_fields(previous.version, previous.chunks)
-        if stale:
+        if stale and previous.version != meta.version:
             await node.server.hdel(key, *stale)
     return OK
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .harness import (
     Case,
@@ -145,6 +147,22 @@ while data := inbound.recv(16):
 """
 
 
+#: Seconds every process on the path sleeps before an ``*_after_idle`` call: about one
+#: run of the packaged encoder on a CPU.
+IDLE_S = 0.015
+
+
+def _after_idle(call: Callable[[], Any], idle_s: float, count: int) -> list[float]:
+    """Milliseconds of ``count`` calls, each after ``idle_s`` asleep, sorted."""
+    times = []
+    for _ in range(count):
+        time.sleep(idle_s)
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return sorted(times)
+
+
 def _handover_chain_us(idle_s: float, rounds: int, hops: int = 4) -> float:
     """p50 microseconds for one byte to pass a ring of ``hops`` processes (this one and
     ``hops - 1`` plain echo processes), every process having waited ``idle_s`` first.
@@ -240,7 +258,9 @@ def run_suite(args: argparse.Namespace) -> list[Case]:
         cluster = state.cluster_client()
         port = cluster.get_node_from_key("enc{06S}").port
         cluster.close()
-        client = redis.Redis(port=port)
+        # bert-base's store takes longer than redis-py's default 5 s socket timeout, and a
+        # retried call would be timed twice: a long timeout and no retries
+        client = redis.Redis(port=port, socket_timeout=600, retry=Retry(NoBackoff(), 0))
         _store_model(client, "enc{06S}", spec.blob, 0, device)
         _store_model(client, "encb{06S}", spec.blob, 16, device)
         _store_model(client, "add{06S}", add_spec.blob, 0, device)
@@ -264,10 +284,14 @@ def run_suite(args: argparse.Namespace) -> list[Case]:
         expected = inproc_call()[0].numpy().ravel()
         if not np.allclose(got, expected, atol=1e-3):
             raise RuntimeError("the served model's output differs from the in-process output")
-        add_served, add_inproc = alternating(_client_paths(client, add_spec, "add{06S}")["bare"],
-                                              _in_process(add_spec, device), args.calls)
+        add_run = _client_paths(client, add_spec, "add{06S}")["bare"]
+        add_served, add_inproc = alternating(add_run, _in_process(add_spec, device), args.calls)
+        add_after_idle = _after_idle(add_run, IDLE_S, args.calls)
+        server = redis.Redis(port=state.server_ports[state.ports.index(port)])
+        ping_after_idle, ping_busy = _after_idle(server.ping, IDLE_S, args.calls), timed_calls(server.ping, args.calls)
+        server.close()
         weightless = _weightless_path(client, inproc, args.calls) if device == "CPU" else None
-        chain_busy, chain_idle = _handover_chain_us(0, args.calls), _handover_chain_us(0.015, args.calls)
+        chain_busy, chain_idle = _handover_chain_us(0, args.calls), _handover_chain_us(IDLE_S, args.calls)
         plain_rate, plain_lat = _concurrent_load(port, args.clients, "enc{06S}", args.seconds, names, spec.outputs)
         batched_rate, batched_lat = _concurrent_load(port, args.clients, "encb{06S}", args.seconds, names, spec.outputs)
         ceiling = _batched_ceiling(spec, device, 16, args.calls)
@@ -286,6 +310,12 @@ def run_suite(args: argparse.Namespace) -> list[Case]:
              mean(bare) - backend_ms, None, False, "the framework's own share, model compute excluded"),
         Case("overhead_add_model_p50_ms", f"ms (a model adding its two inputs: served p50 {p50(add_served):.2f} - in-process p50 {p50(add_inproc):.2f})",
              p50(add_served) - p50(add_inproc), None, False, "the path with no compute before it"),
+        Case("overhead_add_model_after_idle_ms",
+             f"ms (the same, every call after {IDLE_S * 1000:.0f} ms asleep, as around a run of that length: served p50 "
+             f"{p50(add_after_idle):.2f} - in-process p50 {p50(add_inproc):.2f}; a plain server PING: "
+             f"{p50(ping_after_idle) * 1000:.0f} us after the same sleep vs {p50(ping_busy) * 1000:.0f} us back to back)",
+             p50(add_after_idle) - p50(add_inproc), None, False,
+             "near bare_overhead_p50_ms where the machine wakes slowly after idle"),
     ]
     if weightless is not None:
         cases.append(Case("serving_path_weightless_mean_ms", weightless[0], weightless[1], None, False,
