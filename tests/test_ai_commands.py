@@ -64,7 +64,7 @@ def test_deprecated_modelset_and_modelrun(gc):
 
 def test_a_model_store_sent_again_or_beside_another_goes_through(gc):
     """A store sent again while the first still runs (a client whose socket timeout ran out
-    first: redis-py 8 waits 5 s, then retries), or one cut short, leaves the key a hash of
+    first: redis-py 8 waits 5 s, then sends it again), or one cut short, leaves the key a hash of
     chunks with no meta yet: a new store of the key goes through, where before it was
     WRONGTYPE. Stores of one key at the same time each succeed, and the key keeps only
     the chunks of the version that is current. A user's own hash is still WRONGTYPE."""
