@@ -92,6 +92,8 @@ class ThreadChannel:
         self._pending_lock = threading.Lock()
         # Requests may block (a script, a model run): each gets a pool thread.
         self._calls = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="call")
+        #: Per pool thread: what to run once the answer to the request it serves is sent.
+        self._after_answer = threading.local()
 
     def send(self, kind: str, *args: Any) -> None:
         """Send a one-way message."""
@@ -114,6 +116,17 @@ class ThreadChannel:
         if not ok:
             raise value
         return value
+
+    def after_answer(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on this thread once the answer to the request it is serving has
+        been sent (at once on a thread serving none). For what must not start before the
+        node has its answer: an execution whose user code may hold the GIL in C for
+        minutes would otherwise keep the answer (its id) from being sent."""
+        actions = getattr(self._after_answer, "actions", None)
+        if actions is None:
+            action()
+        else:
+            actions.append(action)
 
     def serve(
         self,
@@ -167,7 +180,14 @@ class ThreadChannel:
             _pass_on(handle_message, kind, message[1:])
 
     def _serve_call(self, call_id: int, name: str, args: tuple[Any, ...], handle_call: Callable[..., Any]) -> None:
-        self._answer(call_id, name, *_outcome(handle_call, name, args))
+        actions: list[Callable[[], None]] = []
+        self._after_answer.actions = actions
+        try:
+            self._answer(call_id, name, *_outcome(handle_call, name, args))
+        finally:
+            self._after_answer.actions = None
+            for action in actions:
+                action()
 
     def _answer(self, call_id: int, name: str, ok: bool, value: Any) -> None:
         try:

@@ -172,7 +172,9 @@ class WorkerProcess:
             }
         if state.run is not None:
             plan, reader, mode = state.run
-            outcome["execution_id"] = self.start_execution(plan, reader, mode, session).id
+            execution = self.start_execution(plan, reader, mode, session, start=False)
+            outcome["execution_id"] = execution.id
+            self.channel.after_answer(execution.start)  # code held in C must not hold back the id
         return outcome
 
     @property
@@ -249,11 +251,13 @@ class WorkerProcess:
         session: Session | None,
         *,
         registration: dict[str, Any] | None = None,
+        start: bool = True,
     ) -> LocalExecution:
         """Start an execution this shard initiates (``run()``, or a triggered ``async`` one).
 
         A registration's execution ships no plan: the other shards run their own copy
-        of the registration (``registration`` says which, and with which records)."""
+        of the registration (``registration`` says which, and with which records). With
+        ``start=False`` the node knows of it but its thread is the caller's to start."""
         distributed = mode == "async" and self.shard_map.cluster_mode
         blob = None
         if distributed and registration is None:
@@ -270,7 +274,8 @@ class WorkerProcess:
         }
         execution = self._new_execution(exec_id, plan, reader, self.shard_map.my_index, distributed, session)
         self.channel.call(NodeCall.START_EXECUTION, blob, meta)
-        execution.start()
+        if start:
+            execution.start()
         return execution
 
     def local_execution(self, plan: Plan, reader: Reader, session: Session | None) -> LocalExecution:

@@ -209,6 +209,54 @@ def test_pending_node_calls_fail_when_the_worker_goes_away() -> None:
     asyncio.run(scenario())
 
 
+def test_what_runs_after_the_answer_waits_for_it_to_be_sent() -> None:
+    """An action a request's handler puts off with ``after_answer`` runs on the same thread
+    only once the answer is sent: here the action blocks until the node has the answer, so
+    an action run first would hold the answer back and the call would time out. Off a
+    request's thread the action runs at once."""
+    node_sock, worker_sock = socket.socketpair()
+    worker = ThreadChannel(worker_sock)
+    answered = threading.Event()
+    ran: list[str] = []
+
+    def on_call(kind: str, *args: Any) -> Any:
+        def action() -> None:
+            ran.append("waiting for the answer to arrive")
+            ran.append("after the answer" if answered.wait(10) else "before the answer")
+
+        worker.after_answer(action)
+        return "the id"
+
+    thread = threading.Thread(target=_serve_until_closed, args=(worker, lambda *a: None, on_call), daemon=True)
+    thread.start()
+
+    async def scenario() -> Any:
+        reader, writer = await asyncio.open_unix_connection(sock=node_sock)
+        channel = AsyncChannel(reader, writer)
+        serving = asyncio.ensure_future(channel.serve(lambda *a: None, _no_calls))
+        answer = await channel.call("start", timeout=5)
+        answered.set()
+        channel.close()
+        await asyncio.gather(serving, return_exceptions=True)
+        return answer
+
+    assert asyncio.run(scenario()) == "the id"
+    thread.join(10)
+    assert _wait(lambda: len(ran) == 2) and ran[1] == "after the answer", ran
+    direct: list[str] = []
+    worker.after_answer(lambda: direct.append("at once"))
+    assert direct == ["at once"]
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    deadline = threading.Event()
+    for _ in range(int(seconds * 100)):
+        if condition():
+            return True
+        deadline.wait(0.01)
+    return condition()
+
+
 async def _no_calls(kind: str, *args: Any) -> Any:
     raise AssertionError(f"unexpected call {kind}")
 
