@@ -74,8 +74,8 @@ async def _ai_fields(node: "NodeServices", key: bytes, kind: str, missing: str) 
     return {b"meta": meta}
 
 
-async def _check_writable(node: "NodeServices", key: bytes, kind: str) -> str | None:
-    """``None`` if the key is free, the old meta if it holds the same kind; else WRONGTYPE.
+async def _check_writable(node: "NodeServices", key: bytes, kind: str) -> None:
+    """Raise WRONGTYPE unless the key is free or holds a model/script of ``kind``.
 
     A model key that is a hash of chunks with no marker is free too: a store of the key
     that has not switched its ``meta`` in yet, still running (a client that gave up
@@ -85,10 +85,9 @@ async def _check_writable(node: "NodeServices", key: bytes, kind: str) -> str | 
                                      _UNFINISHED_STORE_MAX_FIELDS)
     if verdict == _WRONG_KIND:
         raise CommandError(WRONGTYPE)
-    return verdict.decode() if isinstance(verdict, bytes) and verdict else None
 
 
-#: ``false`` (free), the meta of the same kind (``""`` without one), or ``wrong-kind``.
+#: ``wrong-kind``, or ``false`` where a store of ``ARGV[2]`` may go ahead.
 _WRITABLE = """
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return false end
@@ -96,7 +95,7 @@ if t ~= 'hash' then return 'wrong-kind' end
 local marker = redis.call('HGET', KEYS[1], ARGV[1])
 if marker then
   if marker ~= ARGV[2] then return 'wrong-kind' end
-  return redis.call('HGET', KEYS[1], 'meta') or ''
+  return false
 end
 if ARGV[2] ~= 'model' or redis.call('HLEN', KEYS[1]) > tonumber(ARGV[4]) then return 'wrong-kind' end
 for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -189,7 +188,7 @@ async def _store_model(node: "NodeServices", args: list[bytes], deprecated: bool
     if replaced is not None:
         previous = ModelMeta.from_json(replaced)
         stale = chunk_fields(previous.version, previous.chunks)
-        if stale and previous.version != meta.version:
+        if stale:
             await node.server.hdel(key, *stale)
     return OK
 

@@ -59,22 +59,20 @@ def handlers_for(node: "NodeServices") -> dict[str, Callable[[Any, list[bytes]],
     ``SELECT`` would send it to another database than the handler's)."""
 
     def bind(name: str, handler: Handler) -> Callable[[Any, list[bytes]], Awaitable[Any]]:
+        async def answered(ctx: Any, args: list[bytes]) -> Any:
+            try:
+                return await handler(node, ctx, args)
+            except ResponseError as exc:
+                raise server_refusal(exc) from None
+
         if name in BEFORE_AUTH or name in UNLOGGED:
-
-            async def bound(ctx: Any, args: list[bytes]) -> Any:
-                try:
-                    return await handler(node, ctx, args)
-                except ResponseError as exc:
-                    raise server_refusal(exc) from None
-
+            bound = answered
         else:
 
             async def bound(ctx: Any, args: list[bytes]) -> Any:
                 started = time.perf_counter()
                 try:
-                    return await handler(node, ctx, args)
-                except ResponseError as exc:
-                    raise server_refusal(exc) from None
+                    return await answered(ctx, args)
                 finally:
                     task = asyncio.current_task()
                     if task is None or not task.cancelling():
